@@ -1,0 +1,3 @@
+from prcrs_batch.cli import main
+
+main()

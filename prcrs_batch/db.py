@@ -1,0 +1,35 @@
+"""Engines for the warehouse and results databases, and a redacted URL for logs."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event, make_url
+
+from prcrs_batch.settings import normalise_database_url
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets foreign keys and a busy timeout, PostgreSQL a pool check."""
+    url = normalise_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for logs and error messages.
+
+    >>> redact("postgresql://u:secret@h/db")
+    'postgresql://u:***@h/db'
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL is still never echoed back whole
+        return "<unparseable database URL>"
