@@ -1,0 +1,227 @@
+"""Stage 7: the only module that talks SMTP. Sends a rendered `report.Report`.
+
+The message is the usual HTML mail with a text fallback and inline images:
+
+    multipart/alternative
+      text/plain                the report's text
+      multipart/related
+        text/html               the report's HTML, images referenced as cid:<id>
+        image/png (inline)      one per content-id in report.images
+
+Transient failures (connection refused or dropped, timeouts, 4xx replies) are retried
+with exponential backoff; permanent ones (bad credentials, every recipient refused,
+STARTTLS not offered) fail at once. Either way the caller gets one `MailError`, whose
+message never contains the password. Logs carry counts, never patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl as ssl_lib
+import time
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from prcrs_batch.report import Report
+
+logger = logging.getLogger(__name__)
+
+# Retrying these cannot help, and retrying a bad login can lock the account. Any other
+# reply in the 5xx range is permanent too; everything else (4xx, network) is retried.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    smtplib.SMTPAuthenticationError,
+    smtplib.SMTPNotSupportedError,
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPSenderRefused,
+)
+
+
+class MailError(RuntimeError):
+    """The report could not be sent; the message names the server, never the password."""
+
+
+def build_message(report: Report, *, sender: str, recipients: list[str]) -> EmailMessage:
+    """The MIME message for a report: text and HTML alternatives, PNGs inline by CID.
+
+    >>> r = Report("PrCRS 2026-11-26 - all clear", "<p>ok</p>", "ok", {})
+    >>> m = build_message(r, sender="a@example.org", recipients=["b@example.org"])
+    >>> m.get_content_type(), m["Subject"]
+    ('multipart/alternative', 'PrCRS 2026-11-26 - all clear')
+    """
+    message = EmailMessage()
+    message["Subject"] = report.subject
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(localtime=True)
+    domain = sender.rpartition("@")[2] or None
+    message["Message-ID"] = make_msgid(domain=domain)
+    message.set_content(report.text)
+    message.add_alternative(report.html, subtype="html")
+    html_part = message.get_body(preferencelist=("html",))
+    if html_part is None:  # cannot happen: added just above
+        raise MailError("the HTML part is missing from the message")
+    for number, (cid, png) in enumerate(report.images.items(), start=1):
+        html_part.add_related(
+            png,
+            maintype="image",
+            subtype="png",
+            cid=f"<{cid}>",
+            disposition="inline",
+            filename=f"trend-{number}.png",
+        )
+    return message
+
+
+def send_report(
+    report: Report,
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    recipients: list[str],
+    user: str | None = None,
+    password: str | None = None,
+    starttls: bool = True,
+    ssl: bool = False,
+    attempts: int = 3,
+    backoff_seconds: float = 2.0,
+    timeout: float = 30,
+) -> None:
+    """Send a report by SMTP, retrying transient failures with exponential backoff.
+
+    Args:
+        report: what `report.build_report` or `report.build_failure_notice` returned.
+        host, port: the SMTP server.
+        sender, recipients: envelope and header addresses.
+        user, password: log in when `user` is set.
+        starttls: upgrade a plain connection with STARTTLS (required when True: a
+            server that does not offer it is a permanent failure). Ignored with `ssl`.
+        ssl: connect with implicit TLS (SMTP_SSL, usually port 465).
+        attempts: tries in all; waits `backoff_seconds * 2 ** (try - 1)` between them.
+        timeout: seconds for the connection and each SMTP command.
+
+    Raises:
+        MailError: after the last attempt, or at once on a permanent failure.
+
+    Example (nothing listens on port 9, so this fails fast):
+
+    >>> r = Report("s", "<p>h</p>", "t", {})
+    >>> send_report(r, host="127.0.0.1", port=9, sender="a@example.org",
+    ...             recipients=["b@example.org"], starttls=False,
+    ...             attempts=1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prcrs_batch.mailer.MailError: could not send the report via 127.0.0.1:9 ...
+    """
+    if not recipients:
+        raise MailError("no recipients: set PRCRS_ALERT_TO")
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    message = build_message(report, sender=sender, recipients=recipients)
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            _deliver(
+                message,
+                host=host,
+                port=port,
+                sender=sender,
+                recipients=recipients,
+                user=user,
+                password=password,
+                starttls=starttls,
+                use_ssl=ssl,
+                timeout=timeout,
+            )
+        except (smtplib.SMTPException, OSError) as exc:
+            if not _is_permanent(exc):
+                last = exc
+                logger.warning(
+                    "sending failed on attempt %d/%d: %s",
+                    attempt,
+                    attempts,
+                    _describe(exc, password),
+                )
+                if attempt < attempts:
+                    time.sleep(backoff_seconds * 2 ** (attempt - 1))
+                continue
+            logger.error(
+                "sending failed permanently on attempt %d/%d: %s",
+                attempt,
+                attempts,
+                _describe(exc, password),
+            )
+            raise _mail_error(exc, host, port, attempt, password) from _cause(exc, password)
+        else:
+            logger.info(
+                "report sent to %d recipient(s) with %d image(s) on attempt %d",
+                len(recipients),
+                len(report.images),
+                attempt,
+            )
+            return
+    assert last is not None
+    raise _mail_error(last, host, port, attempts, password) from _cause(last, password)
+
+
+def _deliver(
+    message: EmailMessage,
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    recipients: list[str],
+    user: str | None,
+    password: str | None,
+    starttls: bool,
+    use_ssl: bool,
+    timeout: float,
+) -> None:
+    context = ssl_lib.create_default_context()
+    smtp: smtplib.SMTP
+    if use_ssl:
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    with smtp:
+        smtp.ehlo()
+        if starttls and not use_ssl:
+            smtp.starttls(context=context)  # raises SMTPNotSupportedError if not offered
+            smtp.ehlo()
+        if user:
+            smtp.login(user, password or "")
+        refused = smtp.send_message(message, from_addr=sender, to_addrs=recipients)
+    if refused:
+        logger.warning("%d of %d recipient(s) refused the report", len(refused), len(recipients))
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """Bad credentials, refused addresses, no STARTTLS, or any 5xx reply."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        return True
+    code = getattr(exc, "smtp_code", None)
+    return isinstance(exc, smtplib.SMTPResponseException) and isinstance(code, int) and code >= 500
+
+
+def _describe(exc: BaseException, password: str | None) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def _mail_error(
+    exc: BaseException, host: str, port: int, attempt: int, password: str | None
+) -> MailError:
+    return MailError(
+        f"could not send the report via {host}:{port} after {attempt} attempt(s): "
+        f"{_describe(exc, password)}"
+    )
+
+
+def _cause(exc: BaseException, password: str | None) -> BaseException | None:
+    """Chain the original exception unless its text would reveal the password."""
+    if password and password in str(exc):
+        return None
+    return exc
