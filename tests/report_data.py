@@ -1,0 +1,112 @@
+"""Tiny synthetic inputs for report.build_report. Synthetic ids only, no patient data."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+AS_OF = date(2026, 11, 26)
+THRESHOLD = 0.30
+
+Risks = tuple[float, float, float]
+
+
+def make_run(n_patients: int = 0, n_data_issues: int = 4) -> dict[str, Any]:
+    return {
+        "run_id": "0b7e2c8e-run-test",
+        "as_of": AS_OF,
+        "model_version": "prcrs-2026.11-test",
+        "data_cutoff": datetime.combine(AS_OF, time(23, 59, 59)),
+        "n_patients": n_patients,
+        "n_scores": n_patients * len(FACTOR_SETS) * len(HORIZONS),
+        "n_data_issues": n_data_issues,
+    }
+
+
+def make_patients(ids: list[str], grades: dict[str, int] | None = None) -> pd.DataFrame:
+    grades = grades or {}
+    return pd.DataFrame(
+        {
+            "patient_id": ids,
+            "infusion_date": [AS_OF - timedelta(days=4 + i) for i in range(len(ids))],
+            "day_since_infusion": [4 + i for i in range(len(ids))],
+            "crs_grade": pd.array([grades.get(p) for p in ids], dtype="Int64"),
+        }
+    )
+
+
+def make_scores(spec: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """spec: patient -> model -> (r1, r2, r3) risks, "insufficient", "error", or a dict
+    horizon -> risk/"error" for mixed rows. Models not named are insufficient."""
+    rows = []
+    for pid, models in spec.items():
+        for model in FACTOR_SETS:
+            expected = len(inputs_for(model))
+            value = models.get(model, "insufficient")
+            for i, horizon in enumerate(HORIZONS):
+                cell = value.get(horizon, "error") if isinstance(value, dict) else value
+                if isinstance(cell, tuple):
+                    cell = cell[i]
+                if cell == "insufficient":
+                    status, risk, observed, detail = (
+                        "insufficient_inputs",
+                        None,
+                        2,
+                        "too few inputs",
+                    )
+                elif cell == "error":
+                    status, risk, observed, detail = (
+                        "error",
+                        None,
+                        expected - 1,
+                        "model file failed checksum",
+                    )
+                else:
+                    status, risk, observed, detail = "ok", float(cell), expected - 1, None
+                rows.append(
+                    {
+                        "patient_id": pid,
+                        "model": model,
+                        "horizon_days": horizon,
+                        "probability": risk,
+                        "calibrated_risk": risk if risk is not None else float("nan"),
+                        "status": status,
+                        "inputs_observed": observed,
+                        "inputs_expected": expected,
+                        "detail": detail,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def make_history(pid: str, model: str, nights: int = 5, start: float = 0.05) -> pd.DataFrame:
+    rows = []
+    for k in range(nights, 0, -1):
+        for horizon in HORIZONS:
+            rows.append(
+                {
+                    "patient_id": pid,
+                    "as_of": AS_OF - timedelta(days=k),
+                    "model": model,
+                    "horizon_days": horizon,
+                    "calibrated_risk": start + 0.04 * (nights - k) + 0.02 * horizon,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def make_data_issues() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"reason": ["implausible_value", "unknown_unit", "unparseable_text"], "n": [2, 1, 1]}
+    )
+
+
+EMPTY_HISTORY = pd.DataFrame(
+    columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
+)
