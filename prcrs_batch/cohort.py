@@ -164,3 +164,9 @@ def load_cohort(engine: Engine, cohort: pd.DataFrame) -> dict[str, int]:
         }
     log.info("warehouse now holds %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
     return counts
+
+
+def reset_warehouse(engine: Engine) -> None:
+    """Drop and recreate the contract tables (the demo's embedded warehouse only)."""
+    warehouse_metadata.drop_all(engine, checkfirst=True)
+    warehouse_metadata.create_all(engine)

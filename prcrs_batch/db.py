@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, event, make_url
 
-from prcrs_batch.settings import normalise_database_url
+from prcrs_batch.settings import REPO_ROOT, normalise_database_url
 
 
 def make_engine(url: str) -> Engine:
@@ -33,3 +33,20 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparseable URL is still never echoed back whole
         return "<unparseable database URL>"
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    """Alembic configuration for the repo's migrations, aimed at `url`."""
+    from alembic.config import Config
+
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.attributes["url"] = normalise_database_url(url)
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def migrate(url: str) -> None:
+    """Bring the results schema to the newest revision (`alembic upgrade head`)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")

@@ -1,0 +1,187 @@
+"""The `prcrs-batch` command: thin commands that build Settings and call the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import click
+
+from prcrs_batch.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("prcrs_batch")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("apscheduler.executors", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="prcrs-batch")
+def main(verbose: bool) -> None:
+    """Nightly PrCRS scoring of severe CRS risk for CAR-T patients.
+
+    Configuration comes from PRCRS_* environment variables or a .env file (see README).
+    """
+    _setup_logging(verbose)
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the results schema (Alembic migrations)."""
+    from prcrs_batch.db import migrate, redact
+
+    settings = _settings()
+    migrate(settings.results_database_url)
+    click.echo(f"results schema is up to date in {redact(settings.results_database_url)}")
+
+
+@main.command("load-cohort")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_cohort_command(path: Path) -> None:
+    """Load a cohort file in the cart_dev.csv format into the warehouse tables (idempotent)."""
+    from prcrs_batch.cohort import load_cohort, read_cohort
+    from prcrs_batch.db import make_engine
+
+    settings = _settings()
+    try:
+        cohort = read_cohort(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = load_cohort(make_engine(settings.warehouse_url), cohort)
+    click.echo(f"loaded {cohort['patient_id'].nunique()} patients from {path.name}; warehouse holds:")
+    for table, n in counts.items():
+        click.echo(f"  {table}: {n} rows")
+
+
+def _echo_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    click.echo(f"run {summary.run_id}  as of {summary.as_of.isoformat()}  {summary.status.upper()}")
+    click.echo(f"  patients  {summary.n_patients}")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.status_counts.items()))
+    click.echo(f"  scores    {summary.n_scores}" + (f" ({counts})" if counts else ""))
+    click.echo(f"  alerts    {summary.n_alerts}")
+    top = ", ".join(f"{n} {r}" for r, n in sorted(summary.data_issue_counts.items(), key=lambda kv: -kv[1])[:4])
+    click.echo(f"  data      {summary.n_data_issues} lab values set aside or bounded" + (f" ({top})" if top else ""))
+    click.echo(f"  models    {summary.model_version or '-'}")
+    click.echo("  time      " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items()))
+    if summary.report_path:
+        click.echo(f"  report    {summary.report_path}")
+    click.echo(f"  email     {summary.email}")
+    if summary.error:
+        click.echo(f"  error     {summary.error}")
+
+
+def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
+    from prcrs_batch import artifacts, pipeline
+    from prcrs_batch.db import make_engine
+
+    warehouse = make_engine(settings.warehouse_url)
+    results_db = make_engine(settings.results_database_url)
+    try:
+        bundle = artifacts.load_models(settings.model_dir, device=settings.device)
+    except Exception as exc:
+        raise click.ClickException(f"cannot load the models from {settings.model_dir}: {exc}") from None
+    all_ok = True
+    for as_of in dates:
+        summary = pipeline.run_nightly(
+            settings, as_of=as_of, warehouse=warehouse, results_db=results_db, bundle=bundle, send_email=send_email
+        )
+        _echo_summary(summary)
+        all_ok = all_ok and summary.ok
+    return all_ok
+
+
+@main.command()
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="Night to score (default: today in PRCRS_TIMEZONE).")
+@click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
+def run(as_of, no_email: bool) -> None:  # type: ignore[no-untyped-def]
+    """Score all active patients once, store the results, write and email the report."""
+    settings = _settings()
+    night = as_of.date() if as_of else settings.today()
+    if not _run_dates(settings, [night], send_email=not no_email):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First night (inclusive).")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive).")
+@click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
+def backfill(start, end, email: bool) -> None:  # type: ignore[no-untyped-def]
+    """Score every night in a date range with the models loaded once (validation on history)."""
+    settings = _settings()
+    if end < start:
+        raise click.BadParameter("--end is before --start")
+    days = (end.date() - start.date()).days + 1
+    dates = [start.date() + timedelta(days=i) for i in range(days)]
+    if not _run_dates(settings, dates, send_email=email):
+        sys.exit(1)
+
+
+@main.command()
+def schedule() -> None:
+    """Run the nightly job on PRCRS_SCHEDULE_CRON until stopped (SIGTERM finishes cleanly)."""
+    from prcrs_batch import scheduler
+
+    scheduler.serve(_settings())
+
+
+@main.command()
+@click.option("--seed", default=20261126, show_default=True, help="Seed for a reproducible run.")
+def demo(seed: int) -> None:
+    """Set up the embedded SQLite warehouse with the development cohort in treatment today, then run."""
+    from prcrs_batch.cohort import bundled_cohort_path, place_in_treatment, read_cohort, reset_warehouse, load_cohort
+    from prcrs_batch.db import make_engine, migrate
+
+    settings = _settings()
+    if not settings.warehouse_url.startswith("sqlite"):
+        raise click.ClickException("demo runs on the embedded SQLite warehouse only; unset PRCRS_WAREHOUSE_URL")
+    today = settings.today()
+    engine = make_engine(settings.warehouse_url)
+    reset_warehouse(engine)
+    counts = load_cohort(engine, place_in_treatment(read_cohort(bundled_cohort_path()), today, seed=seed))
+    click.echo(f"demo warehouse {settings.warehouse_url}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    migrate(settings.results_database_url)
+    ok = _run_dates(settings, [today], send_email=True)
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), help="Where to write the models (default: PRCRS_MODEL_DIR).")
+@click.option("--seed", default=20261126, show_default=True)
+@click.option("--quick", is_flag=True, help="Tiny settings for tests: seconds, not minutes.")
+def train(output: Path | None, seed: int, quick: bool) -> None:
+    """Pre-train on COVID-19, fine-tune on CAR-T, calibrate, and write the 18 models."""
+    from prcrs_batch import training
+
+    settings = _settings()
+    path = training.train(output or settings.model_dir, seed=seed, quick=quick)
+    click.echo(f"models written to {path}")
+
+
+@main.command()
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Default: PRCRS_MODEL_DIR.")
+@click.option("--seeds", default=3, show_default=True, help="Repeats of the 5-fold cross-validation.")
+@click.option("--quick", is_flag=True, help="Tiny settings for tests.")
+def evaluate(model_dir: Path | None, seeds: int, quick: bool) -> None:
+    """Patient-grouped cross-validation against baselines; writes EVALUATION.md and plots."""
+    from prcrs_batch import evaluation
+
+    settings = _settings()
+    path = evaluation.evaluate(model_dir or settings.model_dir, seeds=seeds, quick=quick)
+    click.echo(f"evaluation written to {path}")
