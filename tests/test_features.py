@@ -1,0 +1,117 @@
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from prcrs_batch.cohort import load_cohort, read_cohort
+from prcrs_batch.db import make_engine
+from prcrs_batch.features import (
+    LABEL_COLUMNS,
+    encode,
+    fit_input_stats,
+    horizon_labels,
+    lab_matrix,
+    training_frame,
+)
+from prcrs_batch.labs import clean_labs
+from prcrs_batch.panel import ANALYTE_CODES
+from prcrs_batch.warehouse import Window, active_cohort, latest_labs
+from tests.conftest import TEST_DATA
+
+D0 = date(2026, 1, 10)
+
+
+def _grades(*pairs):
+    return pd.DataFrame(
+        [{"patient_id": p, "assessed_on": D0 + timedelta(days=d), "grade": g} for p, d, g in pairs]
+    )
+
+
+def test_labels_look_ahead_exactly_h_days():
+    days = pd.DataFrame(
+        {"patient_id": ["a", "a", "a", "a"], "as_of": [D0 + timedelta(days=i) for i in range(4)]}
+    )
+    grades = _grades(("a", 0, 0), ("a", 1, 1), ("a", 2, 3), ("a", 3, 4))
+    labels = horizon_labels(days, grades)[LABEL_COLUMNS].to_numpy().tolist()
+    nan = float("nan")
+    expected = [[0.0, 1.0, 1.0], [1.0, 1.0, nan], [1.0, nan, nan], [nan, nan, nan]]
+    np.testing.assert_array_equal(np.array(labels), np.array(expected))
+
+
+def test_grade_2_is_not_severe_and_unassessed_days_are_dropped():
+    days = pd.DataFrame({"patient_id": ["b"], "as_of": [D0]})
+    grades = _grades(("b", 1, 2), ("b", 3, 3))  # day 2 never assessed
+    labels = horizon_labels(days, grades)[LABEL_COLUMNS].iloc[0].tolist()
+    assert labels[0] == 0.0
+    assert np.isnan(labels[1])
+    assert labels[2] == 1.0
+
+
+def test_labels_never_cross_patients():
+    days = pd.DataFrame({"patient_id": ["a"], "as_of": [D0]})
+    grades = _grades(("b", 1, 4))
+    assert horizon_labels(days, grades)[LABEL_COLUMNS].isna().all(axis=None)
+
+
+def test_lab_matrix_takes_the_latest_value_and_keeps_all_columns():
+    clean = pd.DataFrame(
+        {
+            "patient_id": ["p", "p", "q"],
+            "collected_at": pd.to_datetime(
+                ["2026-01-01 06:00", "2026-01-02 06:00", "2026-01-01 06:00"]
+            ),
+            "analyte": ["crp", "crp", "il6"],
+            "value": [10.0, 50.0, 3.0],
+        }
+    )
+    wide = lab_matrix(clean, ["p", "q", "r"])
+    assert list(wide.columns) == list(ANALYTE_CODES)
+    assert wide.loc["p", "crp"] == 50.0
+    assert wide.loc["r"].isna().all()
+
+
+def test_encode_fills_with_training_median_and_marks_missing():
+    train = pd.DataFrame({"crp": [1.0, 10.0, 100.0], "il6": [np.nan, np.nan, 5.0]})
+    stats = fit_input_stats(train, ["crp", "il6"])
+    assert stats.fill == {"crp": 10.0, "il6": 5.0}
+    values, observed = encode(pd.DataFrame({"crp": [np.nan], "il6": [5.0]}), stats)
+    assert observed.tolist() == [[False, True]]
+    assert values.dtype == np.float32
+    again = fit_input_stats(train, ["crp", "il6"]).to_dict()
+    assert type(stats).from_dict(again) == stats
+
+
+def test_training_uses_the_nightly_sql_path(tmp_path):
+    """A training row equals what the nightly job reads for that patient on that date."""
+    frame = training_frame(TEST_DATA / "tiny_cohort.csv")
+    cohort = read_cohort(TEST_DATA / "tiny_cohort.csv")
+    assert len(frame) == len(cohort)
+    row = frame[frame["day"] == 2].iloc[0]
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    load_cohort(engine, cohort)
+    window = Window(as_of=row["as_of"], active_days=30, lookback_hours=72)
+    with engine.connect() as connection:
+        assert row["patient_id"] in set(
+            active_cohort(connection=connection, window=window)["patient_id"]
+        )
+        clean, _ = clean_labs(latest_labs(connection=connection, window=window))
+    nightly = lab_matrix(clean, [row["patient_id"]]).iloc[0]
+    pd.testing.assert_series_equal(
+        row[list(ANALYTE_CODES)].astype(float), nightly.astype(float), check_names=False
+    )
+    assert set(frame["label_1"].dropna()) <= {0.0, 1.0}
+    engine.dispose()
+
+
+def test_lookback_window_excludes_old_results(tmp_path):
+    cohort = read_cohort(TEST_DATA / "tiny_cohort.csv")
+    first = cohort[cohort["patient_id"] == cohort["patient_id"].iloc[0]]
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    load_cohort(engine, first)
+    far = first["infusion_date"].iloc[0] + timedelta(days=int(first["day"].max()) + 5)
+    with engine.connect() as connection:
+        labs = latest_labs(
+            connection=connection, window=Window(as_of=far, active_days=30, lookback_hours=48)
+        )
+    assert labs.empty
+    engine.dispose()
