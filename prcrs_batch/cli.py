@@ -65,7 +65,9 @@ def load_cohort_command(path: Path) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     counts = load_cohort(make_engine(settings.warehouse_url), cohort)
-    click.echo(f"loaded {cohort['patient_id'].nunique()} patients from {path.name}; warehouse holds:")
+    click.echo(
+        f"loaded {cohort['patient_id'].nunique()} patients from {path.name}; warehouse holds:"
+    )
     for table, n in counts.items():
         click.echo(f"  {table}: {n} rows")
 
@@ -76,8 +78,13 @@ def _echo_summary(summary) -> None:  # type: ignore[no-untyped-def]
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.status_counts.items()))
     click.echo(f"  scores    {summary.n_scores}" + (f" ({counts})" if counts else ""))
     click.echo(f"  alerts    {summary.n_alerts}")
-    top = ", ".join(f"{n} {r}" for r, n in sorted(summary.data_issue_counts.items(), key=lambda kv: -kv[1])[:4])
-    click.echo(f"  data      {summary.n_data_issues} lab values set aside or bounded" + (f" ({top})" if top else ""))
+    top = ", ".join(
+        f"{n} {r}" for r, n in sorted(summary.data_issue_counts.items(), key=lambda kv: -kv[1])[:4]
+    )
+    click.echo(
+        f"  data      {summary.n_data_issues} lab values set aside or bounded"
+        + (f" ({top})" if top else "")
+    )
     click.echo(f"  models    {summary.model_version or '-'}")
     click.echo("  time      " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items()))
     if summary.report_path:
@@ -96,11 +103,18 @@ def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
     try:
         bundle = artifacts.load_models(settings.model_dir, device=settings.device)
     except Exception as exc:
-        raise click.ClickException(f"cannot load the models from {settings.model_dir}: {exc}") from None
+        raise click.ClickException(
+            f"cannot load the models from {settings.model_dir}: {exc}"
+        ) from None
     all_ok = True
     for as_of in dates:
         summary = pipeline.run_nightly(
-            settings, as_of=as_of, warehouse=warehouse, results_db=results_db, bundle=bundle, send_email=send_email
+            settings,
+            as_of=as_of,
+            warehouse=warehouse,
+            results_db=results_db,
+            bundle=bundle,
+            send_email=send_email,
         )
         _echo_summary(summary)
         all_ok = all_ok and summary.ok
@@ -108,7 +122,11 @@ def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
 
 
 @main.command()
-@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="Night to score (default: today in PRCRS_TIMEZONE).")
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Night to score (default: today in PRCRS_TIMEZONE).",
+)
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
 def run(as_of, no_email: bool) -> None:  # type: ignore[no-untyped-def]
     """Score all active patients once, store the results, write and email the report."""
@@ -119,8 +137,12 @@ def run(as_of, no_email: bool) -> None:  # type: ignore[no-untyped-def]
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First night (inclusive).")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive).")
+@click.option(
+    "--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First night (inclusive)."
+)
+@click.option(
+    "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
+)
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
 def backfill(start, end, email: bool) -> None:  # type: ignore[no-untyped-def]
     """Score every night in a date range with the models loaded once (validation on history)."""
@@ -145,24 +167,41 @@ def schedule() -> None:
 @click.option("--seed", default=20261126, show_default=True, help="Seed for a reproducible run.")
 def demo(seed: int) -> None:
     """Set up the embedded SQLite warehouse with the development cohort in treatment today, then run."""
-    from prcrs_batch.cohort import bundled_cohort_path, place_in_treatment, read_cohort, reset_warehouse, load_cohort
+    from prcrs_batch.cohort import (
+        bundled_cohort_path,
+        load_cohort,
+        place_in_treatment,
+        read_cohort,
+        reset_warehouse,
+    )
     from prcrs_batch.db import make_engine, migrate
 
     settings = _settings()
     if not settings.warehouse_url.startswith("sqlite"):
-        raise click.ClickException("demo runs on the embedded SQLite warehouse only; unset PRCRS_WAREHOUSE_URL")
+        raise click.ClickException(
+            "demo runs on the embedded SQLite warehouse only; unset PRCRS_WAREHOUSE_URL"
+        )
     today = settings.today()
     engine = make_engine(settings.warehouse_url)
     reset_warehouse(engine)
-    counts = load_cohort(engine, place_in_treatment(read_cohort(bundled_cohort_path()), today, seed=seed))
-    click.echo(f"demo warehouse {settings.warehouse_url}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    counts = load_cohort(
+        engine, place_in_treatment(read_cohort(bundled_cohort_path()), today, seed=seed)
+    )
+    click.echo(
+        f"demo warehouse {settings.warehouse_url}: "
+        + ", ".join(f"{n} {t}" for t, n in counts.items())
+    )
     migrate(settings.results_database_url)
     ok = _run_dates(settings, [today], send_email=True)
     sys.exit(0 if ok else 1)
 
 
 @main.command()
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), help="Where to write the models (default: PRCRS_MODEL_DIR).")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the models (default: PRCRS_MODEL_DIR).",
+)
 @click.option("--seed", default=20261126, show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny settings for tests: seconds, not minutes.")
 def train(output: Path | None, seed: int, quick: bool) -> None:
@@ -175,8 +214,14 @@ def train(output: Path | None, seed: int, quick: bool) -> None:
 
 
 @main.command()
-@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Default: PRCRS_MODEL_DIR.")
-@click.option("--seeds", default=3, show_default=True, help="Repeats of the 5-fold cross-validation.")
+@click.option(
+    "--model-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Default: PRCRS_MODEL_DIR.",
+)
+@click.option(
+    "--seeds", default=3, show_default=True, help="Repeats of the 5-fold cross-validation."
+)
 @click.option("--quick", is_flag=True, help="Tiny settings for tests.")
 def evaluate(model_dir: Path | None, seeds: int, quick: bool) -> None:
     """Patient-grouped cross-validation against baselines; writes EVALUATION.md and plots."""

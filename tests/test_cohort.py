@@ -38,7 +38,12 @@ def test_text_values_are_kept_as_text(db_url):
     load_cohort(engine, cohort)
     with engine.connect() as connection:
         rows = connection.execute(
-            select(lab_results.c.analyte, lab_results.c.value, lab_results.c.unit, lab_results.c.collected_at)
+            select(
+                lab_results.c.analyte,
+                lab_results.c.value,
+                lab_results.c.unit,
+                lab_results.c.collected_at,
+            )
             .where(lab_results.c.patient_id == first)
             .order_by(lab_results.c.collected_at)
         ).all()
@@ -56,7 +61,9 @@ def test_one_infusion_row_per_patient_with_sex_and_age(db_url):
     load_cohort(engine, cohort)
     with engine.connect() as connection:
         infusions = connection.execute(select(cart_infusions)).all()
-        n_grades = connection.execute(select(func.count()).select_from(crs_assessments)).scalar_one()
+        n_grades = connection.execute(
+            select(func.count()).select_from(crs_assessments)
+        ).scalar_one()
     assert len(infusions) == cohort["patient_id"].nunique()
     assert all(r.sex in ("female", "male") and r.age > 0 for r in infusions)
     assert n_grades == len(cohort)

@@ -1,7 +1,6 @@
 from sqlalchemy import inspect, text
 
 from alembic import command
-
 from prcrs_batch.db import alembic_config, make_engine, migrate
 from prcrs_batch.tables import metadata
 
@@ -11,7 +10,9 @@ def test_upgrade_creates_schema_and_view(engine):
     assert {"scoring_runs", "crs_risk_scores", "data_quality_issues", "night_claims"} <= names
     assert "crs_risk_latest" in inspect(engine).get_view_names()
     unique = inspect(engine).get_unique_constraints("crs_risk_scores")
-    assert any(u["column_names"] == ["as_of", "patient_id", "model", "horizon_days"] for u in unique)
+    assert any(
+        u["column_names"] == ["as_of", "patient_id", "model", "horizon_days"] for u in unique
+    )
 
 
 def test_downgrade_and_upgrade_round_trip(db_url):

@@ -1,4 +1,3 @@
-
 import pytest
 from click.testing import CliRunner
 
@@ -74,7 +73,8 @@ def test_cli_reports_bad_setting_in_one_line(settings_env, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "command", ["init-db", "load-cohort", "run", "backfill", "schedule", "demo", "train", "evaluate"]
+    "command",
+    ["init-db", "load-cohort", "run", "backfill", "schedule", "demo", "train", "evaluate"],
 )
 def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [command, "--help"])

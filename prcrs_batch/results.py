@@ -1,0 +1,154 @@
+"""Writes a night's run, scores and data-quality decisions; reads back what the report needs.
+
+A run row and all its rows commit in one transaction (the caller's), and re-running an
+as-of date replaces that date's rows, so a night is never duplicated nor half-written.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
+
+SCORE_COLUMNS = [
+    "patient_id",
+    "model",
+    "horizon_days",
+    "probability",
+    "calibrated_risk",
+    "status",
+    "inputs_observed",
+    "inputs_expected",
+    "detail",
+]
+
+
+def _none_if_nan(value: object) -> object:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def replace_night(
+    *, connection: Connection, run: dict, scores: pd.DataFrame, issues: pd.DataFrame
+) -> None:
+    """Replace everything stored for run["as_of"] by this run, its scores and its issues."""
+    as_of: date = run["as_of"]
+    old_runs = select(scoring_runs.c.run_id).where(scoring_runs.c.as_of == as_of)
+    connection.execute(delete(crs_risk_scores).where(crs_risk_scores.c.as_of == as_of))
+    connection.execute(
+        delete(data_quality_issues).where(data_quality_issues.c.run_id.in_(old_runs))
+    )
+    connection.execute(delete(scoring_runs).where(scoring_runs.c.as_of == as_of))
+    connection.execute(insert(scoring_runs), [run])
+    created = run["finished_at"]
+    score_rows = [
+        {
+            **{k: _none_if_nan(v) for k, v in zip(SCORE_COLUMNS, row)},
+            "run_id": run["run_id"],
+            "as_of": as_of,
+            "target_date": as_of + pd.Timedelta(days=int(row[2])),
+            "model_version": run["model_version"],
+            "created_at": created,
+        }
+        for row in scores[SCORE_COLUMNS].itertuples(index=False, name=None)
+    ]
+    for row in score_rows:
+        row["horizon_days"] = int(row["horizon_days"])
+        row["inputs_observed"] = int(row["inputs_observed"])
+        row["inputs_expected"] = int(row["inputs_expected"])
+    if score_rows:
+        connection.execute(insert(crs_risk_scores), score_rows)
+    issue_rows = [
+        {
+            "run_id": run["run_id"],
+            "patient_id": _none_if_nan(r.patient_id),
+            "analyte": _none_if_nan(r.analyte),
+            "collected_at": None
+            if pd.isna(r.collected_at)
+            else pd.Timestamp(r.collected_at).to_pydatetime(),
+            "raw_value": None if r.raw_value is None else str(r.raw_value)[:200],
+            "unit": None if r.unit is None or pd.isna(r.unit) else str(r.unit)[:32],
+            "reason": r.reason,
+        }
+        for r in issues.itertuples(index=False)
+    ]
+    if issue_rows:
+        connection.execute(insert(data_quality_issues), issue_rows)
+
+
+def record_failed_run(*, connection: Connection, run: dict) -> None:
+    """Keep a failed night's run row (with its error); the date's earlier rows stay untouched."""
+    connection.execute(insert(scoring_runs), [run])
+
+
+def score_history(*, connection: Connection, since: date, before: date) -> pd.DataFrame:
+    """Calibrated risks stored for nights in [since, before): the report's trend charts."""
+    query = select(
+        crs_risk_scores.c.patient_id,
+        crs_risk_scores.c.as_of,
+        crs_risk_scores.c.model,
+        crs_risk_scores.c.horizon_days,
+        crs_risk_scores.c.calibrated_risk,
+    ).where(crs_risk_scores.c.as_of >= since, crs_risk_scores.c.as_of < before)
+    rows = connection.execute(query).all()
+    return pd.DataFrame(
+        rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
+    )
+
+
+def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:
+    """The rows stored for one night, ordered; used by tests and backfill checks."""
+    columns = [crs_risk_scores.c[name] for name in ["as_of", *SCORE_COLUMNS]]
+    query = (
+        select(*columns)
+        .where(crs_risk_scores.c.as_of == as_of)
+        .order_by(
+            crs_risk_scores.c.patient_id, crs_risk_scores.c.model, crs_risk_scores.c.horizon_days
+        )
+    )
+    return pd.DataFrame(connection.execute(query).all(), columns=["as_of", *SCORE_COLUMNS])
+
+
+def mark_report(
+    *, connection: Connection, run_id: str, path: str | None = None, sent_at: datetime | None = None
+) -> None:
+    values: dict[str, object] = {}
+    if path is not None:
+        values["report_path"] = path
+    if sent_at is not None:
+        values["report_sent_at"] = sent_at
+    if values:
+        connection.execute(
+            update(scoring_runs).where(scoring_runs.c.run_id == run_id).values(**values)
+        )
+
+
+def undelivered_reports(*, connection: Connection, before: date) -> list[dict]:
+    """Succeeded runs before a date whose report was written but never sent (to resend)."""
+    query = (
+        select(scoring_runs.c.run_id, scoring_runs.c.as_of, scoring_runs.c.report_path)
+        .where(
+            scoring_runs.c.status == "succeeded",
+            scoring_runs.c.report_path.is_not(None),
+            scoring_runs.c.report_sent_at.is_(None),
+            scoring_runs.c.as_of < before,
+        )
+        .order_by(scoring_runs.c.as_of)
+    )
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def claim_night(*, connection: Connection, as_of: date, claimed_by: str, now: datetime) -> bool:
+    """Claim a night for one scheduler; False when another host already claimed it."""
+    try:
+        with connection.begin_nested():
+            connection.execute(
+                insert(night_claims).values(as_of=as_of, claimed_by=claimed_by, claimed_at=now)
+            )
+    except IntegrityError:
+        return False
+    return True
