@@ -49,7 +49,8 @@ from prcrs_batch.panel import FACTOR_SETS, HORIZONS, SEVERE_GRADE, inputs_for, m
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
-TREND_NIGHTS = 14  # previous nights shown in a patient's trend chart
+TREND_DAYS = 14  # history window: trend charts and "previous run" look back this many days
+MAX_CHARTS = 20  # trend charts for the highest alerts only: keeps the mail small and quick
 TREND_SIZE_PX = (300, 100)  # CSS size of the trend chart; the PNG is drawn at 2x for phones
 TOP_DATA_ISSUES = 3  # data-quality reasons named in the footer
 MAX_ERROR_CHARS = 600  # of an error message quoted in a failure notice
@@ -116,7 +117,7 @@ class PatientSummary:
     inputs_observed: int | None
     inputs_expected: int | None
     others: tuple[ModelResult, ...]  # the other models, in the recommended order
-    previous_max: float | None  # recommended model's max risk on the previous night
+    previous: tuple[date, float] | None  # latest earlier run: its date, max risk on this model
     trend_cid: str | None = None
 
     @property
@@ -197,8 +198,9 @@ def build_report(
     'PrCRS 2026-11-26 - all clear'
     """
     as_of = _as_date(run["as_of"])
+    recent = _recent_history(history, as_of)
     summaries = summarise_patients(
-        patients=patients, scores=scores, history=history, threshold=threshold, as_of=as_of
+        patients=patients, scores=scores, history=recent, threshold=threshold, as_of=as_of
     )
     alerts = sorted(
         (s for s in summaries if s.alert), key=lambda s: (-(s.max_risk or 0.0), s.patient_id)
@@ -210,11 +212,16 @@ def build_report(
 
     images: dict[str, bytes] = {}
     numbered_alerts = []
+    charted = alerts[:MAX_CHARTS]
+    alerted = recent[recent["patient_id"].isin([s.patient_id for s in charted])]
+    trends = {key: frame for key, frame in alerted.groupby(["patient_id", "model"])}
+    chart = _TrendChart(threshold) if trends else None
     for number, summary in enumerate(alerts, start=1):
-        png = _trend_png(summary, history=history, as_of=as_of, threshold=threshold)
-        if png is None:
+        trend = trends.get((summary.patient_id, summary.model))
+        if chart is None or trend is None or number > MAX_CHARTS:
             numbered_alerts.append(summary)
             continue
+        png = chart.png(*_trend_series(summary, trend, as_of))
         cid = f"trend-{number}.{_safe_token(str(run['run_id']))}@prcrs-batch"
         images[cid] = png
         numbered_alerts.append(_with_cid(summary, cid))
@@ -234,7 +241,8 @@ def build_report(
         "models": MODELS,
         "data_issues": _data_issue_context(run, data_issues),
         "trend_size": TREND_SIZE_PX,
-        "trend_nights": TREND_NIGHTS,
+        "trend_days": TREND_DAYS,
+        "max_charts": MAX_CHARTS,
     }
     env = template_environment(template_dir)
     html = env.get_template("report.html").render(context)
@@ -271,17 +279,17 @@ def summarise_patients(
     """One `PatientSummary` per active patient (and per scored patient not in `patients`)."""
     by_patient: dict[str, list[Mapping[str, Any]]] = {}
     if len(scores):
-        for row in scores.to_dict("records"):
+        for row in _records(scores):
             by_patient.setdefault(str(row["patient_id"]), []).append(row)
     info: dict[str, Mapping[str, Any]] = {}
     if len(patients):
-        for row in patients.to_dict("records"):
+        for row in _records(patients):
             info[str(row["patient_id"])] = row
     orphans = [pid for pid in by_patient if pid not in info]
     if orphans:
         logger.warning("%d scored patient(s) missing from the active cohort", len(orphans))
 
-    previous = _previous_night_max(history, as_of)
+    previous = _previous_run_max(_recent_history(history, as_of))
     summaries = []
     for pid in [*info, *orphans]:
         results = _model_results(by_patient.get(pid, []))
@@ -303,7 +311,7 @@ def summarise_patients(
                     inputs_observed=None,
                     inputs_expected=None,
                     others=tuple(results),
-                    previous_max=None,
+                    previous=None,
                 )
             )
             continue
@@ -322,7 +330,7 @@ def summarise_patients(
                 inputs_observed=chosen.inputs_observed,
                 inputs_expected=chosen.inputs_expected,
                 others=tuple(r for r in results if r.model != chosen.model),
-                previous_max=previous.get((pid, chosen.model)),
+                previous=previous.get((pid, chosen.model)),
             )
         )
     return summaries
@@ -484,93 +492,120 @@ def _not_scorable_reason(results: Sequence[ModelResult]) -> str:
     if all(all(s == "missing" for s in r.statuses) for r in results):
         return "no scores this run"
     errors = [r.model for r in results if "error" in r.statuses]
-    counted = [r for r in results if r.inputs_observed is not None]
+    counted = [r for r in results if r.inputs_observed is not None and r.model not in errors]
     parts = []
-    if len(errors) < len(results) and counted:
-        best = max(counted, key=lambda r: (r.inputs_observed or 0) / max(r.inputs_expected, 1))
-        parts.append(
-            f"too few inputs (best: {best.model} {best.inputs_observed} of "
-            f"{best.inputs_expected} observed, needs ≥ {min_observed(best.model)})"
-        )
+    if counted:  # name the model that came closest to having enough inputs
+        best = max(counted, key=lambda r: (r.inputs_observed or 0) - min_observed(r.model))
+        if not best.inputs_observed:
+            parts.append("no lab inputs observed before the cut-off")
+        else:
+            parts.append(
+                f"too few inputs (best: {best.model} {best.inputs_observed} of "
+                f"{best.inputs_expected} observed, needs ≥ {min_observed(best.model)})"
+            )
     if errors:
         parts.append(f"model error in {', '.join(errors)}")
     return "; ".join(parts) or "not scored"
 
 
-def _previous_night_max(history: pd.DataFrame, as_of: date) -> dict[tuple[str, str], float]:
-    """(patient, model) -> max risk over horizons on the latest night before as_of."""
-    frame = _history_before(history, as_of)
-    if frame.empty:
+def _previous_run_max(recent: pd.DataFrame) -> dict[tuple[str, str], tuple[date, float]]:
+    """(patient, model) -> (date, max risk over horizons) of the latest earlier run."""
+    if recent.empty:
         return {}
-    last = frame.groupby(["patient_id", "model"])["as_of"].transform("max")
-    latest = frame[frame["as_of"] == last]
-    out = latest.groupby(["patient_id", "model"])["calibrated_risk"].max().dropna()
-    return {(str(p), str(m)): float(v) for (p, m), v in out.items()}
+    last = recent.groupby(["patient_id", "model"])["as_of"].transform("max")
+    latest = recent[recent["as_of"] == last]
+    out = latest.groupby(["patient_id", "model", "as_of"])["calibrated_risk"].max().dropna()
+    return {(str(p), str(m)): (night.date(), float(v)) for (p, m, night), v in out.items()}
 
 
-def _history_before(history: pd.DataFrame, as_of: date) -> pd.DataFrame:
+HISTORY_COLUMNS = ["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
+
+
+def _recent_history(history: pd.DataFrame | None, as_of: date) -> pd.DataFrame:
+    """History rows from the TREND_DAYS days before as_of (tonight's own rows dropped),
+    typed for speed: str ids and models, datetime64 as_of (midnight), float risks."""
+    if history is not None and history.attrs.get("recent_before") == as_of:
+        return history  # already prepared by build_report
     if history is None or history.empty:
-        return pd.DataFrame(
-            columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
-        )
-    frame = history.copy()
+        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in HISTORY_COLUMNS})
+        frame["as_of"] = pd.Series(dtype="datetime64[ns]")
+        frame.attrs["recent_before"] = as_of
+        return frame
+    nights = pd.to_datetime(history["as_of"]).dt.normalize()
+    tonight = pd.Timestamp(as_of)
+    keep = (nights < tonight) & (nights >= tonight - pd.Timedelta(days=TREND_DAYS))
+    frame = history.loc[keep, HISTORY_COLUMNS].copy()
+    frame["as_of"] = nights[keep]
     frame["patient_id"] = frame["patient_id"].astype(str)
-    frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+    frame["model"] = frame["model"].astype(str)
     frame["calibrated_risk"] = pd.to_numeric(frame["calibrated_risk"], errors="coerce")
-    return frame[frame["as_of"] < as_of]
+    frame.attrs["recent_before"] = as_of
+    return frame
 
 
-def _trend_png(
-    summary: PatientSummary, *, history: pd.DataFrame, as_of: date, threshold: float
-) -> bytes | None:
-    """A tiny line chart of the recommended model's risk per horizon, previous nights
-    plus tonight; None when there is no previous night to compare with."""
-    frame = _history_before(history, as_of)
-    frame = frame[(frame["patient_id"] == summary.patient_id) & (frame["model"] == summary.model)]
-    nights = sorted(set(frame["as_of"]))[-TREND_NIGHTS:]
-    if not nights:
-        return None
-    nights.append(as_of)
-    width, height = TREND_SIZE_PX
-    fig = Figure(figsize=(width / 100, height / 100), dpi=200)  # drawn at 2x for phones
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.13, 0.2, 0.85, 0.74))
-    shades = ("#08306b", "#2171b5", "#6baed6")
-    for horizon, shade in zip(HORIZONS, shades, strict=True):
-        by_night = {
-            night: risk
-            for night, risk in frame[frame["horizon_days"] == horizon][
-                ["as_of", "calibrated_risk"]
-            ].itertuples(index=False)
-        }
-        by_night[as_of] = summary.risks[HORIZONS.index(horizon)]
-        xs = [
-            i for i, night in enumerate(nights) if _optional_float(by_night.get(night)) is not None
+def _trend_series(
+    summary: PatientSummary, trend: pd.DataFrame, as_of: date
+) -> tuple[list[date], list[list[float | None]]]:
+    """Nights (earlier runs, then tonight) and the risk per horizon on each night."""
+    risk_at = {
+        (night.date(), int(horizon)): _optional_float(risk)
+        for night, horizon, risk in trend[["as_of", "horizon_days", "calibrated_risk"]].itertuples(
+            index=False
+        )
+    }
+    nights = [*sorted({night for night, _ in risk_at}), as_of]
+    for i, horizon in enumerate(HORIZONS):
+        risk_at[(as_of, horizon)] = summary.risks[i]
+    return nights, [[risk_at.get((night, h)) for night in nights] for h in HORIZONS]
+
+
+class _TrendChart:
+    """A tiny line chart of one model's risk per horizon, night by night.
+
+    One Agg figure is drawn once and reused for every alerted patient: building the
+    axes and legend costs more than drawing the lines.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        width, height = TREND_SIZE_PX
+        self.figure = Figure(figsize=(width / 100, height / 100), dpi=200)  # 2x for phones
+        FigureCanvasAgg(self.figure)
+        ax = self.figure.add_axes((0.13, 0.2, 0.85, 0.74))
+        shades = ("#08306b", "#2171b5", "#6baed6")
+        self.lines = [
+            ax.plot([], [], color=shade, linewidth=1.1, marker="o", markersize=1.8, label=f"{h}d")[
+                0
+            ]
+            for h, shade in zip(HORIZONS, shades, strict=True)
         ]
-        ys = [float(by_night[nights[i]]) for i in xs]  # type: ignore[arg-type]
-        ax.plot(xs, ys, color=shade, linewidth=1.1, marker="o", markersize=1.8, label=f"{horizon}d")
-    ax.axhline(threshold, color="#c62828", linewidth=0.8, linestyle="--")
-    ax.set_ylim(0, 1)
-    ax.set_xlim(-0.3, len(nights) - 0.7)
-    ax.set_yticks([0, threshold, 1])
-    ax.set_yticklabels(["0", f"{threshold * 100:g}%", "100%"])
-    ax.set_xticks([0, len(nights) - 1])
-    ax.set_xticklabels([nights[0].strftime("%d %b"), "tonight"])
-    ax.tick_params(labelsize=5, length=2, pad=1)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.legend(
-        loc="upper left",
-        fontsize=4.5,
-        frameon=False,
-        ncol=3,
-        handlelength=1.2,
-        borderaxespad=0.1,
-        columnspacing=0.8,
-    )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+        ax.axhline(threshold, color="#c62828", linewidth=0.8, linestyle="--")
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0, threshold, 1])
+        ax.set_yticklabels(["0", f"{threshold * 100:g}%", "100%"])
+        ax.tick_params(labelsize=6, length=2, pad=1)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.legend(
+            loc="upper left",
+            fontsize=5.5,
+            frameon=False,
+            ncol=3,
+            handlelength=1.2,
+            borderaxespad=0.1,
+            columnspacing=0.8,
+        )
+        self.ax = ax
+
+    def png(self, nights: list[date], series: list[list[float | None]]) -> bytes:
+        for line, values in zip(self.lines, series, strict=True):
+            points = [(i, v) for i, v in enumerate(values) if v is not None]
+            line.set_data([i for i, _ in points], [v for _, v in points])
+        self.ax.set_xlim(-0.3, len(nights) - 0.7)
+        self.ax.set_xticks([0, len(nights) - 1])
+        self.ax.set_xticklabels([nights[0].strftime("%d %b"), "tonight"])
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", metadata={"Software": None})
+        return buffer.getvalue()
 
 
 def _with_cid(summary: PatientSummary, cid: str) -> PatientSummary:
@@ -635,6 +670,13 @@ def _optional_float(value: Any) -> float | None:
 
 def _first_int(current: int | None, value: Any) -> int | None:
     return current if current is not None else _optional_int(value)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts; several times faster than DataFrame.to_dict("records")."""
+    columns = [str(c) for c in frame.columns]
+    values = [frame[c].tolist() for c in frame.columns]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def _safe_token(text: str) -> str:

@@ -20,6 +20,7 @@ from report_data import (
 )
 
 from prcrs_batch.report import (
+    MAX_CHARTS,
     Report,
     build_failure_notice,
     build_report,
@@ -152,7 +153,7 @@ def test_alert_card_shows_the_data_the_flag_rests_on():
         assert "no_cytokines" in part and "40%" in part and "50%" in part and "60%" in part
         assert "0b7e2c8e-run-test" in part and "prcrs-2026.11-test" in part
         assert "Data-quality issues: 4" in part and "implausible_value 2" in part
-        assert "highest 27%, tonight 60%" in part  # last night: 0.05 + 0.16 + 0.06
+        assert "(2026-11-25): highest 27%, tonight 60%" in part  # 0.05 + 0.16 + 0.06
     assert "CRS grade <strong>1</strong>" in report.html
 
 
@@ -172,7 +173,7 @@ def test_trend_chart_is_a_small_png_referenced_by_cid():
     for png in report.images.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) < 40_000
-    assert "No previous night to chart" in report.html
+    assert "No earlier run on all in the last 14 days" in report.html
 
 
 def test_html_is_escaped_and_self_contained():
@@ -241,3 +242,14 @@ def test_failure_notice_masks_secrets_and_escapes(tmp_path):
 def test_threshold_boundary(risk, alert):
     got = summaries({"SYN-B": {"all": (risk, 0.0, 0.0)}})
     assert got["SYN-B"].alert is alert
+
+
+def test_only_the_highest_alerts_get_charts_and_history_types_are_normalised():
+    ids = [f"SYN-{i:02d}" for i in range(MAX_CHARTS + 2)]
+    spec = {pid: {"all": (0.9 - 0.01 * i,) * 3} for i, pid in enumerate(ids)}
+    history = pd.concat([make_history(pid, "all", nights=2) for pid in ids])
+    history["as_of"] = history["as_of"].map(lambda d: d.isoformat())  # as text from a DB
+    report = render(spec, history=history)
+    assert len(report.images) == MAX_CHARTS
+    assert alert_ids(report)[:2] == ["SYN-00", "SYN-01"]
+    assert report.html.count("Trend chart omitted") == 2
