@@ -66,6 +66,7 @@ class Report:
     html: str
     text: str
     images: dict[str, bytes]  # content-id -> PNG bytes, referenced in the HTML as cid:<id>
+    n_alerts: int = 0  # patients flagged (0 for an all-clear night or a failure notice)
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def build_report(
         context["n_not_scorable"],
         len(images),
     )
-    return Report(subject=subject, html=html, text=text, images=images)
+    return Report(subject=subject, html=html, text=text, images=images, n_alerts=len(alerts))
 
 
 def make_subject(as_of: date, n_alerts: int) -> str:

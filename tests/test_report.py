@@ -72,7 +72,7 @@ def test_report_names_exactly_the_patients_at_or_above_threshold():
     }
     report = render(spec)
     assert alert_ids(report) == ["SYN-HIGH", "SYN-LATE", "SYN-AT"]  # highest first
-    assert report.subject == "PrCRS 2026-11-26 - 3 alerts"
+    assert report.subject == "PrCRS 2026-11-26 - 3 alerts" and report.n_alerts == 3
     html = report.html
     assert html.index("SYN-HIGH") < html.index("SYN-LATE") < html.index("SYN-AT")
     # the others are in the compact table, below the alerts
@@ -173,7 +173,7 @@ def test_trend_chart_is_a_small_png_referenced_by_cid():
     for png in report.images.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) < 40_000
-    assert "No earlier run on all in the last 14 days" in report.html
+    assert "No earlier run on all within 14 days" in report.html
 
 
 def test_html_is_escaped_and_self_contained():
