@@ -216,12 +216,12 @@ def build_report(
     charted = alerts[:MAX_CHARTS]
     alerted = recent[recent["patient_id"].isin([s.patient_id for s in charted])]
     trends = {key: frame for key, frame in alerted.groupby(["patient_id", "model"])}
-    chart = _TrendChart(threshold) if trends else None
+    chart = _TrendChart(threshold) if alerts else None
     for number, summary in enumerate(alerts, start=1):
-        trend = trends.get((summary.patient_id, summary.model))
-        if chart is None or trend is None or number > MAX_CHARTS:
+        if chart is None or number > MAX_CHARTS:
             numbered_alerts.append(summary)
             continue
+        trend = trends.get((summary.patient_id, summary.model), recent.iloc[:0])
         png = chart.png(*_trend_series(summary, trend, as_of))
         cid = f"trend-{number}.{_safe_token(str(run['run_id']))}@prcrs-batch"
         images[cid] = png
@@ -602,8 +602,12 @@ class _TrendChart:
             points = [(i, v) for i, v in enumerate(values) if v is not None]
             line.set_data([i for i, _ in points], [v for _, v in points])
         self.ax.set_xlim(-0.3, len(nights) - 0.7)
-        self.ax.set_xticks([0, len(nights) - 1])
-        self.ax.set_xticklabels([nights[0].strftime("%d %b"), "tonight"])
+        if len(nights) == 1:  # first scored night: tonight's points only
+            self.ax.set_xticks([0])
+            self.ax.set_xticklabels(["tonight"])
+        else:
+            self.ax.set_xticks([0, len(nights) - 1])
+            self.ax.set_xticklabels([nights[0].strftime("%d %b"), "tonight"])
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", metadata={"Software": None})
         return buffer.getvalue()

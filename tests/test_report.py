@@ -161,19 +161,19 @@ def test_trend_chart_is_a_small_png_referenced_by_cid():
     spec = {
         "SYN-A": {"all": (0.6, 0.6, 0.6)},
         "SYN-B": {"all": (0.5, 0.5, 0.5)},
-        "SYN-NEW": {"all": (0.4, 0.4, 0.4)},  # no previous night: no chart
+        "SYN-NEW": {"all": (0.4, 0.4, 0.4)},  # no earlier run: a chart of tonight only
     }
     history = pd.concat([make_history("SYN-A", "all"), make_history("SYN-B", "all", nights=20)])
     # rows for tonight or later in history are ignored, not double counted
     future = make_history("SYN-A", "all", nights=1).assign(as_of=AS_OF + timedelta(days=1))
     report = render(spec, history=pd.concat([history, future]))
-    assert len(report.images) == 2
+    assert len(report.images) == 3
     referenced = set(re.findall(r'src="cid:([^"]+)"', report.html))
     assert referenced == set(report.images)
     for png in report.images.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) < 40_000
-    assert "No earlier run on all within 14 days" in report.html
+    assert "No earlier run on all within 14 days: tonight only" in report.html
 
 
 def test_html_is_escaped_and_self_contained():
