@@ -1,0 +1,404 @@
+"""Offline training: pre-train on COVID-19, fine-tune on CAR-T, calibrate, write models/.
+
+The procedure for one (factor set, horizon) model, identical in cross-validation and for the
+shipped model, so that the CV figures describe what ships:
+
+1. Pre-train `n_members` PrCRS networks on the COVID-19 cohort (3-class maximum severity),
+   over the 42-slot panel with the analytes COVID-19 lacks marked "not observed"; random
+   extra masking teaches the body that inputs go missing. Done once: no CAR-T data involved.
+2. Fine-tune: the embedding and the whole Squeezeformer U-Net body stay frozen (as in the
+   paper); the pooled body output of the factor set's inputs, median-filled/standardised by
+   features.encode with statistics of the training rows, feeds a new 2-class head (the two
+   linear layers), trained with early stopping on a patient-grouped inner validation split.
+3. The ensemble's probability is the mean over members.
+4. Out-of-fold predictions from patient-grouped stratified 5-fold CV fit the calibrators
+   (calibration.py) and give the CV metrics stored in the manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm.auto import tqdm
+
+from prcrs_batch import calibration, features
+from prcrs_batch.networks import PrCRS, PrCRSConfig, build, slots_for
+from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS, SEVERE_GRADE, inputs_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    n_members: int = 3  # ensemble over pre-training/fine-tuning seeds
+    n_folds: int = 5  # patient-grouped CV for out-of-fold calibration and metrics
+    d_model: int = 32
+    dropout: float = 0.1
+    lr: float = 1e-3  # Adam, as published
+    weight_decay: float = 1e-4
+    pretrain_epochs: int = 20
+    pretrain_batch: int = 128
+    pretrain_mask_rate: float = 0.15  # extra inputs hidden at random during pre-training
+    head_epochs: int = 150  # upper bound; early stopping picks the epoch (paper: up to 150)
+    head_batch: int = 32
+    patience: int = 15  # epochs without a better validation loss before stopping
+    net_epochs: int = 60  # full-network training (from scratch, CNN, Transformer)
+    net_batch: int = 32
+    net_patience: int = 8
+    threads: int = 1  # small tensors: one thread avoids OpenMP spin under CPU contention
+
+    @classmethod
+    def quick(cls) -> TrainConfig:
+        return cls(
+            n_members=1, n_folds=2, d_model=16, pretrain_epochs=1, head_epochs=3,
+            net_epochs=2, patience=2, net_patience=1,
+        )
+
+
+def set_seed(seed: int) -> torch.Generator:
+    seed = int(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def ever_severe(frame: pd.DataFrame) -> pd.Series:
+    """Per row: does this row's patient ever reach a severe grade (the stratification label)."""
+    return frame.groupby("patient_id")["crs_grade"].transform("max").ge(SEVERE_GRADE).astype(int)
+
+
+def patient_folds(frame: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..n_folds-1) per row; every patient's rows share one fold.
+
+    Stratified on whether the patient ever has severe CRS (StratifiedGroupKFold).
+    """
+    folds = np.full(len(frame), -1)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(
+        splitter.split(np.zeros(len(frame)), ever_severe(frame), frame["patient_id"])
+    ):
+        folds[test] = k
+    return folds
+
+
+def inner_split(groups: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-grouped train/validation masks (about 80/20) for early stopping."""
+    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    strat = pd.Series(y).groupby(groups).transform("max").to_numpy()
+    _, val = next(splitter.split(np.zeros(len(y)), strat, groups))
+    mask = np.zeros(len(y), dtype=bool)
+    mask[val] = True
+    return ~mask, mask
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def _fit(
+    forward: Any,
+    params: list[nn.Parameter],
+    modules: list[nn.Module],
+    tensors: tuple[torch.Tensor, ...],
+    y: np.ndarray,
+    val: np.ndarray,
+    *,
+    epochs: int,
+    batch: int,
+    patience: int,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+) -> tuple[dict[str, Any], int]:
+    """Adam + cross-entropy, mini-batches, best epoch by validation loss (restored at the end).
+
+    `forward(*batch_tensors) -> logits`; `modules` are put in train/eval mode and snapshotted.
+    """
+    target = torch.as_tensor(np.array(y), dtype=torch.long)
+    tr_idx = torch.as_tensor(np.flatnonzero(~val))
+    va_idx = torch.as_tensor(np.flatnonzero(val))
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    for epoch in range(epochs):
+        for m in modules:
+            m.train()
+        order = tr_idx[torch.randperm(len(tr_idx), generator=generator)]
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            loss = F.cross_entropy(forward(*(t[idx] for t in tensors)), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            if len(va_idx):
+                vl = F.cross_entropy(forward(*(t[va_idx] for t in tensors)), target[va_idx]).item()
+            else:
+                vl = float(epoch == epochs - 1)
+        if vl < best - 1e-5:
+            best, best_epoch, stale = vl, epoch + 1, 0
+            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        for m, s in zip(modules, best_state):
+            m.load_state_dict(s)
+    for m in modules:
+        m.eval()
+    return {"best_val_loss": best}, best_epoch
+
+
+def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, dict[str, Any]]:
+    """Pre-train one PrCRS on COVID-19 max severity (3 classes) over the 42-slot panel."""
+    gen = set_seed(seed)
+    inputs = [c for c in ANALYTE_CODES if covid[c].notna().any()]
+    stats = features.fit_input_stats(covid, inputs)
+    values, observed = features.encode(covid, stats)
+    config = PrCRSConfig(
+        input_slots=slots_for(inputs), n_classes=3, d_model=cfg.d_model, dropout=cfg.dropout
+    )
+    model = PrCRS(config)
+    y = covid["max_severity"].to_numpy(dtype=int)
+    _, val = inner_split(covid["subject_id"].to_numpy(), (y == 2).astype(int), seed)
+    v, o = torch.from_numpy(values), torch.from_numpy(observed)
+
+    def forward(vb: torch.Tensor, ob: torch.Tensor) -> torch.Tensor:
+        if model.training and cfg.pretrain_mask_rate > 0:
+            keep = torch.rand(ob.shape, generator=gen) >= cfg.pretrain_mask_rate
+            ob = ob & keep
+        return model(vb, ob)
+
+    info, epoch = _fit(
+        forward, list(model.parameters()), [model], (v, o), y, val,
+        epochs=cfg.pretrain_epochs, batch=cfg.pretrain_batch, patience=cfg.patience,
+        cfg=cfg, generator=gen,
+    )
+    with torch.no_grad():
+        acc = (model(v[val], o[val]).argmax(1).numpy() == y[val]).mean()
+    info.update(best_epoch=epoch, val_accuracy=float(acc), inputs=inputs, seed=seed)
+    logger.info("pre-trained member seed=%d: epoch %d, val accuracy %.3f", seed, epoch, acc)
+    return model, info
+
+
+def transfer_model(body: PrCRS, inputs: list[str]) -> PrCRS:
+    """A 2-class PrCRS for `inputs` carrying `body`'s frozen weights and a fresh head."""
+    config = replace(body.config, input_slots=slots_for(inputs), n_classes=2)
+    model = PrCRS(config)
+    state = {k: v for k, v in body.state_dict().items() if not k.startswith(("head.", "scatter."))}
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert all(k.startswith(("head.", "scatter.")) for k in missing), missing
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("head.")
+    model.eval()
+    return model
+
+
+def fit_transfer(
+    bodies: list[PrCRS],
+    values: np.ndarray,
+    observed: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    inputs: list[str],
+    seed: int,
+    cfg: TrainConfig,
+) -> list[PrCRS]:
+    """Fine-tune one head per pre-trained body (frozen), on the body's pooled features."""
+    members = []
+    v, o = torch.from_numpy(values), torch.from_numpy(observed)
+    for k, body in enumerate(bodies):
+        gen = set_seed(seed * 1000 + k)
+        model = transfer_model(body, inputs)
+        with torch.no_grad():
+            pooled = model.features(v, o)  # (N, C), frozen body in eval mode
+        _, val = inner_split(groups, y, seed * 1000 + k)
+        _fit(
+            model.head, list(model.head.parameters()), [model.head], (pooled,), y, val,
+            epochs=cfg.head_epochs, batch=cfg.head_batch, patience=cfg.patience,
+            cfg=cfg, generator=gen,
+        )
+        model.eval()
+        members.append(model)
+    return members
+
+
+def fit_network(
+    arch: str,
+    values: np.ndarray,
+    observed: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    inputs: list[str],
+    seed: int,
+    cfg: TrainConfig,
+) -> nn.Module:
+    """Train a whole network (PrCRS from scratch, CNN or Transformer) on CAR-T rows."""
+    gen = set_seed(seed)
+    config = PrCRSConfig(
+        arch=arch, input_slots=slots_for(inputs), d_model=cfg.d_model, dropout=cfg.dropout
+    )
+    model = build(config)
+    _, val = inner_split(groups, y, seed)
+    _fit(
+        model, list(model.parameters()), [model],
+        (torch.from_numpy(values), torch.from_numpy(observed)), y, val,
+        epochs=cfg.net_epochs, batch=cfg.net_batch, patience=cfg.net_patience,
+        cfg=cfg, generator=gen,
+    )
+    return model
+
+
+@torch.inference_mode()
+def predict(members: list[nn.Module], values: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Mean probability of class 1 over ensemble members."""
+    v, o = torch.from_numpy(values), torch.from_numpy(observed)
+    probs = [torch.softmax(m.eval()(v, o), dim=1)[:, 1] for m in members]
+    return torch.stack(probs).mean(0).numpy().astype(float)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def labelled(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """Rows with an observed label for `horizon`."""
+    return frame[frame[f"label_{horizon}"].notna()].reset_index(drop=True)
+
+
+def cross_validate_transfer(
+    data: pd.DataFrame,
+    folds: np.ndarray,
+    bodies: list[PrCRS],
+    inputs: list[str],
+    horizon: int,
+    seed: int,
+    cfg: TrainConfig,
+) -> np.ndarray:
+    """Out-of-fold probabilities of the transfer PrCRS ensemble for the rows of `data`."""
+    y = data[f"label_{horizon}"].to_numpy(dtype=int)
+    groups = data["patient_id"].to_numpy()
+    oof = np.full(len(data), np.nan)
+    for k in np.unique(folds):
+        tr, te = folds != k, folds == k
+        stats = features.fit_input_stats(data[tr], inputs)
+        v_tr, o_tr = features.encode(data[tr], stats)
+        members = fit_transfer(bodies, v_tr, o_tr, y[tr], groups[tr], inputs, seed + k, cfg)
+        oof[te] = predict(members, *features.encode(data[te], stats))
+    return oof
+
+
+def train(
+    output_dir: Path | str,
+    seed: int = 0,
+    quick: bool = False,
+    *,
+    cohort_path: Path | None = None,
+    covid_path: Path | None = None,
+    factor_sets: list[str] | None = None,
+) -> dict[str, Any]:
+    """Pre-train, fine-tune, calibrate and write the 18 models + manifest.json to output_dir.
+
+    Returns the manifest. `quick` shrinks everything for tests (seconds, not minutes).
+    """
+    from prcrs_batch import artifacts  # noqa: PLC0415 (artifacts imports this module's helpers)
+    from prcrs_batch.evaluation import binary_metrics  # noqa: PLC0415
+
+    cfg = TrainConfig.quick() if quick else TrainConfig()
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    frame = features.training_frame(cohort_path)
+    covid = features.covid_frame(covid_path)
+    sets = factor_sets or list(FACTOR_SETS)
+    total = cfg.n_members + len(sets) * len(HORIZONS)
+    bar = tqdm(total=total, desc="prcrs train", unit="step")
+    bodies, pretrain_info = [], []
+    for k in range(cfg.n_members):
+        body, info = pretrain(covid, seed + k, cfg)
+        bodies.append(body)
+        pretrain_info.append(info)
+        bar.update(1)
+    folds_all = patient_folds(frame, cfg.n_folds, seed)
+    entries = []
+    for factor_set in sets:
+        inputs = inputs_for(factor_set)
+        for horizon in HORIZONS:
+            bar.set_postfix_str(f"{factor_set} h{horizon}")
+            keep = frame[f"label_{horizon}"].notna().to_numpy()
+            data, folds = labelled(frame, horizon), folds_all[keep]
+            y = data[f"label_{horizon}"].to_numpy(dtype=int)
+            oof = cross_validate_transfer(data, folds, bodies, inputs, horizon, seed, cfg)
+            comparison = calibration.compare(oof, y, folds)
+            default = calibration.choose(comparison)
+            calibrated = calibration.cross_fitted(default, oof, y, folds)
+            stats = features.fit_input_stats(data, inputs)
+            v, o = features.encode(data, stats)
+            members = fit_transfer(
+                bodies, v, o, y, data["patient_id"].to_numpy(), inputs, seed + 100, cfg
+            )
+            entries.append(
+                {
+                    "factor_set": factor_set,
+                    "horizon": horizon,
+                    "members": members,
+                    "input_stats": stats,
+                    "calibration": {
+                        "default": default,
+                        "comparison": comparison,
+                        **{m: calibration.fit(m, oof, y) for m in calibration.METHODS},
+                    },
+                    "cv_metrics": {
+                        "raw": binary_metrics(y, oof),
+                        "calibrated": binary_metrics(y, calibrated),
+                        "n_folds": cfg.n_folds,
+                        "fold_seed": seed,
+                    },
+                    "n_rows": int(len(y)),
+                    "n_positive": int(y.sum()),
+                    "n_patients": int(data["patient_id"].nunique()),
+                }
+            )
+            logger.info(
+                "%s h%d: CV AUROC %.3f, calibrated ECE %.3f (%s)", factor_set, horizon,
+                entries[-1]["cv_metrics"]["raw"]["auroc"],
+                entries[-1]["cv_metrics"]["calibrated"]["ece"], default,
+            )
+            bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - started
+    manifest = artifacts.write_models(
+        output_dir,
+        bodies=bodies,
+        pretrain_info=pretrain_info,
+        entries=entries,
+        seed=seed,
+        train_config=asdict(cfg) | {"quick": quick},
+        data_info=artifacts.data_fingerprint(frame, cohort_path, covid_path),
+        train_seconds=seconds,
+    )
+    logger.info("trained %d models in %.0f s -> %s", len(entries), seconds, output_dir)
+    return manifest

@@ -1,0 +1,86 @@
+"""Calibration methods on synthetic scores whose answers are known."""
+
+import numpy as np
+import pytest
+
+from prcrs_batch import calibration
+
+
+def test_neighbour_window_fraction_in_window_by_hand():
+    scores = np.arange(100) / 100.0  # 0.00 .. 0.99
+    labels = (np.arange(100) % 4 == 0).astype(int)  # every 4th is severe
+    params = calibration.fit_neighbour_window(scores, labels)
+    # p = 0.50 -> position 50, half-window 15 -> rows 35..65 (31 rows)
+    expected_mid = labels[35:66].mean()
+    # p = 0.10 -> position 10, half-window 20 cut at 0 -> rows 0..30
+    expected_low = labels[0:31].mean()
+    # p = 0.95 -> position 95, half-window 10 cut at 99 -> rows 85..99
+    expected_high = labels[85:100].mean()
+    got = calibration.apply_calibration(params, np.array([0.50, 0.10, 0.95]))
+    np.testing.assert_allclose(got, [expected_mid, expected_low, expected_high])
+
+
+def test_neighbour_window_is_order_free_and_keeps_nan():
+    rng = np.random.default_rng(0)
+    scores, labels = rng.random(200), rng.integers(0, 2, 200)
+    a = calibration.fit_neighbour_window(scores, labels)
+    perm = rng.permutation(200)
+    b = calibration.fit_neighbour_window(scores[perm], labels[perm])
+    p = np.array([0.2, np.nan, 0.9])
+    np.testing.assert_allclose(calibration.apply_calibration(a, p), calibration.apply_calibration(b, p))
+    assert np.isnan(calibration.apply_calibration(a, p)[1])
+
+
+def test_isotonic_recovers_a_known_monotone_map():
+    rng = np.random.default_rng(1)
+    p = rng.random(20000)
+    true_risk = p**2  # the model is overconfident: real risk is p squared
+    y = (rng.random(20000) < true_risk).astype(int)
+    params = calibration.fit_isotonic(p, y)
+    grid = np.array([0.2, 0.5, 0.8])
+    np.testing.assert_allclose(calibration.apply_calibration(params, grid), grid**2, atol=0.04)
+    cal = calibration.apply_calibration(params, np.sort(p))
+    assert np.all(np.diff(cal) >= -1e-12)  # monotone
+    assert calibration.ece(calibration.apply_calibration(params, p), y) < calibration.ece(p, y)
+
+
+def test_isotonic_separable_gives_zero_and_one_and_clips():
+    params = calibration.fit_isotonic(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1]))
+    got = calibration.apply_calibration(params, np.array([-1.0, 0.15, 0.85, 2.0]))
+    np.testing.assert_allclose(got, [0.0, 0.0, 1.0, 1.0])
+
+
+def test_ece_and_brier_known_values():
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    y = np.array([0, 0, 1, 0])
+    # bin 1: mean p 0.1, frac 0 -> 0.1; bin 9: mean p 0.9, frac 0.5 -> 0.4; weights 1/2 each
+    assert calibration.ece(p, y) == pytest.approx(0.25)
+    assert calibration.brier(p, y) == pytest.approx((0.01 + 0.01 + 0.01 + 0.81) / 4)
+
+
+def test_cross_fitting_never_uses_the_rows_own_fold():
+    # fold 0 is all severe, fold 1 none: a calibrator fitted elsewhere cannot know that
+    p = np.full(40, 0.5)
+    y = np.r_[np.ones(20), np.zeros(20)].astype(int)
+    folds = np.r_[np.zeros(20), np.ones(20)].astype(int)
+    for method in calibration.METHODS:
+        cal = calibration.cross_fitted(method, p, y, folds)
+        np.testing.assert_allclose(cal[:20], 0.0)
+        np.testing.assert_allclose(cal[20:], 1.0)
+
+
+def test_compare_and_choose_prefer_the_lower_brier():
+    rng = np.random.default_rng(2)
+    p = rng.random(3000)
+    y = (rng.random(3000) < p**3).astype(int)
+    folds = rng.integers(0, 5, 3000)
+    comparison = calibration.compare(p, y, folds)
+    assert set(comparison) == {"raw", *calibration.METHODS}
+    best = calibration.choose(comparison)
+    assert comparison[best]["brier"] == min(comparison[m]["brier"] for m in calibration.METHODS)
+    assert comparison[best]["ece"] < comparison["raw"]["ece"]
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        calibration.apply_calibration({"method": "platt"}, np.array([0.5]))
