@@ -228,7 +228,7 @@ def build_report(
         numbered_alerts.append(_with_cid(summary, cid))
 
     subject = make_subject(as_of, len(alerts))
-    context = {
+    context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run, as_of),
         "threshold": threshold,
@@ -402,7 +402,7 @@ def build_failure_notice(
     as_of = _as_date(run.get("as_of")) if run.get("as_of") is not None else None
     day = as_of.isoformat() if as_of else "unknown date"
     subject = f"PrCRS {day} - RUN FAILED, no risk scores"
-    context = {
+    context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run, as_of),
         "error": scrub_secrets(error)[:MAX_ERROR_CHARS],
@@ -516,7 +516,10 @@ def _previous_run_max(recent: pd.DataFrame) -> dict[tuple[str, str], tuple[date,
     last = recent.groupby(["patient_id", "model"])["as_of"].transform("max")
     latest = recent[recent["as_of"] == last]
     out = latest.groupby(["patient_id", "model", "as_of"])["calibrated_risk"].max().dropna()
-    return {(str(p), str(m)): (night.date(), float(v)) for (p, m, night), v in out.items()}
+    return {
+        (str(p), str(m)): (pd.Timestamp(night).date(), float(v))
+        for (p, m, night), v in zip(out.index.tolist(), out.tolist(), strict=True)
+    }
 
 
 HISTORY_COLUMNS = ["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]

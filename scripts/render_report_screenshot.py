@@ -18,6 +18,7 @@ import sys
 import tempfile
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,7 +42,7 @@ CHROMIUM_FLAGS = (
 )
 
 
-def synthetic_night(seed: int = 7) -> dict[str, object]:
+def synthetic_night(seed: int = 7) -> dict[str, Any]:
     """A small synthetic night: 3 alerts, 8 quiet patients, 2 not scorable."""
     rng = random.Random(seed)
     plans = (
@@ -93,7 +94,7 @@ def synthetic_night(seed: int = 7) -> dict[str, object]:
                 )
                 if ok:
                     for back in range(1, 8):
-                        drift = 0.06 * back * (1 if base > 0.3 else 0.3)
+                        drift = 0.06 * back * (1 if (base or 0) > 0.3 else 0.3)
                         history.append(
                             {
                                 "patient_id": pid,
@@ -162,9 +163,9 @@ def main() -> int:
     report = build_report(
         **night,
         threshold=THRESHOLD,
-        template_dir=REPO / "templates",  # type: ignore[arg-type]
+        template_dir=REPO / "templates",
     )
-    html_path = write_report(report, args.out, AS_OF, str(night["run"]["run_id"]))  # type: ignore[index]
+    html_path = write_report(report, args.out, AS_OF, str(night["run"]["run_id"]))
     print(f"{report.subject}: {html_path}")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -38,7 +39,7 @@ FAST = {"backoff_seconds": 0.01, "timeout": 5}
 @pytest.fixture(scope="module")
 def alert_report() -> Report:
     ids = ["SYN-0001", "SYN-0002", "SYN-0003"]
-    spec = {
+    spec: dict[str, dict[str, Any]] = {
         "SYN-0001": {"all": (0.45, 0.55, 0.62)},
         "SYN-0002": {"all": "insufficient", "no_cytokines": (0.31, 0.2, 0.2)},
         "SYN-0003": {"all": (0.05, 0.06, 0.07)},
