@@ -20,7 +20,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("apscheduler.executors", "matplotlib", "PIL"):
+    for noisy in ("apscheduler.executors", "matplotlib", "PIL", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -84,19 +84,21 @@ def read_cohort(path: Path) -> pd.DataFrame:
 
 
 def place_in_treatment(cohort: pd.DataFrame, today: date, seed: int = 0) -> pd.DataFrame:
-    """Move each patient so that `today` is one of their observed days; later days are dropped.
+    """Move each patient so that they are in treatment today, with labs up to yesterday.
 
-    The day is drawn at random per patient (seeded), so the demo warehouse looks like a
-    real night: some patients just infused, some a week in.
+    Each patient's last kept day is drawn at random (seeded) and put on yesterday, so the
+    demo warehouse looks like the warehouse at 2 am: some patients just infused, some a week
+    in, nobody with results from the future. Later days are dropped.
     """
     rng = np.random.default_rng(seed)
     last_day = cohort.groupby("patient_id")["day"].max()
-    today_day = pd.Series(
+    kept_day = pd.Series(
         [int(rng.integers(0, d + 1)) for d in last_day.to_numpy()], index=last_day.index
     )
-    moved = cohort[cohort["day"] <= cohort["patient_id"].map(today_day)].copy()
+    moved = cohort[cohort["day"] <= cohort["patient_id"].map(kept_day)].copy()
+    yesterday = today - timedelta(days=1)
     moved["infusion_date"] = [
-        today - timedelta(days=int(today_day[p])) for p in moved["patient_id"]
+        yesterday - timedelta(days=int(kept_day[p])) for p in moved["patient_id"]
     ]
     return moved
 

@@ -63,3 +63,13 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models trained once per test session with --quick settings on the tiny cohort."""
+    from prcrs_batch import training
+
+    out = tmp_path_factory.mktemp("quick_models")
+    training.train(out, seed=7, quick=True, cohort_path=TEST_DATA / "tiny_cohort.csv")
+    return out

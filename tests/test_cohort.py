@@ -70,7 +70,7 @@ def test_one_infusion_row_per_patient_with_sex_and_age(db_url):
     engine.dispose()
 
 
-def test_place_in_treatment_puts_today_in_each_patients_course():
+def test_place_in_treatment_ends_each_course_yesterday():
     cohort = read_cohort(TEST_DATA / "tiny_cohort.csv")
     today = date(2026, 11, 26)
     moved = place_in_treatment(cohort, today, seed=1)
@@ -78,4 +78,4 @@ def test_place_in_treatment_puts_today_in_each_patients_course():
     last_dates = moved.groupby("patient_id").apply(
         lambda p: p["infusion_date"].iloc[0].toordinal() + int(p["day"].max())
     )
-    assert (last_dates == today.toordinal()).all()
+    assert (last_dates == today.toordinal() - 1).all()

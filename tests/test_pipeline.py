@@ -1,0 +1,211 @@
+"""The nightly job end to end, on real SQLite and PostgreSQL databases and a real SMTP server."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from smtp_server import smtp_sink  # noqa: F401
+from sqlalchemy import func, select
+
+from prcrs_batch import artifacts, pipeline, results
+from prcrs_batch.cli import main
+from prcrs_batch.cohort import load_cohort, read_cohort
+from prcrs_batch.db import make_engine
+from prcrs_batch.panel import FACTOR_SETS, HORIZONS
+from prcrs_batch.settings import load_settings
+from prcrs_batch.tables import crs_risk_scores, scoring_runs
+from tests.conftest import TEST_DATA
+
+COHORT = read_cohort(TEST_DATA / "tiny_cohort.csv")
+# A night on which most of the tiny cohort is in treatment: the median calendar day.
+AS_OF = sorted(d + timedelta(days=int(n)) for d, n in zip(COHORT["infusion_date"], COHORT["day"]))[
+    len(COHORT) // 2
+]
+
+
+@pytest.fixture
+def warehouse(engine):
+    """The test database with the tiny cohort loaded into the warehouse tables."""
+    load_cohort(engine, COHORT)
+    return engine
+
+
+@pytest.fixture
+def settings(settings_env, db_url, quick_models, tmp_path):
+    return load_settings(
+        warehouse_url=db_url, model_dir=quick_models, report_dir=tmp_path / "reports", device="cpu"
+    )
+
+
+def _run(settings, warehouse, as_of=AS_OF, **kwargs):
+    return pipeline.run_nightly(
+        settings, as_of=as_of, warehouse=warehouse, results_db=warehouse, **kwargs
+    )
+
+
+def _count(engine, table, **where):
+    query = select(func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    with engine.connect() as connection:
+        return connection.execute(query).scalar_one()
+
+
+def test_scores_18_rows_per_active_patient(settings, warehouse):
+    summary = _run(settings, warehouse)
+    assert summary.status == "succeeded", summary.error
+    assert summary.n_patients > 0
+    assert summary.n_scores == summary.n_patients * len(FACTOR_SETS) * len(HORIZONS)
+    with warehouse.connect() as connection:
+        stored = results.stored_scores(connection=connection, as_of=AS_OF)
+    assert len(stored) == summary.n_scores
+    per_patient = stored.groupby("patient_id").size()
+    assert (per_patient == 18).all()
+    ok = stored[stored["status"] == "ok"]
+    assert ok["calibrated_risk"].between(0, 1).all()
+    not_ok = stored[stored["status"] != "ok"]
+    assert not_ok["calibrated_risk"].isna().all()
+    assert summary.report_path is not None and summary.report_path.exists()
+    assert "disabled" in summary.email
+
+
+def test_rerun_replaces_the_night(settings, warehouse):
+    first = _run(settings, warehouse)
+    second = _run(settings, warehouse)
+    assert first.run_id != second.run_id
+    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == second.n_scores
+    assert _count(warehouse, scoring_runs, as_of=AS_OF) == 1
+    with warehouse.connect() as connection:
+        run_ids = connection.execute(select(crs_risk_scores.c.run_id).distinct()).scalars().all()
+    assert run_ids == [second.run_id]
+
+
+def test_backfill_gives_the_same_rows_as_single_runs(
+    settings, warehouse, monkeypatch, db_url, quick_models, tmp_path
+):
+    nights = [AS_OF - timedelta(days=1), AS_OF, AS_OF + timedelta(days=1)]
+    for night in nights:
+        assert _run(settings, warehouse, as_of=night).status == "succeeded"
+    with warehouse.connect() as connection:
+        single = pd.concat([results.stored_scores(connection=connection, as_of=n) for n in nights])
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
+    monkeypatch.setenv("PRCRS_MODEL_DIR", str(quick_models))
+    monkeypatch.setenv("PRCRS_REPORT_DIR", str(tmp_path / "backfill"))
+    monkeypatch.setenv("PRCRS_DEVICE", "cpu")
+    outcome = CliRunner().invoke(
+        main, ["backfill", "--start", str(nights[0]), "--end", str(nights[-1])]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert outcome.output.count("SUCCEEDED") == 3
+    with warehouse.connect() as connection:
+        backfilled = pd.concat(
+            [results.stored_scores(connection=connection, as_of=n) for n in nights]
+        )
+    pd.testing.assert_frame_equal(single.reset_index(drop=True), backfilled.reset_index(drop=True))
+    assert _count(warehouse, scoring_runs) == 3
+
+
+def _recommended_risks(stored: pd.DataFrame) -> dict[str, float]:
+    """Independent statement of the alert rule: first model in the order ok at every horizon."""
+    out = {}
+    for pid, rows in stored.groupby("patient_id"):
+        for model in FACTOR_SETS:
+            mine = rows[rows["model"] == model]
+            if len(mine) == len(HORIZONS) and (mine["status"] == "ok").all():
+                out[pid] = float(mine["calibrated_risk"].max())
+                break
+    return out
+
+
+def test_report_names_exactly_the_patients_at_or_above_threshold(settings, warehouse):
+    probe = _run(settings, warehouse)
+    with warehouse.connect() as connection:
+        stored = results.stored_scores(connection=connection, as_of=AS_OF)
+    risks = _recommended_risks(stored)
+    assert risks, "no patient could be scored"
+    # Put the threshold exactly on one patient's risk: that patient and those above alert.
+    threshold = sorted(risks.values())[len(risks) // 2]
+    settings = settings.model_copy(update={"alert_threshold": max(threshold, 1e-6)})
+    summary = _run(settings, warehouse)
+    expected = {p for p, r in risks.items() if r >= settings.alert_threshold}
+    assert summary.n_alerts == len(expected)
+    html = summary.report_path.read_text()
+    alert_part = html.split("Other active patients")[0] if "Other active patients" in html else html
+    for pid in risks:
+        assert (pid in alert_part) == (pid in expected), pid
+    assert probe.status == "succeeded"
+
+
+def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink):  # noqa: F811
+    settings = settings.model_copy(
+        update={
+            "smtp_host": smtp_sink.host,
+            "smtp_port": smtp_sink.port,
+            "smtp_starttls": False,
+            "alert_to": ["oncall@hospital.example"],
+            "alert_threshold": 1e-6,  # every scorable patient is an alert: charts attached
+        }
+    )
+    summary = _run(settings, warehouse)
+    assert summary.email.startswith("sent"), summary.email
+    assert len(smtp_sink.messages) == 1
+    message = smtp_sink.messages[0]
+    assert AS_OF.isoformat() in message["Subject"]
+    assert f"{summary.n_alerts} alert" in message["Subject"]
+    types = [part.get_content_type() for part in message.walk()]
+    assert "text/plain" in types and "text/html" in types
+    images = [part for part in message.walk() if part.get_content_type() == "image/png"]
+    assert images and all(part["Content-ID"] for part in images)
+    html = message.get_body(("html",)).get_content()
+    for image in images:
+        assert "cid:" + image["Content-ID"].strip("<>") in html
+    with warehouse.connect() as connection:
+        sent = connection.execute(select(scoring_runs.c.report_sent_at)).scalar_one()
+    assert sent is not None
+
+
+def test_unreachable_warehouse_fails_the_night_cleanly(settings, engine):
+    dead = make_engine("postgresql://nobody@127.0.0.1:1/none")
+    summary = pipeline.run_nightly(settings, as_of=AS_OF, warehouse=dead, results_db=engine)
+    assert summary.status == "failed"
+    assert "OperationalError" in summary.error
+    assert _count(engine, crs_risk_scores) == 0
+    with engine.connect() as connection:
+        row = connection.execute(select(scoring_runs.c.status, scoring_runs.c.error)).one()
+    assert row.status == "failed" and row.error
+
+
+def test_corrupt_weight_file_errors_that_model_only(settings, warehouse, quick_models, tmp_path):
+    broken = tmp_path / "models"
+    shutil.copytree(quick_models, broken)
+    weight = broken / "cytokines_h2.safetensors"
+    weight.write_bytes(weight.read_bytes()[:-8] + b"tampered")
+    settings = settings.model_copy(update={"model_dir": broken})
+    summary = _run(settings, warehouse)
+    assert summary.status == "succeeded"
+    with warehouse.connect() as connection:
+        stored = results.stored_scores(connection=connection, as_of=AS_OF)
+    bad = stored[(stored["model"] == "cytokines") & (stored["horizon_days"] == 2)]
+    assert (bad["status"] == "error").all()
+    assert bad["detail"].str.contains("SHA-256").all()
+    others = stored.drop(bad.index)
+    assert (others["status"] != "error").all()
+    assert (others["status"] == "ok").any()
+
+
+def test_run_command_prints_a_summary(
+    settings_env, monkeypatch, db_url, quick_models, warehouse, tmp_path
+):
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
+    monkeypatch.setenv("PRCRS_MODEL_DIR", str(quick_models))
+    monkeypatch.setenv("PRCRS_REPORT_DIR", str(tmp_path / "r"))
+    outcome = CliRunner().invoke(main, ["run", "--as-of", AS_OF.isoformat()])
+    assert outcome.exit_code == 0, outcome.output
+    for word in ("patients", "scores", "alerts", "report", "time"):
+        assert word in outcome.output
+    assert isinstance(artifacts.load_models(quick_models).model_version, str)
+    assert date.fromisoformat(AS_OF.isoformat()) == AS_OF
