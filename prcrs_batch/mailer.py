@@ -114,11 +114,42 @@ def send_report(
     ...
     prcrs_batch.mailer.MailError: could not send the report via 127.0.0.1:9 ...
     """
+    send_message(
+        build_message(report, sender=sender, recipients=recipients),
+        host=host,
+        port=port,
+        sender=sender,
+        recipients=recipients,
+        user=user,
+        password=password,
+        starttls=starttls,
+        ssl=ssl,
+        attempts=attempts,
+        backoff_seconds=backoff_seconds,
+        timeout=timeout,
+    )
+
+
+def send_message(
+    message: EmailMessage,
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    recipients: list[str],
+    user: str | None = None,
+    password: str | None = None,
+    starttls: bool = True,
+    ssl: bool = False,
+    attempts: int = 3,
+    backoff_seconds: float = 2.0,
+    timeout: float = 30,
+) -> None:
+    """Send a built message (a report, or one saved by an earlier night); see send_report."""
     if not recipients:
         raise MailError("no recipients: set PRCRS_ALERT_TO")
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
-    message = build_message(report, sender=sender, recipients=recipients)
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -154,12 +185,7 @@ def send_report(
             )
             raise _mail_error(exc, host, port, attempt, password) from _cause(exc, password)
         else:
-            logger.info(
-                "report sent to %d recipient(s) with %d image(s) on attempt %d",
-                len(recipients),
-                len(report.images),
-                attempt,
-            )
+            logger.info("report sent to %d recipient(s) on attempt %d", len(recipients), attempt)
             return
     assert last is not None
     raise _mail_error(last, host, port, attempts, password) from _cause(last, password)

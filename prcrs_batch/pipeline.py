@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TypeVar
 
@@ -154,7 +156,7 @@ def run_nightly(
                 "run_id": summary.run_id,
                 "as_of": as_of,
                 "model_version": summary.model_version,
-                "data_cutoff": window.end,
+                "data_cutoff": window.end - timedelta(seconds=1),
                 "n_patients": summary.n_patients,
                 "n_scores": summary.n_scores,
                 "n_data_issues": summary.n_data_issues,
@@ -203,32 +205,23 @@ def run_nightly(
         log.error("run %s failed: %s", summary.run_id, summary.error)
         _record_failure(results_db, summary, started)
         if send_email and settings.email_enabled:
+            notice = report.build_failure_notice(
+                run=_run_dict(summary), error=summary.error, template_dir=TEMPLATE_DIR
+            )
             _send(
                 settings,
-                report.build_failure_notice(run=_run_dict(summary), error=summary.error),
+                mailer.build_message(
+                    notice, sender=settings.alert_from, recipients=settings.alert_to
+                ),
                 summary,
             )
         return summary
 
-    with _stage(summary, "write report"):
-        summary.report_path = report.write_report(
-            alert_report, settings.report_dir, as_of, summary.run_id
-        )
-        with results_db.begin() as connection:
-            results.mark_report(
-                connection=connection, run_id=summary.run_id, path=str(summary.report_path)
-            )
-    if send_email and settings.email_enabled:
-        with _stage(summary, "send email"):
-            if _send(settings, alert_report, summary):
-                with results_db.begin() as connection:
-                    results.mark_report(
-                        connection=connection,
-                        run_id=summary.run_id,
-                        sent_at=datetime.now(timezone.utc),
-                    )
-    else:
-        summary.email = "disabled (no PRCRS_SMTP_HOST): report written only"
+    try:
+        _deliver_report(settings, results_db, summary, alert_report, send_email)
+    except Exception as exc:  # the scores are stored; only the report is missing
+        summary.email = f"failed: report not written: {_describe(exc)}"
+        log.error("run %s: %s", summary.run_id, summary.email)
     log.info(
         "run %s %s: %d patients, %d scores, %d alerts, %d data-quality decisions",
         summary.run_id,
@@ -241,6 +234,40 @@ def run_nightly(
     return summary
 
 
+def _deliver_report(
+    settings: Settings,
+    results_db: Engine,
+    summary: RunSummary,
+    alert_report: report.Report,
+    send_email: bool,
+) -> None:
+    """Write the HTML report, then send it (and any earlier undelivered one)."""
+    as_of = summary.as_of
+    with _stage(summary, "write report"):
+        summary.report_path = report.write_report(
+            alert_report, settings.report_dir, as_of, summary.run_id
+        )
+        if send_email and settings.email_enabled:
+            # Kept beside the HTML until it is sent, so that a later night can resend it.
+            message = mailer.build_message(
+                alert_report, sender=settings.alert_from, recipients=settings.alert_to
+            )
+            summary.report_path.with_suffix(".eml").write_bytes(bytes(message))
+        with results_db.begin() as connection:
+            results.mark_report(
+                connection=connection, run_id=summary.run_id, path=str(summary.report_path)
+            )
+    if send_email and settings.email_enabled:
+        with _stage(summary, "send email"):
+            _resend_undelivered(settings, results_db, as_of)
+            if _send(settings, message, summary):
+                _mark_sent(results_db, summary.run_id, summary.report_path)
+    elif not settings.email_enabled:
+        summary.email = "disabled (no PRCRS_SMTP_HOST): report written only"
+    else:
+        summary.email = "not sent (--no-email or backfill)"
+
+
 def _read_history(results_db: Engine, as_of: date) -> pd.DataFrame:
     with results_db.connect() as connection:
         return results.score_history(
@@ -248,9 +275,10 @@ def _read_history(results_db: Engine, as_of: date) -> pd.DataFrame:
         )
 
 
-def _send(settings: Settings, message: report.Report, summary: RunSummary) -> bool:
+def _send(settings: Settings, message: EmailMessage, summary: RunSummary | None = None) -> bool:
+    """Send by SMTP with the mailer's retries; False (and logged) when it could not."""
     try:
-        mailer.send_report(
+        mailer.send_message(
             message,
             host=settings.smtp_host or "",
             port=settings.smtp_port,
@@ -262,11 +290,36 @@ def _send(settings: Settings, message: report.Report, summary: RunSummary) -> bo
             ssl=settings.smtp_ssl,
         )
     except mailer.MailError as exc:
-        summary.email = f"failed: {exc}"
-        log.error("run %s: report not sent: %s", summary.run_id, exc)
+        log.error("%s not sent: %s", message["Subject"], exc)
+        if summary is not None:
+            summary.email = f"failed: {exc}"
         return False
-    summary.email = f"sent to {len(settings.alert_to)} recipient(s)"
+    if summary is not None:
+        summary.email = f"sent to {len(settings.alert_to)} recipient(s)"
     return True
+
+
+def _mark_sent(results_db: Engine, run_id: str, report_path: Path) -> None:
+    """Record the delivery and drop the saved message: nothing is left to resend."""
+    with results_db.begin() as connection:
+        results.mark_report(
+            connection=connection, run_id=run_id, sent_at=datetime.now(timezone.utc)
+        )
+    report_path.with_suffix(".eml").unlink(missing_ok=True)
+
+
+def _resend_undelivered(settings: Settings, results_db: Engine, as_of: date) -> None:
+    """Send the saved messages of earlier nights whose report never went out."""
+    with results_db.connect() as connection:
+        pending = results.undelivered_reports(connection=connection, before=as_of)
+    for run in pending:
+        saved = Path(run["report_path"]).with_suffix(".eml")
+        if not saved.exists():  # a backfilled night, not meant to be sent
+            continue
+        message = message_from_bytes(saved.read_bytes(), policy=policy.default)
+        if _send(settings, message):  # type: ignore[arg-type]
+            log.info("resent the undelivered report of %s", run["as_of"])
+            _mark_sent(results_db, run["run_id"], Path(run["report_path"]))
 
 
 def _run_dict(summary: RunSummary) -> dict:

@@ -1,0 +1,230 @@
+"""Faults during a night: SMTP down, lost database connections, SIGTERM mid-write, hostile data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+from smtp_server import SMTP_PASSWORD, SMTP_USER, free_port, smtp_auth_sink, smtp_sink  # noqa: F401
+from sqlalchemy import func, select, text
+
+from prcrs_batch import pipeline, results
+from prcrs_batch.cohort import load_cohort
+from prcrs_batch.db import make_engine
+from prcrs_batch.tables import crs_risk_scores, data_quality_issues, scoring_runs
+from tests.test_pipeline import AS_OF, COHORT, _count, _run, settings, warehouse  # noqa: F401
+
+
+def _active_on_as_of() -> str:
+    """A patient of the tiny cohort with labs on the test night."""
+    dates = [d + timedelta(days=int(n)) for d, n in zip(COHORT["infusion_date"], COHORT["day"])]
+    return str(COHORT.loc[[d == AS_OF for d in dates], "patient_id"].iloc[0])
+
+
+def _mail(settings, sink, **extra):  # noqa: F811
+    return settings.model_copy(
+        update={
+            "smtp_host": sink.host,
+            "smtp_port": sink.port,
+            "smtp_starttls": False,
+            "alert_to": ["oncall@hospital.example"],
+            **extra,
+        }
+    )
+
+
+def test_smtp_down_keeps_scores_and_the_next_night_resends(settings, warehouse, smtp_sink):  # noqa: F811
+    down = _mail(settings, smtp_sink, smtp_port=free_port())
+    first = _run(down, warehouse)
+    assert first.status == "succeeded"
+    assert first.email.startswith("failed")
+    assert not first.ok  # the CLI exits non-zero
+    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == first.n_scores
+    assert first.report_path.exists()
+    assert first.report_path.with_suffix(".eml").exists()
+
+    up = _mail(settings, smtp_sink)
+    tomorrow = AS_OF + timedelta(days=1)
+    second = _run(up, warehouse, as_of=tomorrow)
+    assert second.ok, second.email
+    subjects = sorted(m["Subject"] for m in smtp_sink.messages)
+    assert len(subjects) == 2
+    assert any(AS_OF.isoformat() in s for s in subjects)
+    assert any(tomorrow.isoformat() in s for s in subjects)
+    with warehouse.connect() as connection:
+        unsent = connection.execute(
+            select(func.count())
+            .select_from(scoring_runs)
+            .where(scoring_runs.c.report_sent_at.is_(None))
+        ).scalar_one()
+    assert unsent == 0
+    assert not first.report_path.with_suffix(".eml").exists()
+
+
+def test_smtp_refusing_then_recovering(settings, warehouse, smtp_sink):  # noqa: F811
+    smtp_sink.handler.refuse_next = 1  # one 451, then the retry goes through
+    summary = _run(_mail(settings, smtp_sink), warehouse)
+    assert summary.ok, summary.email
+    assert len(smtp_sink.messages) == 1
+
+
+def test_failed_night_sends_a_failure_notice(settings, engine, smtp_sink):  # noqa: F811
+    dead = make_engine("postgresql://nobody:hunter2-secret@127.0.0.1:1/none")
+    summary = pipeline.run_nightly(
+        _mail(settings, smtp_sink), as_of=AS_OF, warehouse=dead, results_db=engine
+    )
+    assert summary.status == "failed"
+    assert "hunter2-secret" not in summary.error
+    assert len(smtp_sink.messages) == 1
+    notice = smtp_sink.messages[0]
+    assert "FAILED" in notice["Subject"]
+    assert "hunter2-secret" not in notice.as_string()
+
+
+def test_secrets_never_reach_logs_or_mail(settings, warehouse, smtp_auth_sink, caplog):  # noqa: F811
+    caplog.set_level(logging.DEBUG)
+    wrong = _mail(
+        settings,
+        smtp_auth_sink,
+        smtp_user=SMTP_USER,
+        smtp_password=SecretStr("not-" + SMTP_PASSWORD),
+    )
+    summary = _run(wrong, warehouse)
+    assert summary.email.startswith("failed")
+    assert "not-" + SMTP_PASSWORD not in caplog.text
+    assert "not-" + SMTP_PASSWORD not in summary.email
+    right = _mail(
+        settings, smtp_auth_sink, smtp_user=SMTP_USER, smtp_password=SecretStr(SMTP_PASSWORD)
+    )
+    assert _run(right, warehouse).ok
+    assert SMTP_PASSWORD not in caplog.text
+
+
+def test_hostile_patient_id_is_escaped_in_the_report(settings, engine):  # noqa: F811
+    hostile = COHORT.copy()
+    first = _active_on_as_of()
+    hostile.loc[hostile["patient_id"] == first, "patient_id"] = "<script>alert(1)</script>"
+    load_cohort(engine, hostile)
+    summary = _run(settings, engine)
+    assert summary.status == "succeeded"
+    html = summary.report_path.read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_bad_values_are_recorded_and_do_not_stop_other_patients(settings, engine):  # noqa: F811
+    dirty = COHORT.copy()
+    victim = _active_on_as_of()
+    mask = dirty["patient_id"] == victim
+    for code in ("il6", "crp", "ldh", "sodium"):
+        dirty[code] = dirty[code].astype("object")
+        dirty.loc[mask, code] = "hemolyzed"
+    load_cohort(engine, dirty)
+    summary = _run(settings, engine)
+    assert summary.status == "succeeded"
+    assert summary.data_issue_counts.get("no_number", 0) > 0
+    with engine.connect() as connection:
+        reasons = connection.execute(
+            select(data_quality_issues.c.reason, data_quality_issues.c.patient_id)
+        ).all()
+        run_issues = connection.execute(select(scoring_runs.c.n_data_issues)).scalar_one()
+    assert run_issues == len(reasons) == summary.n_data_issues
+    assert summary.n_patients > 1
+
+
+def _postgres_only(db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL locks and backends")
+
+
+def _wait_for_lock_waiter(admin, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with admin.connect() as connection:
+            pid = connection.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' LIMIT 1"
+                )
+            ).scalar()
+        if pid:
+            return pid
+        time.sleep(0.2)
+    raise AssertionError("the job never reached the write")
+
+
+def test_connection_killed_mid_write_is_retried(settings, warehouse, db_url):  # noqa: F811
+    """The results connection dies inside the write transaction: rolled back, retried, complete."""
+    _postgres_only(db_url)
+    locker = make_engine(db_url).connect()
+    transaction = locker.begin()
+    locker.execute(text("LOCK TABLE data_quality_issues IN ACCESS EXCLUSIVE MODE"))
+    outcome = {}
+    worker = threading.Thread(
+        target=lambda: outcome.setdefault("summary", _run(settings, warehouse))
+    )
+    worker.start()
+    admin = make_engine(db_url)
+    victim = _wait_for_lock_waiter(admin)
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
+    transaction.rollback()
+    locker.close()
+    worker.join(timeout=120)
+    summary = outcome["summary"]
+    assert summary.status == "succeeded", summary.error
+    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == summary.n_scores
+    assert _count(warehouse, scoring_runs) == 1
+    admin.dispose()
+
+
+def test_sigterm_during_the_write_leaves_the_previous_night_whole(
+    settings, warehouse, db_url, tmp_path
+):  # noqa: F811
+    _postgres_only(db_url)
+    before = _run(settings, warehouse)
+    assert before.status == "succeeded"
+    with warehouse.connect() as connection:
+        stored_before = results.stored_scores(connection=connection, as_of=AS_OF)
+
+    locker = make_engine(db_url).connect()
+    transaction = locker.begin()
+    locker.execute(text("LOCK TABLE data_quality_issues IN ACCESS EXCLUSIVE MODE"))
+    env = {
+        **os.environ,
+        "PRCRS_WAREHOUSE_URL": db_url,
+        "PRCRS_MODEL_DIR": str(settings.model_dir),
+        "PRCRS_REPORT_DIR": str(tmp_path / "killed"),
+        "PRCRS_DEVICE": "cpu",
+    }
+    job = subprocess.Popen(
+        [sys.executable, "-m", "prcrs_batch", "run", "--as-of", AS_OF.isoformat()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    admin = make_engine(db_url)
+    _wait_for_lock_waiter(admin, timeout=120)
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) != 0
+    transaction.rollback()
+    locker.close()
+
+    with warehouse.connect() as connection:
+        stored_after = results.stored_scores(connection=connection, as_of=AS_OF)
+        runs = connection.execute(select(scoring_runs.c.run_id)).scalars().all()
+    assert runs == [before.run_id]
+    assert stored_after.equals(stored_before)
+
+    again = _run(settings, warehouse)
+    assert again.status == "succeeded"
+    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == again.n_scores
+    admin.dispose()
