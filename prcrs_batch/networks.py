@@ -39,7 +39,7 @@ class PrCRSConfig:
     embed_stride: int = 2
     conv_kernel: int = 3  # depthwise kernel of the convolution module
     n_outer: int = 1  # Squeezeformer blocks at full length, before and after the U-Net middle
-    n_inner: int = 2  # blocks on the downsampled sequence
+    n_inner: int = 1  # blocks on the downsampled sequence
     dropout: float = 0.1
 
     def to_dict(self) -> dict:

@@ -48,15 +48,15 @@ class TrainConfig:
     dropout: float = 0.1
     lr: float = 1e-3  # Adam, as published
     weight_decay: float = 1e-4
-    pretrain_epochs: int = 20
+    pretrain_epochs: int = 15
     pretrain_batch: int = 128
     pretrain_mask_rate: float = 0.15  # extra inputs hidden at random during pre-training
     head_epochs: int = 150  # upper bound; early stopping picks the epoch (paper: up to 150)
     head_batch: int = 32
     patience: int = 15  # epochs without a better validation loss before stopping
-    net_epochs: int = 60  # full-network training (from scratch, CNN, Transformer)
-    net_batch: int = 32
-    net_patience: int = 8
+    net_epochs: int = 40  # full-network training (from scratch, CNN, Transformer)
+    net_batch: int = 64
+    net_patience: int = 6
     threads: int = 1  # small tensors: one thread avoids OpenMP spin under CPU contention
 
     @classmethod
