@@ -189,16 +189,20 @@ def cross_validate(
     seeds: list[int],
     n_folds: int,
     neural_seeds: int | None = None,
+    repeated_sets: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     """Out-of-fold predictions: one row per (seed, factor_set, horizon, method, patient-day).
 
     The networks trained from scratch (the costly ones) run on the first `neural_seeds`
-    CV repeats only (all repeats when None).
+    CV repeats only (all repeats when None); factor sets not in `repeated_sets` run on the
+    first repeat only (all sets repeat when None).
     """
     out = []
     for i, seed in enumerate(seeds):
         folds_all = training.patient_folds(frame, n_folds, seed)
         for factor_set, names in factor_sets.items():
+            if repeated_sets is not None and factor_set not in repeated_sets and i > 0:
+                continue
             inputs = inputs_for(factor_set)
             for horizon in HORIZONS:
                 keep = frame[f"label_{horizon}"].notna().to_numpy()
@@ -320,7 +324,7 @@ def _fmt_ci(ci: tuple[float, float]) -> str:
 def write_report(
     summary: pd.DataFrame, plots: list[str], path: Path, *, command: str, seeds: list[int],
     n_folds: int, seconds: float, manifest: dict[str, Any], quick: bool,
-    cfg: training.TrainConfig, neural_seeds: int | None,
+    cfg: training.TrainConfig, neural_seeds: int | None, full_sets: tuple[str, ...],
 ) -> None:
     """EVALUATION.md: tables per horizon, calibration comparison, plain statement of losses."""
     lines = [
@@ -345,6 +349,8 @@ def write_report(
         f"- Networks trained from scratch (PrCRS, CNN, Transformer): Adam lr {cfg.lr}, batch {cfg.net_batch}, "
         f"up to {cfg.net_epochs} epochs, best epoch by loss on a patient-grouped inner validation split "
         f"(patience {cfg.net_patience}); one network per fold, on the first {neural_seeds or len(seeds)} CV repeat(s).",
+        f"- Factor sets other than {', '.join(full_sets)}: PrCRS (transfer), logistic regression, gradient boosting "
+        "and m-EASIX (where LDH, CRP and platelets are inputs), first CV repeat only (run time).",
         "",
     ]
     for fs in summary["factor_set"].unique():
@@ -419,8 +425,9 @@ def evaluate(
     """Cross-validate PrCRS and baselines; write EVALUATION.md and plots into model_dir.
 
     The full comparison runs for `full_sets`; the other factor sets get PrCRS (transfer),
-    logistic regression, gradient boosting and (where its inputs exist) m-EASIX. Networks
-    trained from scratch run on the first `neural_seeds` CV repeats only (None: all).
+    logistic regression, gradient boosting and (where its inputs exist) m-EASIX, on the first
+    CV repeat only. Networks trained from scratch run on the first `neural_seeds` CV repeats
+    only (None: all).
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -451,7 +458,9 @@ def evaluate(
             names.append("m_easix")
         plan[fs] = names
     with threadpool_limits(limits=cfg.threads):
-        oof = cross_validate(frame, methods, plan, list(seeds), cfg.n_folds, neural_seeds)
+        oof = cross_validate(
+            frame, methods, plan, list(seeds), cfg.n_folds, neural_seeds, tuple(full_sets)
+        )
     summary = summarise(oof, n_boot=30 if quick else N_BOOT)
     plots = _plots(oof, model_dir)
     seconds = time.perf_counter() - started
@@ -459,6 +468,7 @@ def evaluate(
     write_report(
         summary, plots, path, command=command, seeds=list(seeds), n_folds=cfg.n_folds,
         seconds=seconds, manifest=manifest, quick=quick, cfg=cfg, neural_seeds=neural_seeds,
+        full_sets=tuple(full_sets),
     )
     summary.to_csv(model_dir / "evaluation_summary.csv", index=False)
     logger.info("evaluation written to %s in %.0f s", path, seconds)

@@ -54,9 +54,9 @@ class TrainConfig:
     head_epochs: int = 150  # upper bound; early stopping picks the epoch (paper: up to 150)
     head_batch: int = 32
     patience: int = 15  # epochs without a better validation loss before stopping
-    net_epochs: int = 40  # full-network training (from scratch, CNN, Transformer)
+    net_epochs: int = 30  # full-network training (from scratch, CNN, Transformer)
     net_batch: int = 64
-    net_patience: int = 6
+    net_patience: int = 5
     threads: int = 1  # small tensors: one thread avoids OpenMP spin under CPU contention
 
     @classmethod
