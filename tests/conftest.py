@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from smtp_server import smtp_auth_sink, smtp_sink  # noqa: F401  (fixtures for every test module)
 from sqlalchemy import Engine, text
 
 from prcrs_batch.db import make_engine, migrate
@@ -73,3 +74,23 @@ def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("quick_models")
     training.train(out, seed=7, quick=True, cohort_path=TEST_DATA / "tiny_cohort.csv")
     return out
+
+
+@pytest.fixture
+def warehouse(engine: Engine) -> Engine:
+    """The test database with the tiny cohort loaded into the warehouse tables."""
+    from prcrs_batch.cohort import load_cohort
+    from tests.nightly import COHORT
+
+    load_cohort(engine, COHORT)
+    return engine
+
+
+@pytest.fixture
+def settings(settings_env: Path, db_url: str, quick_models: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings for a night on the test database, quick models, email off."""
+    from prcrs_batch.settings import load_settings
+
+    return load_settings(
+        warehouse_url=db_url, model_dir=quick_models, report_dir=tmp_path / "reports", device="cpu"
+    )

@@ -27,7 +27,9 @@ def test_neighbour_window_is_order_free_and_keeps_nan():
     perm = rng.permutation(200)
     b = calibration.fit_neighbour_window(scores[perm], labels[perm])
     p = np.array([0.2, np.nan, 0.9])
-    np.testing.assert_allclose(calibration.apply_calibration(a, p), calibration.apply_calibration(b, p))
+    np.testing.assert_allclose(
+        calibration.apply_calibration(a, p), calibration.apply_calibration(b, p)
+    )
     assert np.isnan(calibration.apply_calibration(a, p)[1])
 
 

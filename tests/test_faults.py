@@ -13,23 +13,17 @@ from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
-from smtp_server import SMTP_PASSWORD, SMTP_USER, free_port, smtp_auth_sink, smtp_sink  # noqa: F401
+from smtp_server import SMTP_PASSWORD, SMTP_USER, free_port
 from sqlalchemy import func, select, text
 
 from prcrs_batch import pipeline, results
 from prcrs_batch.cohort import load_cohort
 from prcrs_batch.db import make_engine
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, scoring_runs
-from tests.test_pipeline import AS_OF, COHORT, _count, _run, settings, warehouse  # noqa: F401
+from tests.nightly import AS_OF, COHORT, count_rows, patient_with_labs_on_as_of, run_night
 
 
-def _active_on_as_of() -> str:
-    """A patient of the tiny cohort with labs on the test night."""
-    dates = [d + timedelta(days=int(n)) for d, n in zip(COHORT["infusion_date"], COHORT["day"])]
-    return str(COHORT.loc[[d == AS_OF for d in dates], "patient_id"].iloc[0])
-
-
-def _mail(settings, sink, **extra):  # noqa: F811
+def _mail(settings, sink, **extra):
     return settings.model_copy(
         update={
             "smtp_host": sink.host,
@@ -41,19 +35,19 @@ def _mail(settings, sink, **extra):  # noqa: F811
     )
 
 
-def test_smtp_down_keeps_scores_and_the_next_night_resends(settings, warehouse, smtp_sink):  # noqa: F811
+def test_smtp_down_keeps_scores_and_the_next_night_resends(settings, warehouse, smtp_sink):
     down = _mail(settings, smtp_sink, smtp_port=free_port())
-    first = _run(down, warehouse)
+    first = run_night(down, warehouse)
     assert first.status == "succeeded"
     assert first.email.startswith("failed")
     assert not first.ok  # the CLI exits non-zero
-    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == first.n_scores
+    assert count_rows(warehouse, crs_risk_scores, as_of=AS_OF) == first.n_scores
     assert first.report_path.exists()
     assert first.report_path.with_suffix(".eml").exists()
 
     up = _mail(settings, smtp_sink)
     tomorrow = AS_OF + timedelta(days=1)
-    second = _run(up, warehouse, as_of=tomorrow)
+    second = run_night(up, warehouse, as_of=tomorrow)
     assert second.ok, second.email
     subjects = sorted(m["Subject"] for m in smtp_sink.messages)
     assert len(subjects) == 2
@@ -69,14 +63,14 @@ def test_smtp_down_keeps_scores_and_the_next_night_resends(settings, warehouse, 
     assert not first.report_path.with_suffix(".eml").exists()
 
 
-def test_smtp_refusing_then_recovering(settings, warehouse, smtp_sink):  # noqa: F811
+def test_smtp_refusing_then_recovering(settings, warehouse, smtp_sink):
     smtp_sink.handler.refuse_next = 1  # one 451, then the retry goes through
-    summary = _run(_mail(settings, smtp_sink), warehouse)
+    summary = run_night(_mail(settings, smtp_sink), warehouse)
     assert summary.ok, summary.email
     assert len(smtp_sink.messages) == 1
 
 
-def test_failed_night_sends_a_failure_notice(settings, engine, smtp_sink):  # noqa: F811
+def test_failed_night_sends_a_failure_notice(settings, engine, smtp_sink):
     dead = make_engine("postgresql://nobody:hunter2-secret@127.0.0.1:1/none")
     summary = pipeline.run_nightly(
         _mail(settings, smtp_sink), as_of=AS_OF, warehouse=dead, results_db=engine
@@ -89,7 +83,7 @@ def test_failed_night_sends_a_failure_notice(settings, engine, smtp_sink):  # no
     assert "hunter2-secret" not in notice.as_string()
 
 
-def test_secrets_never_reach_logs_or_mail(settings, warehouse, smtp_auth_sink, caplog):  # noqa: F811
+def test_secrets_never_reach_logs_or_mail(settings, warehouse, smtp_auth_sink, caplog):
     caplog.set_level(logging.DEBUG)
     wrong = _mail(
         settings,
@@ -97,38 +91,38 @@ def test_secrets_never_reach_logs_or_mail(settings, warehouse, smtp_auth_sink, c
         smtp_user=SMTP_USER,
         smtp_password=SecretStr("not-" + SMTP_PASSWORD),
     )
-    summary = _run(wrong, warehouse)
+    summary = run_night(wrong, warehouse)
     assert summary.email.startswith("failed")
     assert "not-" + SMTP_PASSWORD not in caplog.text
     assert "not-" + SMTP_PASSWORD not in summary.email
     right = _mail(
         settings, smtp_auth_sink, smtp_user=SMTP_USER, smtp_password=SecretStr(SMTP_PASSWORD)
     )
-    assert _run(right, warehouse).ok
+    assert run_night(right, warehouse).ok
     assert SMTP_PASSWORD not in caplog.text
 
 
-def test_hostile_patient_id_is_escaped_in_the_report(settings, engine):  # noqa: F811
+def test_hostile_patient_id_is_escaped_in_the_report(settings, engine):
     hostile = COHORT.copy()
-    first = _active_on_as_of()
+    first = patient_with_labs_on_as_of()
     hostile.loc[hostile["patient_id"] == first, "patient_id"] = "<script>alert(1)</script>"
     load_cohort(engine, hostile)
-    summary = _run(settings, engine)
+    summary = run_night(settings, engine)
     assert summary.status == "succeeded"
     html = summary.report_path.read_text()
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
 
 
-def test_bad_values_are_recorded_and_do_not_stop_other_patients(settings, engine):  # noqa: F811
+def test_bad_values_are_recorded_and_do_not_stop_other_patients(settings, engine):
     dirty = COHORT.copy()
-    victim = _active_on_as_of()
+    victim = patient_with_labs_on_as_of()
     mask = dirty["patient_id"] == victim
     for code in ("il6", "crp", "ldh", "sodium"):
         dirty[code] = dirty[code].astype("object")
         dirty.loc[mask, code] = "hemolyzed"
     load_cohort(engine, dirty)
-    summary = _run(settings, engine)
+    summary = run_night(settings, engine)
     assert summary.status == "succeeded"
     assert summary.data_issue_counts.get("no_number", 0) > 0
     with engine.connect() as connection:
@@ -161,7 +155,7 @@ def _wait_for_lock_waiter(admin, timeout=30.0):
     raise AssertionError("the job never reached the write")
 
 
-def test_connection_killed_mid_write_is_retried(settings, warehouse, db_url):  # noqa: F811
+def test_connection_killed_mid_write_is_retried(settings, warehouse, db_url):
     """The results connection dies inside the write transaction: rolled back, retried, complete."""
     _postgres_only(db_url)
     locker = make_engine(db_url).connect()
@@ -169,7 +163,7 @@ def test_connection_killed_mid_write_is_retried(settings, warehouse, db_url):  #
     locker.execute(text("LOCK TABLE data_quality_issues IN ACCESS EXCLUSIVE MODE"))
     outcome = {}
     worker = threading.Thread(
-        target=lambda: outcome.setdefault("summary", _run(settings, warehouse))
+        target=lambda: outcome.setdefault("summary", run_night(settings, warehouse))
     )
     worker.start()
     admin = make_engine(db_url)
@@ -181,16 +175,16 @@ def test_connection_killed_mid_write_is_retried(settings, warehouse, db_url):  #
     worker.join(timeout=120)
     summary = outcome["summary"]
     assert summary.status == "succeeded", summary.error
-    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == summary.n_scores
-    assert _count(warehouse, scoring_runs) == 1
+    assert count_rows(warehouse, crs_risk_scores, as_of=AS_OF) == summary.n_scores
+    assert count_rows(warehouse, scoring_runs) == 1
     admin.dispose()
 
 
 def test_sigterm_during_the_write_leaves_the_previous_night_whole(
     settings, warehouse, db_url, tmp_path
-):  # noqa: F811
+):
     _postgres_only(db_url)
-    before = _run(settings, warehouse)
+    before = run_night(settings, warehouse)
     assert before.status == "succeeded"
     with warehouse.connect() as connection:
         stored_before = results.stored_scores(connection=connection, as_of=AS_OF)
@@ -224,7 +218,7 @@ def test_sigterm_during_the_write_leaves_the_previous_night_whole(
     assert runs == [before.run_id]
     assert stored_after.equals(stored_before)
 
-    again = _run(settings, warehouse)
+    again = run_night(settings, warehouse)
     assert again.status == "succeeded"
-    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == again.n_scores
+    assert count_rows(warehouse, crs_risk_scores, as_of=AS_OF) == again.n_scores
     admin.dispose()

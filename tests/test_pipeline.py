@@ -6,57 +6,19 @@ import shutil
 from datetime import date, timedelta
 
 import pandas as pd
-import pytest
 from click.testing import CliRunner
-from smtp_server import smtp_sink  # noqa: F401
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from prcrs_batch import artifacts, pipeline, results
 from prcrs_batch.cli import main
-from prcrs_batch.cohort import load_cohort, read_cohort
 from prcrs_batch.db import make_engine
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS
-from prcrs_batch.settings import load_settings
 from prcrs_batch.tables import crs_risk_scores, scoring_runs
-from tests.conftest import TEST_DATA
-
-COHORT = read_cohort(TEST_DATA / "tiny_cohort.csv")
-# A night on which most of the tiny cohort is in treatment: the median calendar day.
-AS_OF = sorted(d + timedelta(days=int(n)) for d, n in zip(COHORT["infusion_date"], COHORT["day"]))[
-    len(COHORT) // 2
-]
-
-
-@pytest.fixture
-def warehouse(engine):
-    """The test database with the tiny cohort loaded into the warehouse tables."""
-    load_cohort(engine, COHORT)
-    return engine
-
-
-@pytest.fixture
-def settings(settings_env, db_url, quick_models, tmp_path):
-    return load_settings(
-        warehouse_url=db_url, model_dir=quick_models, report_dir=tmp_path / "reports", device="cpu"
-    )
-
-
-def _run(settings, warehouse, as_of=AS_OF, **kwargs):
-    return pipeline.run_nightly(
-        settings, as_of=as_of, warehouse=warehouse, results_db=warehouse, **kwargs
-    )
-
-
-def _count(engine, table, **where):
-    query = select(func.count()).select_from(table)
-    for column, value in where.items():
-        query = query.where(table.c[column] == value)
-    with engine.connect() as connection:
-        return connection.execute(query).scalar_one()
+from tests.nightly import AS_OF, count_rows, run_night
 
 
 def test_scores_18_rows_per_active_patient(settings, warehouse):
-    summary = _run(settings, warehouse)
+    summary = run_night(settings, warehouse)
     assert summary.status == "succeeded", summary.error
     assert summary.n_patients > 0
     assert summary.n_scores == summary.n_patients * len(FACTOR_SETS) * len(HORIZONS)
@@ -74,11 +36,11 @@ def test_scores_18_rows_per_active_patient(settings, warehouse):
 
 
 def test_rerun_replaces_the_night(settings, warehouse):
-    first = _run(settings, warehouse)
-    second = _run(settings, warehouse)
+    first = run_night(settings, warehouse)
+    second = run_night(settings, warehouse)
     assert first.run_id != second.run_id
-    assert _count(warehouse, crs_risk_scores, as_of=AS_OF) == second.n_scores
-    assert _count(warehouse, scoring_runs, as_of=AS_OF) == 1
+    assert count_rows(warehouse, crs_risk_scores, as_of=AS_OF) == second.n_scores
+    assert count_rows(warehouse, scoring_runs, as_of=AS_OF) == 1
     with warehouse.connect() as connection:
         run_ids = connection.execute(select(crs_risk_scores.c.run_id).distinct()).scalars().all()
     assert run_ids == [second.run_id]
@@ -89,7 +51,7 @@ def test_backfill_gives_the_same_rows_as_single_runs(
 ):
     nights = [AS_OF - timedelta(days=1), AS_OF, AS_OF + timedelta(days=1)]
     for night in nights:
-        assert _run(settings, warehouse, as_of=night).status == "succeeded"
+        assert run_night(settings, warehouse, as_of=night).status == "succeeded"
     with warehouse.connect() as connection:
         single = pd.concat([results.stored_scores(connection=connection, as_of=n) for n in nights])
     monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
@@ -106,7 +68,7 @@ def test_backfill_gives_the_same_rows_as_single_runs(
             [results.stored_scores(connection=connection, as_of=n) for n in nights]
         )
     pd.testing.assert_frame_equal(single.reset_index(drop=True), backfilled.reset_index(drop=True))
-    assert _count(warehouse, scoring_runs) == 3
+    assert count_rows(warehouse, scoring_runs) == 3
 
 
 def _recommended_risks(stored: pd.DataFrame) -> dict[str, float]:
@@ -122,7 +84,7 @@ def _recommended_risks(stored: pd.DataFrame) -> dict[str, float]:
 
 
 def test_report_names_exactly_the_patients_at_or_above_threshold(settings, warehouse):
-    probe = _run(settings, warehouse)
+    probe = run_night(settings, warehouse)
     with warehouse.connect() as connection:
         stored = results.stored_scores(connection=connection, as_of=AS_OF)
     risks = _recommended_risks(stored)
@@ -130,7 +92,7 @@ def test_report_names_exactly_the_patients_at_or_above_threshold(settings, wareh
     # Put the threshold exactly on one patient's risk: that patient and those above alert.
     threshold = sorted(risks.values())[len(risks) // 2]
     settings = settings.model_copy(update={"alert_threshold": max(threshold, 1e-6)})
-    summary = _run(settings, warehouse)
+    summary = run_night(settings, warehouse)
     expected = {p for p, r in risks.items() if r >= settings.alert_threshold}
     assert summary.n_alerts == len(expected)
     html = summary.report_path.read_text()
@@ -140,7 +102,7 @@ def test_report_names_exactly_the_patients_at_or_above_threshold(settings, wareh
     assert probe.status == "succeeded"
 
 
-def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink):  # noqa: F811
+def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink):
     settings = settings.model_copy(
         update={
             "smtp_host": smtp_sink.host,
@@ -150,7 +112,7 @@ def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink)
             "alert_threshold": 1e-6,  # every scorable patient is an alert: charts attached
         }
     )
-    summary = _run(settings, warehouse)
+    summary = run_night(settings, warehouse)
     assert summary.email.startswith("sent"), summary.email
     assert len(smtp_sink.messages) == 1
     message = smtp_sink.messages[0]
@@ -173,7 +135,7 @@ def test_unreachable_warehouse_fails_the_night_cleanly(settings, engine):
     summary = pipeline.run_nightly(settings, as_of=AS_OF, warehouse=dead, results_db=engine)
     assert summary.status == "failed"
     assert "OperationalError" in summary.error
-    assert _count(engine, crs_risk_scores) == 0
+    assert count_rows(engine, crs_risk_scores) == 0
     with engine.connect() as connection:
         row = connection.execute(select(scoring_runs.c.status, scoring_runs.c.error)).one()
     assert row.status == "failed" and row.error
@@ -185,7 +147,7 @@ def test_corrupt_weight_file_errors_that_model_only(settings, warehouse, quick_m
     weight = broken / "cytokines_h2.safetensors"
     weight.write_bytes(weight.read_bytes()[:-8] + b"tampered")
     settings = settings.model_copy(update={"model_dir": broken})
-    summary = _run(settings, warehouse)
+    summary = run_night(settings, warehouse)
     assert summary.status == "succeeded"
     with warehouse.connect() as connection:
         stored = results.stored_scores(connection=connection, as_of=AS_OF)

@@ -23,7 +23,9 @@ def small_data(tmp_path_factory) -> tuple[Path, Path]:
     worst = cart.assign(g=cart["crs_grade"].astype(int)).groupby("patient_id")["g"].max()
     keep = list(worst[worst >= 3].index[:8]) + list(worst[worst < 3].index[:22])
     cart[cart["patient_id"].isin(keep)].to_csv(root / "cart.csv", index=False)
-    pd.read_csv(bundled_cohort_path("covid19.csv")).head(400).to_csv(root / "covid.csv", index=False)
+    pd.read_csv(bundled_cohort_path("covid19.csv")).head(400).to_csv(
+        root / "covid.csv", index=False
+    )
     return root / "cart.csv", root / "covid.csv"
 
 
@@ -61,7 +63,15 @@ def test_manifest_describes_every_model(trained):
         (fs, h) for fs in FACTOR_SETS for h in HORIZONS
     }
     entry = manifest["models"][0]
-    for key in ("inputs", "units", "input_stats", "network", "calibration", "cv_metrics", "weights"):
+    for key in (
+        "inputs",
+        "units",
+        "input_stats",
+        "network",
+        "calibration",
+        "cv_metrics",
+        "weights",
+    ):
         assert key in entry
     assert entry["calibration"]["default"] in ("isotonic", "neighbour_window")
     assert {"isotonic", "neighbour_window"} <= set(entry["calibration"])
@@ -71,7 +81,11 @@ def test_manifest_describes_every_model(trained):
 
 def test_training_is_reproducible(trained, small_data, tmp_path):
     training.train(
-        tmp_path, seed=3, quick=True, cohort_path=small_data[0], covid_path=small_data[1],
+        tmp_path,
+        seed=3,
+        quick=True,
+        cohort_path=small_data[0],
+        covid_path=small_data[1],
         factor_sets=["cytokines"],
     )
     for name in (artifacts.PRETRAINED_FILE, "cytokines_h1.safetensors", "cytokines_h3.safetensors"):
@@ -88,8 +102,12 @@ def test_round_trip_load_gives_training_time_predictions(trained, frame):
     # same predictions through scoring as through the training code path
     day = frame[frame["day"] == 1].set_index("patient_id")[list(ANALYTE_CODES)]
     scores = scoring.score(bundle, day, "cpu")
-    ok = scores[(scores["model"] == "all") & (scores["horizon_days"] == 1) & (scores["status"] == "ok")]
-    expected = training.predict(model.members, *features.encode(day.loc[ok["patient_id"]], model.stats))
+    ok = scores[
+        (scores["model"] == "all") & (scores["horizon_days"] == 1) & (scores["status"] == "ok")
+    ]
+    expected = training.predict(
+        model.members, *features.encode(day.loc[ok["patient_id"]], model.stats)
+    )
     np.testing.assert_allclose(ok["probability"].to_numpy(), expected, rtol=1e-6)
 
 
@@ -119,8 +137,11 @@ def test_wrong_checksum_refuses_that_model_only(trained, tmp_path):
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
     (broken / "biochem_h3.safetensors").unlink()
-    entry = next(m for m in json.loads((broken / "manifest.json").read_text())["models"]
-                 if m["name"] == "cytokines_h2")
+    entry = next(
+        m
+        for m in json.loads((broken / "manifest.json").read_text())["models"]
+        if m["name"] == "cytokines_h2"
+    )
     with pytest.raises(artifacts.ModelChecksumError, match="cytokines_h2.safetensors"):
         artifacts.load_model(broken, entry, artifacts.resolve_device("cpu"))
     bundle = artifacts.load_models(broken, "cpu")
@@ -129,7 +150,9 @@ def test_wrong_checksum_refuses_that_model_only(trained, tmp_path):
     assert "ModelChecksumError" in errors[("cytokines", 2)]
     assert "missing" in errors[("biochem", 3)]
     assert len(bundle.models) - len(errors) == 16
-    day = pd.DataFrame(np.nan, index=pd.Index(["p1"], name="patient_id"), columns=list(ANALYTE_CODES))
+    day = pd.DataFrame(
+        np.nan, index=pd.Index(["p1"], name="patient_id"), columns=list(ANALYTE_CODES)
+    )
     day.loc["p1"] = 1.0
     scores = scoring.score(bundle, day, "cpu")
     bad = scores[(scores["model"] == "cytokines") & (scores["horizon_days"] == 2)]

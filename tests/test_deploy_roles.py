@@ -1,0 +1,257 @@
+"""deploy/: roles.sql on a real PostgreSQL (each role can do its job and nothing more),
+and env.example (every setting listed, and the file loads).
+
+Each test gets a fresh database (conftest's `db_url`, PostgreSQL only) with the results
+schema migrated and the warehouse tables created, then applies roles.sql twice with psql
+(it must be idempotent). Roles are cluster-wide, so every test uses its own role names
+(psql variables) and drops them afterwards. The checks switch roles with SET ROLE on a
+superuser connection, so they do not depend on how pg_hba.conf authenticates logins.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import make_url, text
+
+from prcrs_batch import results
+from prcrs_batch.cohort import create_warehouse_tables
+from prcrs_batch.db import make_engine, migrate
+from prcrs_batch.settings import Settings, load_settings
+from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, latest_labs
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+ROLES_SQL = DEPLOY / "roles.sql"
+WAREHOUSE_TABLES = ("cart_infusions", "lab_results", "crs_assessments")
+RESULTS_TABLES = ("scoring_runs", "crs_risk_scores", "data_quality_issues", "night_claims")
+
+postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _apply_roles(url: str, roles: dict[str, str], **extra: str) -> None:
+    settings = roles | extra
+    variables = [arg for name, value in settings.items() for arg in ("-v", f"{name}={value}")]
+    subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            *variables,
+            "-d",
+            _libpq(url),
+            "-f",
+            str(ROLES_SQL),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture
+def roles(db_url: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Unique role names, applied by roles.sql to a migrated database.
+
+    Parametrised indirectly (`["warehouse"]`), it applies that scope instead of all.
+    """
+    if shutil.which("psql") is None:
+        pytest.skip("psql not installed")
+    tag = uuid.uuid4().hex[:8]
+    names = {name: f"prcrs_{name}_{tag}" for name in ("reader", "writer", "migrator", "bi")}
+    migrate(db_url)
+    engine = make_engine(db_url)
+    create_warehouse_tables(engine)
+    with engine.connect() as connection:
+        if not connection.execute(
+            text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        ).scalar():
+            pytest.skip("TEST_DATABASE_URL's user is not a superuser: cannot SET ROLE to check")
+    engine.dispose()
+    try:
+        scope = getattr(request, "param", "all")
+        _apply_roles(db_url, names, scope=scope)
+        yield names
+    finally:
+        with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+            existing = [
+                r
+                for (r,) in conn.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(names.values()),)
+                )
+            ]
+            if existing:
+                idents = sql.SQL(", ").join(sql.Identifier(r) for r in existing)
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(idents))
+                conn.execute(sql.SQL("DROP ROLE {}").format(idents))
+
+
+def _as(db_url: str, role: str) -> psycopg.Connection:
+    conn = psycopg.connect(_libpq(db_url), autocommit=True)
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    return conn
+
+
+def _denied(conn: psycopg.Connection, statement: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(statement)
+
+
+RUN = "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, n_scores, n_alerts, n_data_issues) VALUES ('r0', '2026-11-25', now(), 'succeeded', 0, 0, 0, 0)"
+
+
+@postgres_only
+def test_reader_runs_the_nightly_queries_and_writes_nothing(db_url, roles):
+    engine = make_engine(db_url)
+    window = Window(as_of=date(2026, 11, 26), active_days=30, lookback_hours=72)
+    with engine.begin() as connection:
+        connection.execute(text(f'SET LOCAL ROLE "{roles["reader"]}"'))
+        assert active_cohort(connection=connection, window=window).empty
+        assert latest_labs(connection=connection, window=window).empty
+        assert latest_crs_grades(connection=connection, window=window).empty
+    engine.dispose()
+    with _as(db_url, roles["reader"]) as conn:
+        for table in WAREHOUSE_TABLES:
+            conn.execute(f"SELECT count(*) FROM {table}")
+        _denied(conn, "INSERT INTO lab_results VALUES ('p', now(), 'il6', '1', 'pg/mL')")
+        _denied(conn, "UPDATE cart_infusions SET age = 1")
+        _denied(conn, "DELETE FROM crs_assessments")
+        _denied(conn, "TRUNCATE lab_results")
+        _denied(conn, "CREATE TABLE reader_table (x int)")
+        for table in RESULTS_TABLES:
+            _denied(conn, f"SELECT * FROM {table}")
+
+
+@postgres_only
+def test_writer_replaces_a_night_but_has_no_ddl(db_url, roles):
+    engine = make_engine(db_url)
+    scores = pd.DataFrame(
+        [["p1", "all", h, 0.2, 0.25, "ok", 42, 42, ""] for h in (1, 2, 3)],
+        columns=results.SCORE_COLUMNS,
+    )
+    issues = pd.DataFrame(
+        [["p1", "il6", datetime(2026, 11, 26, 6), "hemolyzed", "pg/mL", "no_number"]],
+        columns=["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"],
+    )
+    now = datetime.now(timezone.utc)
+    for run_id in ("run-1", "run-2"):  # the second night replaces the first (DELETE + INSERT)
+        run = {
+            "run_id": run_id, "as_of": date(2026, 11, 26), "started_at": now, "finished_at": now,
+            "status": "succeeded", "n_patients": 1, "n_scores": 3, "n_alerts": 0,
+            "n_data_issues": 1, "model_version": "test", "error": None,
+        }  # fmt: skip
+        with engine.begin() as connection:
+            connection.execute(text(f'SET LOCAL ROLE "{roles["writer"]}"'))
+            results.replace_night(connection=connection, run=run, scores=scores, issues=issues)
+            results.mark_report(connection=connection, run_id=run_id, path="/tmp/r.html")
+            assert results.claim_night(
+                connection=connection, as_of=date(2026, 11, 26), claimed_by="host", now=now
+            ) is (run_id == "run-1")
+            assert len(results.stored_scores(connection=connection, as_of=date(2026, 11, 26))) == 3
+    engine.dispose()
+    with _as(db_url, roles["writer"]) as conn:
+        assert conn.execute("SELECT count(*) FROM crs_risk_latest").fetchone() == (3,)
+        _denied(conn, "CREATE TABLE writer_table (x int)")
+        _denied(conn, "ALTER TABLE crs_risk_scores ADD COLUMN x int")
+        _denied(conn, "CREATE INDEX ix_writer ON crs_risk_scores (probability)")
+        _denied(conn, "DROP TABLE night_claims")
+        _denied(conn, "TRUNCATE crs_risk_scores")
+        _denied(conn, "SELECT * FROM alembic_version")
+        _denied(conn, "SELECT * FROM lab_results")
+        _denied(
+            conn,
+            "INSERT INTO cart_infusions (patient_id, infusion_date) VALUES ('p', '2026-11-01')",
+        )
+
+
+@postgres_only
+def test_bi_reads_scores_and_runs_only(db_url, roles):
+    with _as(db_url, roles["bi"]) as conn:
+        for relation in ("crs_risk_scores", "crs_risk_latest", "scoring_runs"):
+            conn.execute(f"SELECT * FROM {relation}")
+        for relation in (
+            "data_quality_issues",
+            "night_claims",
+            "alembic_version",
+            *WAREHOUSE_TABLES,
+        ):
+            _denied(conn, f"SELECT * FROM {relation}")
+        _denied(conn, RUN)
+        _denied(conn, "CREATE TABLE bi_table (x int)")
+
+
+@postgres_only
+def test_migrator_owns_the_results_schema(db_url, roles):
+    _apply_roles(db_url, roles)  # idempotent: a second run changes nothing and does not fail
+    with psycopg.connect(_libpq(db_url)) as conn:
+        owners = dict(
+            conn.execute(
+                "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
+                " WHERE c.relname = ANY(%s)",
+                ([*RESULTS_TABLES, "crs_risk_latest", "alembic_version"],),
+            ).fetchall()
+        )
+    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 6
+    with _as(db_url, roles["migrator"]) as conn:
+        conn.execute("ALTER TABLE crs_risk_scores ADD COLUMN migrated int")
+        conn.execute("CREATE TABLE later_results (id serial PRIMARY KEY)")
+        _denied(conn, "SELECT * FROM lab_results")
+    with _as(db_url, roles["writer"]) as conn:  # default privileges cover later tables
+        conn.execute("INSERT INTO later_results DEFAULT VALUES")
+
+
+def _env_example() -> dict[str, str]:
+    lines = (DEPLOY / "env.example").read_text("utf-8").splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_env_example_lists_every_setting_and_loads(settings_env, monkeypatch):
+    env = _env_example()
+    expected = {f"PRCRS_{name.upper()}" for name in Settings.model_fields}
+    assert expected - set(env) == set(), "settings missing from deploy/env.example"
+    assert set(env) - expected == {"PRCRS_MIGRATOR_URL"}, "unknown keys in deploy/env.example"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.results_database_url.startswith("postgresql+psycopg://prcrs_job@")
+    assert ":" not in settings.results_database_url.split("//", 1)[1].split("@")[0]  # no password
+    assert settings.email_enabled and len(settings.alert_to) == 2
+
+
+@postgres_only
+@pytest.mark.parametrize("roles", ["warehouse"], indirect=True)
+def test_warehouse_scope_grants_the_reader_only(db_url, roles):
+    """scope=warehouse, for a hospital warehouse: reader grants, nothing else changes."""
+    with psycopg.connect(_libpq(db_url)) as conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'scoring_runs'"
+        )
+        assert owner.fetchone()[0] != roles["migrator"]
+    with _as(db_url, roles["reader"]) as conn:
+        conn.execute("SELECT count(*) FROM lab_results")
+    with _as(db_url, roles["writer"]) as conn:
+        _denied(conn, "SELECT * FROM scoring_runs")
+
+
+@postgres_only
+def test_unknown_scope_is_refused(db_url):
+    if shutil.which("psql") is None:
+        pytest.skip("psql not installed")
+    with pytest.raises(subprocess.CalledProcessError) as failed:  # refused before any CREATE ROLE
+        _apply_roles(db_url, {"reader": f"prcrs_never_{uuid.uuid4().hex[:8]}"}, scope="everything")
+    assert "scope must be all, warehouse or results" in failed.value.stderr
