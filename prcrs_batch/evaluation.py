@@ -205,8 +205,8 @@ def cross_validate(
                 continue
             inputs = inputs_for(factor_set)
             for horizon in HORIZONS:
-                keep = frame[f"label_{horizon}"].notna().to_numpy()
-                data, folds = training.labelled(frame, horizon), folds_all[keep]
+                keep = training.usable_rows(frame, factor_set, horizon)
+                data, folds = frame[keep].reset_index(drop=True), folds_all[keep]
                 for name in names:
                     if name in SCRATCH and neural_seeds is not None and i >= neural_seeds:
                         continue
@@ -339,7 +339,8 @@ def write_report(
         f"- {n_folds}-fold CV grouped by patient (no patient in two folds), stratified on whether the "
         f"patient ever has severe CRS, repeated with fold seeds {seeds}; every method sees the same folds.",
         "- Features from `features.training_frame` (the nightly job's warehouse SQL + lab cleaning, 72 h lookback); "
-        "labels: CRS grade >= 3 on day t+h; rows with day t+h unobserved dropped.",
+        "labels: CRS grade >= 3 on day t+h; rows with day t+h unobserved dropped, "
+        "and, per factor set, rows the nightly job would not score (fewer than 5 inputs observed) dropped.",
         "- AUROC/AUPRC: pooled out-of-fold predictions, mean over CV repeats; 95% CI from a patient bootstrap "
         f"({N_BOOT} resamples of patients, averaged over repeats).",
         f"- Brier/ECE (10 equal-width bins) raw and after calibration; calibrators are cross-fitted on out-of-fold "

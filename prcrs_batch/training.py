@@ -13,6 +13,9 @@ shipped model, so that the CV figures describe what ships:
 3. The ensemble's probability is the mean over members.
 4. Out-of-fold predictions from patient-grouped stratified 5-fold CV fit the calibrators
    (calibration.py) and give the CV metrics stored in the manifest.
+
+Only patient-days the nightly job would score (a label for the horizon, and at least
+panel.min_observed of the set's inputs observed) are used for fine-tuning and CV.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ from tqdm.auto import tqdm
 
 from prcrs_batch import calibration, features
 from prcrs_batch.networks import PrCRS, PrCRSConfig, build, slots_for
-from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS, SEVERE_GRADE, inputs_for
+from prcrs_batch.panel import (
+    ANALYTE_CODES,
+    FACTOR_SETS,
+    HORIZONS,
+    SEVERE_GRADE,
+    inputs_for,
+    min_observed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -283,9 +293,11 @@ def predict(members: list[nn.Module], values: np.ndarray, observed: np.ndarray) 
 # ----------------------------------------------------------------------------- the job
 
 
-def labelled(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Rows with an observed label for `horizon`."""
-    return frame[frame[f"label_{horizon}"].notna()].reset_index(drop=True)
+def usable_rows(frame: pd.DataFrame, factor_set: str, horizon: int) -> np.ndarray:
+    """Rows with an observed label for `horizon` that the nightly job would score for
+    `factor_set` (at least panel.min_observed inputs observed): train and validate on those."""
+    enough = frame[inputs_for(factor_set)].notna().sum(axis=1) >= min_observed(factor_set)
+    return (frame[f"label_{horizon}"].notna() & enough).to_numpy()
 
 
 def cross_validate_transfer(
@@ -348,8 +360,8 @@ def train(
         inputs = inputs_for(factor_set)
         for horizon in HORIZONS:
             bar.set_postfix_str(f"{factor_set} h{horizon}")
-            keep = frame[f"label_{horizon}"].notna().to_numpy()
-            data, folds = labelled(frame, horizon), folds_all[keep]
+            keep = usable_rows(frame, factor_set, horizon)
+            data, folds = frame[keep].reset_index(drop=True), folds_all[keep]
             y = data[f"label_{horizon}"].to_numpy(dtype=int)
             oof = cross_validate_transfer(data, folds, bodies, inputs, horizon, seed, cfg)
             comparison = calibration.compare(oof, y, folds)
