@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -202,15 +203,21 @@ def demo(seed: int) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the models (default: PRCRS_MODEL_DIR).",
 )
-@click.option("--seed", default=20261126, show_default=True)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed: the same seed gives the same models."
+)
 @click.option("--quick", is_flag=True, help="Tiny settings for tests: seconds, not minutes.")
 def train(output: Path | None, seed: int, quick: bool) -> None:
     """Pre-train on COVID-19, fine-tune on CAR-T, calibrate, and write the 18 models."""
     from prcrs_batch import training
 
     settings = _settings()
-    path = training.train(output or settings.model_dir, seed=seed, quick=quick)
-    click.echo(f"models written to {path}")
+    target = output or settings.model_dir
+    started = time.perf_counter()
+    manifest = training.train(target, seed=seed, quick=quick)
+    click.echo(
+        f"{len(manifest['models'])} models written to {target} in {time.perf_counter() - started:.0f} s"
+    )
 
 
 @main.command()
@@ -220,13 +227,23 @@ def train(output: Path | None, seed: int, quick: bool) -> None:
     help="Default: PRCRS_MODEL_DIR.",
 )
 @click.option(
-    "--seeds", default=3, show_default=True, help="Repeats of the 5-fold cross-validation."
+    "--seeds",
+    default="0,1",
+    show_default=True,
+    help="Comma-separated seeds of the repeated 5-fold CV.",
 )
 @click.option("--quick", is_flag=True, help="Tiny settings for tests.")
-def evaluate(model_dir: Path | None, seeds: int, quick: bool) -> None:
+def evaluate(model_dir: Path | None, seeds: str, quick: bool) -> None:
     """Patient-grouped cross-validation against baselines; writes EVALUATION.md and plots."""
     from prcrs_batch import evaluation
 
     settings = _settings()
-    path = evaluation.evaluate(model_dir or settings.model_dir, seeds=seeds, quick=quick)
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of integers: {seeds!r}") from None
+    command = "prcrs-batch evaluate " + " ".join(sys.argv[2:])
+    path = evaluation.evaluate(
+        model_dir or settings.model_dir, seeds=seed_list, quick=quick, command=command.strip()
+    )
     click.echo(f"evaluation written to {path}")
