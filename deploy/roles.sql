@@ -1,0 +1,159 @@
+-- Least-privilege PostgreSQL roles for prcrs-batch.
+--
+-- Run with psql, as a superuser or the database owner, in the database that holds the
+-- results tables (and, on a single-database site, the warehouse contract tables):
+--
+--     psql -v ON_ERROR_STOP=1 -d prcrs -f deploy/roles.sql
+--
+-- Idempotent: run it again after every `prcrs-batch init-db` that adds a table. It uses
+-- only psql meta-commands (\set, \if, \gexec) and plain SQL; no DO blocks.
+--
+-- Four group roles (NOLOGIN). People and services log in as their own LOGIN roles and
+-- are made members (see deploy/README.md, "Database roles"):
+--
+--   prcrs_reader    SELECT on the warehouse contract: cart_infusions, lab_results,
+--                   crs_assessments (tables or views). Nothing else.
+--   prcrs_writer    SELECT, INSERT, UPDATE, DELETE on the results tables scoring_runs,
+--                   crs_risk_scores, data_quality_issues, night_claims, and their id
+--                   sequences. No DDL: cannot create, alter, drop or truncate tables.
+--   prcrs_migrator  Owns the results schema; `prcrs-batch init-db` (Alembic) runs as it.
+--   prcrs_bi        SELECT on crs_risk_scores, crs_risk_latest and scoring_runs only:
+--                   BI tools never see lab values or data-quality rows (raw values).
+--
+-- The nightly job's login is a member of prcrs_reader and prcrs_writer.
+--
+-- psql variables (all optional):
+--   -v scope=all|warehouse|results  (default all) what to grant in this database. Where
+--       the warehouse is another database or server, run it there with scope=warehouse
+--       (the reader's grants only: nothing else in a hospital warehouse is touched) and
+--       in the results database with scope=results.
+--   -v schema=NAME  (default public) the schema holding the tables.
+--   -v reader=... -v writer=... -v migrator=... -v bi=...  other role names (the tests
+--       use unique names, because roles are cluster-wide).
+
+\if :{?reader}
+\else
+\set reader prcrs_reader
+\endif
+\if :{?writer}
+\else
+\set writer prcrs_writer
+\endif
+\if :{?migrator}
+\else
+\set migrator prcrs_migrator
+\endif
+\if :{?bi}
+\else
+\set bi prcrs_bi
+\endif
+\if :{?schema}
+\else
+\set schema public
+\endif
+\if :{?scope}
+\else
+\set scope all
+\endif
+SELECT :'scope' IN ('all', 'warehouse') AS grant_warehouse,
+       :'scope' IN ('all', 'results') AS grant_results,
+       :'scope' NOT IN ('all', 'warehouse', 'results') AS bad_scope
+\gset
+\if :bad_scope
+DO $$ BEGIN RAISE EXCEPTION 'scope must be all, warehouse or results'; END $$;
+\endif
+
+BEGIN;
+
+-- 1. The group roles, created only where absent (roles are cluster-wide).
+SELECT format('CREATE ROLE %I NOLOGIN', name)
+FROM unnest(ARRAY[:'reader', :'writer', :'migrator', :'bi']) AS name
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name)
+\gexec
+
+-- 2. The database and the schema.
+\if :grant_warehouse
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'reader')
+\gexec
+SELECT format('GRANT USAGE ON SCHEMA %I TO %I', :'schema', :'reader')
+\gexec
+\endif
+\if :grant_results
+-- Nobody but the migrator may create objects in the results schema: PostgreSQL before
+-- 15 lets PUBLIC create tables in schema public (CVE-2018-1058), so that right is taken
+-- away here whatever the version.
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I',
+              current_database(), :'writer', :'migrator', :'bi')
+\gexec
+SELECT format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', :'schema')
+\gexec
+SELECT format('GRANT USAGE ON SCHEMA %I TO %I, %I', :'schema', :'writer', :'bi')
+\gexec
+SELECT format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', :'schema', :'migrator')
+\gexec
+
+-- 3. The results schema belongs to the migrator. If init-db was first run as another
+-- role (e.g. postgres), hand its tables over; ALTER TABLE ... OWNER also moves the id
+-- sequences the tables own. Names that do not exist yet are skipped.
+SELECT format('ALTER %s %I.%I OWNER TO %I',
+              CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END,
+              :'schema', c.relname, :'migrator')
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = :'schema'
+  AND c.relname IN ('scoring_runs', 'crs_risk_scores', 'data_quality_issues',
+                    'night_claims', 'crs_risk_latest', 'alembic_version')
+  AND pg_get_userbyid(c.relowner) <> :'migrator'
+\gexec
+
+\endif
+
+\if :grant_warehouse
+-- 4. prcrs_reader: read-only on the warehouse contract (tables or views).
+SELECT format('GRANT SELECT ON %I.%I TO %I', :'schema', t, :'reader')
+FROM unnest(ARRAY['cart_infusions', 'lab_results', 'crs_assessments']) AS t
+WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
+\gexec
+\endif
+
+\if :grant_results
+-- 5. prcrs_writer: rows in the results tables, no DDL (it owns nothing, and has no
+-- CREATE on the schema). TRUNCATE, REFERENCES and TRIGGER are not granted.
+SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO %I', :'schema', t, :'writer')
+FROM unnest(ARRAY['scoring_runs', 'crs_risk_scores', 'data_quality_issues', 'night_claims']) AS t
+WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
+\gexec
+-- The view is read by the job's report and by tests; SELECT only.
+SELECT format('GRANT SELECT ON %I.crs_risk_latest TO %I', :'schema', :'writer')
+WHERE to_regclass(format('%I.crs_risk_latest', :'schema')) IS NOT NULL
+\gexec
+-- Serial id columns: INSERT needs nextval (USAGE) on their sequences.
+SELECT format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', s, :'writer')
+FROM (
+    SELECT pg_get_serial_sequence(format('%I.%I', :'schema', t), 'id') AS s
+    FROM unnest(ARRAY['crs_risk_scores', 'data_quality_issues']) AS t
+    WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
+) AS seqs
+WHERE s IS NOT NULL
+\gexec
+-- Tables and sequences that later migrations create (as the migrator) get the same
+-- rights without a rerun; the Alembic bookkeeping table is taken back below.
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I '
+              'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', :'migrator', :'schema', :'writer')
+\gexec
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I '
+              'GRANT USAGE, SELECT ON SEQUENCES TO %I', :'migrator', :'schema', :'writer')
+\gexec
+SELECT format('REVOKE ALL ON %I.alembic_version FROM %I, %I', :'schema', :'writer', :'bi')
+WHERE to_regclass(format('%I.alembic_version', :'schema')) IS NOT NULL
+\gexec
+
+-- 6. prcrs_bi: the scores, the latest-score view and the run rows. Not the lab values,
+-- not data_quality_issues (it holds raw lab text), not the warehouse.
+SELECT format('GRANT SELECT ON %I.%I TO %I', :'schema', t, :'bi')
+FROM unnest(ARRAY['crs_risk_scores', 'crs_risk_latest', 'scoring_runs']) AS t
+WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
+\gexec
+\endif
+
+COMMIT;
