@@ -166,3 +166,14 @@ def test_corrupt_shared_body_refuses_every_model(trained, tmp_path):
     target.write_bytes(target.read_bytes()[:-8] + b"\0" * 8)
     bundle = artifacts.load_models(broken, "cpu")
     assert len(bundle.errors()) == 18
+
+
+def test_usable_rows_are_the_rows_the_nightly_job_would_score(frame):
+    rows = frame.copy()
+    cytokines = ["il2", "il4", "il6", "il10", "tnf_alpha", "ifn_gamma", "il17a"]
+    rows.loc[rows.index[0], cytokines] = np.nan
+    rows.loc[rows.index[0], "label_1"] = 0.0
+    keep = training.usable_rows(rows, "cytokines", 1)
+    assert not keep[0]
+    assert keep.sum() <= rows["label_1"].notna().sum()
+    assert (rows.loc[keep, cytokines].notna().sum(axis=1) >= 5).all()
