@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pandas as pd
 
@@ -126,6 +127,7 @@ for _code in ("neutrophil_pct", "lymphocyte_pct", "monocyte_pct", "blast_fractio
 _NUMBER = re.compile(r"^(?P<op><=|>=|<|>|≤|≥)?\s*(?P<num>[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)$")
 
 
+@lru_cache(maxsize=1024)
 def canonical_unit(unit: str | None) -> str | None:
     """Lower-case, space-free spelling of a unit, with aliases folded.
 

@@ -10,7 +10,7 @@ import math
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
@@ -60,8 +60,7 @@ def replace_night(
         row["horizon_days"] = int(row["horizon_days"])
         row["inputs_observed"] = int(row["inputs_observed"])
         row["inputs_expected"] = int(row["inputs_expected"])
-    if score_rows:
-        connection.execute(insert(crs_risk_scores), score_rows)
+    _insert_many(connection, crs_risk_scores, score_rows)
     issue_rows = [
         {
             "run_id": run["run_id"],
@@ -76,8 +75,26 @@ def replace_night(
         }
         for r in issues.itertuples(index=False)
     ]
-    if issue_rows:
-        connection.execute(insert(data_quality_issues), issue_rows)
+    _insert_many(connection, data_quality_issues, issue_rows)
+
+
+def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None:
+    """Insert rows in the caller's transaction; PostgreSQL gets COPY (a night is ~200k rows)."""
+    if not rows:
+        return
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table), rows)
+        return
+    from psycopg import sql
+
+    columns = list(rows[0])
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with connection.connection.driver_connection.cursor() as cursor:  # same transaction
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
 
 
 def record_failed_run(*, connection: Connection, run: dict) -> None:
@@ -93,8 +110,12 @@ def score_history(*, connection: Connection, since: date, before: date) -> pd.Da
         crs_risk_scores.c.model,
         crs_risk_scores.c.horizon_days,
         crs_risk_scores.c.calibrated_risk,
-    ).where(crs_risk_scores.c.as_of >= since, crs_risk_scores.c.as_of < before)
-    rows = connection.execute(query).all()
+    ).where(
+        crs_risk_scores.c.as_of >= since,
+        crs_risk_scores.c.as_of < before,
+        crs_risk_scores.c.status == "ok",
+    )
+    rows = connection.execute(query).tuples().all()
     return pd.DataFrame(
         rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
     )
@@ -110,7 +131,7 @@ def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:
             crs_risk_scores.c.patient_id, crs_risk_scores.c.model, crs_risk_scores.c.horizon_days
         )
     )
-    return pd.DataFrame(connection.execute(query).all(), columns=["as_of", *SCORE_COLUMNS])
+    return pd.DataFrame(connection.execute(query).tuples().all(), columns=["as_of", *SCORE_COLUMNS])
 
 
 def mark_report(

@@ -71,7 +71,8 @@ def _frame(
         raise WarehouseError(
             f"warehouse query failed: {exc.__class__.__name__}: {exc.orig or exc}"
         ) from exc
-    return pd.DataFrame(rows, columns=columns)
+    # Plain tuples: pandas inspects each Row object otherwise, ten times slower.
+    return pd.DataFrame([tuple(row) for row in rows], columns=columns)
 
 
 def active_cohort(*, connection: Connection, window: Window) -> pd.DataFrame:
