@@ -116,7 +116,8 @@ def patient_folds(frame: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
 
 def inner_split(groups: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Patient-grouped train/validation masks (about 80/20) for early stopping."""
-    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    n_splits = min(5, len(np.unique(groups)))  # a tiny cohort may have fewer than 5 patients
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     strat = pd.Series(y).groupby(groups).transform("max").to_numpy()
     _, val = next(splitter.split(np.zeros(len(y)), strat, groups))
     mask = np.zeros(len(y), dtype=bool)
