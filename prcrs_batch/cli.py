@@ -99,6 +99,10 @@ def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
     from prcrs_batch import artifacts, pipeline
     from prcrs_batch.db import make_engine
 
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     warehouse = make_engine(settings.warehouse_url)
     results_db = make_engine(settings.results_database_url)
     try:

@@ -14,13 +14,21 @@ import pandas as pd
 import torch
 
 from prcrs_batch.artifacts import LoadedModel, ModelBundle, resolve_device
+from prcrs_batch.features import encode
 from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS, inputs_for, min_observed
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = [
-    "patient_id", "model", "horizon_days", "probability", "calibrated_risk", "status",
-    "inputs_observed", "inputs_expected", "detail",
+    "patient_id",
+    "model",
+    "horizon_days",
+    "probability",
+    "calibrated_risk",
+    "status",
+    "inputs_observed",
+    "inputs_expected",
+    "detail",
 ]
 
 
@@ -46,8 +54,11 @@ def score(
         inputs = inputs_for(factor_set)
         n_obs = features[inputs].notna().sum(axis=1).to_numpy()
         enough = n_obs >= min_observed(factor_set)
+        models = {h: bundle.models.get((factor_set, h), "model not in manifest") for h in HORIZONS}
+        ready = {h: m for h, m in models.items() if not isinstance(m, str)}
+        probabilities = _probabilities(ready, features.loc[enough], dev) if enough.any() else {}
         for horizon in HORIZONS:
-            model = bundle.models.get((factor_set, horizon), "model not in manifest")
+            model = models[horizon]
             part = pd.DataFrame(
                 {
                     "patient_id": ids,
@@ -67,19 +78,52 @@ def score(
                 part["status"] = "error"
                 part["detail"] = model
             elif enough.any():
-                p = _run(model, features.loc[enough], dev)
+                p = probabilities[horizon]
                 part.loc[enough, "probability"] = p
                 part.loc[enough, "calibrated_risk"] = model.calibrate(p)
                 part.loc[enough, "detail"] = f"calibration: {model.calibration_method}"
             parts.append(part)
     out = pd.concat(parts, ignore_index=True)[COLUMNS]
-    logger.info(
-        "scored %d patients: %s", len(ids), out["status"].value_counts().to_dict()
-    )
+    logger.info("scored %d patients: %s", len(ids), out["status"].value_counts().to_dict())
     return out
 
 
-def _run(model: LoadedModel, frame: pd.DataFrame, device: torch.device) -> np.ndarray:
-    if next(model.members[0].parameters()).device != device:
-        model.to(device)
-    return model.probabilities(frame, device)
+def _shares_body(a: LoadedModel, b: LoadedModel) -> bool:
+    """Same inputs, same normalisation and the same frozen body weights (by SHA-256)."""
+    return (
+        a.stats == b.stats
+        and len(a.members) == len(b.members)
+        and a.entry["weights"][0]["sha256"] == b.entry["weights"][0]["sha256"]
+    )
+
+
+@torch.inference_mode()
+def _probabilities(
+    models: dict[int, LoadedModel], frame: pd.DataFrame, device: torch.device
+) -> dict[int, np.ndarray]:
+    """Each horizon's ensemble probability for the rows of `frame`.
+
+    A factor set's horizons share their frozen bodies: when they also share the inputs'
+    normalisation, the body runs once per ensemble member and only the heads run per
+    horizon (a third of the work of running the 3 models apart).
+    """
+    out: dict[int, np.ndarray] = {}
+    pending = dict(models)
+    while pending:
+        first_horizon, first = next(iter(pending.items()))
+        group = {h: m for h, m in pending.items() if _shares_body(first, m)}
+        for h in group:
+            del pending[h]
+            if next(group[h].members[0].parameters()).device != device:
+                group[h].to(device)
+        values, observed = encode(frame, first.stats)
+        v = torch.from_numpy(values).to(device)
+        o = torch.from_numpy(observed).to(device)
+        sums = {h: 0.0 for h in group}
+        for k, member in enumerate(first.members):
+            pooled = member.features(v, o)  # (B, C): the frozen body, run once
+            for h, model in group.items():
+                sums[h] = sums[h] + torch.softmax(model.members[k].head(pooled), dim=1)[:, 1]
+        for h in group:
+            out[h] = (sums[h] / len(first.members)).double().cpu().numpy()
+    return out

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     results_url: str | None = None  # None: same database as the warehouse
     model_dir: Path = REPO_ROOT / "models"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(0, ge=0, le=256)  # CPU threads for scoring; 0: PyTorch's default
     active_days: int = Field(30, ge=1, le=365)
     lookback_hours: int = Field(72, ge=1, le=24 * 14)
     alert_threshold: float = Field(0.30, gt=0.0, le=1.0)

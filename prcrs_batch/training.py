@@ -72,8 +72,14 @@ class TrainConfig:
     @classmethod
     def quick(cls) -> TrainConfig:
         return cls(
-            n_members=1, n_folds=2, d_model=16, pretrain_epochs=1, head_epochs=3,
-            net_epochs=2, patience=2, net_patience=1,
+            n_members=1,
+            n_folds=2,
+            d_model=16,
+            pretrain_epochs=1,
+            head_epochs=3,
+            net_epochs=2,
+            patience=2,
+            net_patience=1,
         )
 
 
@@ -204,9 +210,17 @@ def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, d
         return model(vb, ob)
 
     info, epoch = _fit(
-        forward, list(model.parameters()), [model], (v, o), y, val,
-        epochs=cfg.pretrain_epochs, batch=cfg.pretrain_batch, patience=cfg.patience,
-        cfg=cfg, generator=gen,
+        forward,
+        list(model.parameters()),
+        [model],
+        (v, o),
+        y,
+        val,
+        epochs=cfg.pretrain_epochs,
+        batch=cfg.pretrain_batch,
+        patience=cfg.patience,
+        cfg=cfg,
+        generator=gen,
     )
     with torch.no_grad():
         acc = (model(v[val], o[val]).argmax(1).numpy() == y[val]).mean()
@@ -248,9 +262,17 @@ def fit_transfer(
             pooled = model.features(v, o)  # (N, C), frozen body in eval mode
         _, val = inner_split(groups, y, seed * 1000 + k)
         _fit(
-            model.head, list(model.head.parameters()), [model.head], (pooled,), y, val,
-            epochs=cfg.head_epochs, batch=cfg.head_batch, patience=cfg.patience,
-            cfg=cfg, generator=gen,
+            model.head,
+            list(model.head.parameters()),
+            [model.head],
+            (pooled,),
+            y,
+            val,
+            epochs=cfg.head_epochs,
+            batch=cfg.head_batch,
+            patience=cfg.patience,
+            cfg=cfg,
+            generator=gen,
         )
         model.eval()
         members.append(model)
@@ -275,10 +297,17 @@ def fit_network(
     model = build(config)
     _, val = inner_split(groups, y, seed)
     _fit(
-        model, list(model.parameters()), [model],
-        (torch.from_numpy(values), torch.from_numpy(observed)), y, val,
-        epochs=cfg.net_epochs, batch=cfg.net_batch, patience=cfg.net_patience,
-        cfg=cfg, generator=gen,
+        model,
+        list(model.parameters()),
+        [model],
+        (torch.from_numpy(values), torch.from_numpy(observed)),
+        y,
+        val,
+        epochs=cfg.net_epochs,
+        batch=cfg.net_batch,
+        patience=cfg.net_patience,
+        cfg=cfg,
+        generator=gen,
     )
     return model
 
@@ -294,11 +323,24 @@ def predict(members: list[nn.Module], values: np.ndarray, observed: np.ndarray) 
 # ----------------------------------------------------------------------------- the job
 
 
+def scorable_rows(frame: pd.DataFrame, factor_set: str) -> np.ndarray:
+    """Rows the nightly job would score for `factor_set` (panel.min_observed inputs observed)."""
+    return (
+        frame[inputs_for(factor_set)].notna().sum(axis=1) >= min_observed(factor_set)
+    ).to_numpy()
+
+
 def usable_rows(frame: pd.DataFrame, factor_set: str, horizon: int) -> np.ndarray:
-    """Rows with an observed label for `horizon` that the nightly job would score for
-    `factor_set` (at least panel.min_observed inputs observed): train and validate on those."""
-    enough = frame[inputs_for(factor_set)].notna().sum(axis=1) >= min_observed(factor_set)
-    return (frame[f"label_{horizon}"].notna() & enough).to_numpy()
+    """Scorable rows with an observed label for `horizon`: train and validate on those."""
+    return frame[f"label_{horizon}"].notna().to_numpy() & scorable_rows(frame, factor_set)
+
+
+def fit_set_stats(frame: pd.DataFrame, factor_set: str) -> features.InputStats:
+    """Normalisation for a factor set from all its scorable rows (no labels involved).
+
+    The same for the set's three horizons, so scoring runs each frozen body once per set.
+    """
+    return features.fit_input_stats(frame[scorable_rows(frame, factor_set)], inputs_for(factor_set))
 
 
 def cross_validate_transfer(
@@ -309,14 +351,21 @@ def cross_validate_transfer(
     horizon: int,
     seed: int,
     cfg: TrainConfig,
+    stats_pool: pd.DataFrame | None = None,
 ) -> np.ndarray:
-    """Out-of-fold probabilities of the transfer PrCRS ensemble for the rows of `data`."""
+    """Out-of-fold probabilities of the transfer PrCRS ensemble for the rows of `data`.
+
+    Normalisation is fitted per fold on `stats_pool` rows (all scorable rows, unlabelled
+    too) of the fold's training patients, as `train` fits it on all of them.
+    """
     y = data[f"label_{horizon}"].to_numpy(dtype=int)
     groups = data["patient_id"].to_numpy()
+    pool = data if stats_pool is None else stats_pool
     oof = np.full(len(data), np.nan)
     for k in np.unique(folds):
         tr, te = folds != k, folds == k
-        stats = features.fit_input_stats(data[tr], inputs)
+        train_patients = set(groups[tr])
+        stats = features.fit_input_stats(pool[pool["patient_id"].isin(train_patients)], inputs)
         v_tr, o_tr = features.encode(data[tr], stats)
         members = fit_transfer(bodies, v_tr, o_tr, y[tr], groups[tr], inputs, seed + k, cfg)
         oof[te] = predict(members, *features.encode(data[te], stats))
@@ -359,16 +408,19 @@ def train(
     entries = []
     for factor_set in sets:
         inputs = inputs_for(factor_set)
+        pool = frame[scorable_rows(frame, factor_set)]
+        stats = fit_set_stats(frame, factor_set)
         for horizon in HORIZONS:
             bar.set_postfix_str(f"{factor_set} h{horizon}")
             keep = usable_rows(frame, factor_set, horizon)
             data, folds = frame[keep].reset_index(drop=True), folds_all[keep]
             y = data[f"label_{horizon}"].to_numpy(dtype=int)
-            oof = cross_validate_transfer(data, folds, bodies, inputs, horizon, seed, cfg)
+            oof = cross_validate_transfer(
+                data, folds, bodies, inputs, horizon, seed, cfg, stats_pool=pool
+            )
             comparison = calibration.compare(oof, y, folds)
             default = calibration.choose(comparison)
             calibrated = calibration.cross_fitted(default, oof, y, folds)
-            stats = features.fit_input_stats(data, inputs)
             v, o = features.encode(data, stats)
             members = fit_transfer(
                 bodies, v, o, y, data["patient_id"].to_numpy(), inputs, seed + 100, cfg
@@ -396,9 +448,12 @@ def train(
                 }
             )
             logger.info(
-                "%s h%d: CV AUROC %.3f, calibrated ECE %.3f (%s)", factor_set, horizon,
+                "%s h%d: CV AUROC %.3f, calibrated ECE %.3f (%s)",
+                factor_set,
+                horizon,
                 entries[-1]["cv_metrics"]["raw"]["auroc"],
-                entries[-1]["cv_metrics"]["calibrated"]["ece"], default,
+                entries[-1]["cv_metrics"]["calibrated"]["ece"],
+                default,
             )
             bar.update(1)
     bar.close()
