@@ -13,19 +13,10 @@ import pandas as pd
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from prcrs_batch import scoring
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
 
-SCORE_COLUMNS = [
-    "patient_id",
-    "model",
-    "horizon_days",
-    "probability",
-    "calibrated_risk",
-    "status",
-    "inputs_observed",
-    "inputs_expected",
-    "detail",
-]
+SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
 
 
 def _none_if_nan(value: object) -> object:

@@ -21,7 +21,6 @@ panel.min_observed of the set's inputs observed) are used for fine-tuning and CV
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -88,14 +87,6 @@ def set_seed(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     return torch.Generator().manual_seed(seed)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- splits
