@@ -140,6 +140,11 @@ def run_nightly(
             clean, issues = clean_labs(night.labs, now=pd.Timestamp(datetime.now()))
         with _stage(summary, "features"):
             features = lab_matrix(clean, night.patients["patient_id"].tolist())
+            collected = clean.groupby("patient_id")["collected_at"].agg(["min", "max"])
+            patients = night.patients.assign(
+                labs_from=night.patients["patient_id"].map(collected["min"]),
+                labs_to=night.patients["patient_id"].map(collected["max"]),
+            )
         with _stage(summary, "score"):
             scores = scoring.score(bundle, features, device=settings.device)
         summary.n_patients = len(night.patients)
@@ -167,7 +172,7 @@ def run_nightly(
             )
             alert_report = report.build_report(
                 run=run_info,
-                patients=night.patients,
+                patients=patients,
                 scores=scores,
                 history=history,
                 data_issues=issue_counts,

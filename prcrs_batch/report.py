@@ -120,6 +120,7 @@ class PatientSummary:
     others: tuple[ModelResult, ...]  # the other models, in the recommended order
     previous: tuple[date, float] | None  # latest earlier run: its date, max risk on this model
     trend_cid: str | None = None
+    labs_collected: str | None = None  # when the results used were collected (oldest - newest)
 
     @property
     def scorable(self) -> bool:
@@ -175,7 +176,8 @@ def build_report(
         run: run_id, as_of (date), model_version, data_cutoff (datetime),
             n_patients, n_scores, n_data_issues.
         patients: one row per active patient: patient_id, infusion_date,
-            day_since_infusion, crs_grade (nullable; latest assessed grade).
+            day_since_infusion, crs_grade (nullable; latest assessed grade), and
+            optionally labs_from / labs_to (collection times of the results used).
         scores: one row per patient x model x horizon: patient_id, model,
             horizon_days, probability, calibrated_risk, status, inputs_observed,
             inputs_expected, detail.
@@ -298,6 +300,7 @@ def summarise_patients(
         patient = info.get(pid, {})
         day = _optional_int(patient.get("day_since_infusion"))
         grade = _optional_int(patient.get("crs_grade"))
+        collected = _collection_window(patient.get("labs_from"), patient.get("labs_to"))
         if chosen is None:
             summaries.append(
                 PatientSummary(
@@ -313,6 +316,7 @@ def summarise_patients(
                     inputs_expected=None,
                     others=tuple(results),
                     previous=None,
+                    labs_collected=collected,
                 )
             )
             continue
@@ -332,6 +336,7 @@ def summarise_patients(
                 inputs_expected=chosen.inputs_expected,
                 others=tuple(r for r in results if r.model != chosen.model),
                 previous=previous.get((pid, chosen.model)),
+                labs_collected=collected,
             )
         )
     return summaries
@@ -641,6 +646,16 @@ def _data_issue_context(run: Mapping[str, Any], data_issues: pd.DataFrame) -> di
         top = [(str(reason), int(n)) for reason, n in counts.head(TOP_DATA_ISSUES).items()]
     total = run.get("n_data_issues")
     return {"total": int(total) if total is not None else total_from_table, "top": top}
+
+
+def _collection_window(first: Any, last: Any) -> str | None:
+    """ "2026-11-25 06:00 to 2026-11-26 06:00", or one time, or None when nothing was used."""
+    if first is None or last is None or pd.isna(first) or pd.isna(last):
+        return None
+    first, last = pd.Timestamp(first).to_pydatetime(), pd.Timestamp(last).to_pydatetime()
+    if first == last:
+        return _format_datetime(last)
+    return f"{_format_datetime(first)} to {_format_datetime(last)}"
 
 
 def _format_datetime(value: Any) -> str:
