@@ -3,7 +3,6 @@
 from logging.config import fileConfig
 
 from alembic import context
-
 from prcrs_batch.db import make_engine
 from prcrs_batch.settings import load_settings
 from prcrs_batch.tables import metadata

@@ -75,7 +75,10 @@ def code_version() -> str:
     """Package version plus the git commit, when the code runs from a checkout."""
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
         if rev.returncode == 0 and rev.stdout.strip():
@@ -136,7 +139,9 @@ def reference_inputs(n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.inference_mode()
-def _ensemble_probabilities(members: list[PrCRS], values: np.ndarray, observed: np.ndarray) -> np.ndarray:
+def _ensemble_probabilities(
+    members: list[PrCRS], values: np.ndarray, observed: np.ndarray
+) -> np.ndarray:
     v, o = torch.from_numpy(values), torch.from_numpy(observed)
     v, o = v.to(next(members[0].parameters()).device), o.to(next(members[0].parameters()).device)
     probs = [torch.softmax(m.eval()(v, o), dim=1)[:, 1] for m in members]
@@ -190,7 +195,9 @@ def write_models(
                 ],
                 "reference_probabilities": [
                     round(float(p), 7)
-                    for p in _ensemble_probabilities(e["members"], *reference_inputs(len(stats.inputs)))
+                    for p in _ensemble_probabilities(
+                        e["members"], *reference_inputs(len(stats.inputs))
+                    )
                 ],
                 "calibration": e["calibration"],
                 "cv_metrics": e["cv_metrics"],
@@ -207,7 +214,11 @@ def write_models(
         "train_config": train_config,
         "train_seconds": round(train_seconds, 1),
         "training_data": data_info,
-        "pretraining": {"file": PRETRAINED_FILE, "sha256": pretrained_sha, "members": pretrain_info},
+        "pretraining": {
+            "file": PRETRAINED_FILE,
+            "sha256": pretrained_sha,
+            "members": pretrain_info,
+        },
         "models": models,
     }
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -278,7 +289,9 @@ def _build_members(
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if not m.startswith("scatter.")]
         if missing or unexpected:
-            raise ValueError(f"weights do not fit the saved config: missing {missing}, extra {unexpected}")
+            raise ValueError(
+                f"weights do not fit the saved config: missing {missing}, extra {unexpected}"
+            )
         members.append(model.eval())
     return members
 
@@ -337,12 +350,19 @@ def load_models(model_dir: Path | str, device: str | torch.device = "auto") -> M
         try:
             bundle.models[key] = load_model(Path(model_dir), entry, dev, cache)
         except (
-            ModelChecksumError, ModelFileMissingError, ModelReproductionError, ValueError, KeyError
+            ModelChecksumError,
+            ModelFileMissingError,
+            ModelReproductionError,
+            ValueError,
+            KeyError,
         ) as exc:
             bundle.models[key] = f"{type(exc).__name__}: {exc}"
             logger.error("model %s not loaded: %s", entry.get("name", key), exc)
     logger.info(
         "loaded %d of %d models (version %s) on %s",
-        len(bundle.models) - len(bundle.errors()), len(manifest["models"]), version, dev,
+        len(bundle.models) - len(bundle.errors()),
+        len(manifest["models"]),
+        version,
+        dev,
     )
     return bundle

@@ -95,7 +95,9 @@ def bootstrap_ci(
             continue
         stats["auroc"].append(np.mean([roc_auc_score(yb, p[pick]) for p in preds]))
         stats["auprc"].append(np.mean([average_precision_score(yb, p[pick]) for p in preds]))
-    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()}
+    return {
+        k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()
+    }
 
 
 # ----------------------------------------------------------------------------- methods
@@ -117,8 +119,12 @@ def fit_predict_logistic(train, test, inputs, horizon, seed):  # type: ignore[no
 
 def fit_predict_boosting(train, test, inputs, horizon, seed):  # type: ignore[no-untyped-def]
     model = HistGradientBoostingClassifier(
-        learning_rate=0.05, max_iter=200, max_depth=3, min_samples_leaf=20,
-        l2_regularization=1.0, random_state=seed,
+        learning_rate=0.05,
+        max_iter=200,
+        max_depth=3,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        random_state=seed,
     )
     model.fit(train[inputs].to_numpy(float), train[f"label_{horizon}"].astype(int))
     return model.predict_proba(test[inputs].to_numpy(float))[:, 1]
@@ -173,7 +179,9 @@ def load_bodies(model_dir: Path) -> list[PrCRS]:
     for k in range(len(pre["members"])):
         config = PrCRSConfig.from_dict(entry["network"] | {"n_classes": 3})
         body = PrCRS(config)
-        state = {n[len(f"member{k}.") :]: t for n, t in tensors.items() if n.startswith(f"member{k}.")}
+        state = {
+            n[len(f"member{k}.") :]: t for n, t in tensors.items() if n.startswith(f"member{k}.")
+        }
         body.load_state_dict(state, strict=False)
         bodies.append(body.eval())
     return bodies
@@ -218,15 +226,24 @@ def cross_validate(
                     out.append(
                         pd.DataFrame(
                             {
-                                "seed": seed, "factor_set": factor_set, "horizon": horizon,
-                                "method": name, "row": np.arange(len(data)),
+                                "seed": seed,
+                                "factor_set": factor_set,
+                                "horizon": horizon,
+                                "method": name,
+                                "row": np.arange(len(data)),
                                 "patient_id": data["patient_id"].to_numpy(),
-                                "y": data[f"label_{horizon}"].to_numpy(int), "p": oof, "fold": folds,
+                                "y": data[f"label_{horizon}"].to_numpy(int),
+                                "p": oof,
+                                "fold": folds,
                             }
                         )
                     )
                     logger.info(
-                        "seed %d %s h%d %s: %.1f s", seed, factor_set, horizon, name,
+                        "seed %d %s h%d %s: %.1f s",
+                        seed,
+                        factor_set,
+                        horizon,
+                        name,
                         time.perf_counter() - started,
                     )
     return pd.concat(out, ignore_index=True)
@@ -248,19 +265,26 @@ def summarise(oof: pd.DataFrame, n_boot: int = N_BOOT) -> pd.DataFrame:
             mc = binary_metrics(y, cal)
             per_seed.append(
                 {
-                    "auroc": m["auroc"], "auprc": m["auprc"], "brier_raw": m["brier"],
-                    "ece_raw": m["ece"], "brier_cal": mc["brier"], "ece_cal": mc["ece"],
+                    "auroc": m["auroc"],
+                    "auprc": m["auprc"],
+                    "brier_raw": m["brier"],
+                    "ece_raw": m["ece"],
+                    "brier_cal": mc["brier"],
+                    "ece_cal": mc["ece"],
                     "ece_isotonic": comp["isotonic"]["ece"],
                     "ece_neighbour": comp["neighbour_window"]["ece"],
                     "brier_isotonic": comp["isotonic"]["brier"],
                     "brier_neighbour": comp["neighbour_window"]["brier"],
-                    "sensitivity": mc["sensitivity"], "specificity": mc["specificity"],
+                    "sensitivity": mc["sensitivity"],
+                    "specificity": mc["specificity"],
                     "best_calibration": best,
                 }
             )
             preds.append(p)
             cal_preds.append(cal)
-        ci = bootstrap_ci(first["y"].to_numpy(), preds, first["patient_id"].to_numpy(), n_boot=n_boot)
+        ci = bootstrap_ci(
+            first["y"].to_numpy(), preds, first["patient_id"].to_numpy(), n_boot=n_boot
+        )
         df = pd.DataFrame(per_seed)
         row = {"factor_set": fs, "horizon": h, "method": method}
         row.update(df.drop(columns="best_calibration").mean().to_dict())
@@ -282,7 +306,9 @@ def _plots(oof: pd.DataFrame, out_dir: Path, factor_set: str = "all") -> list[st
     files = []
     seed0 = oof["seed"].min()
     for h in HORIZONS:
-        sub = oof[(oof["factor_set"] == factor_set) & (oof["horizon"] == h) & (oof["seed"] == seed0)]
+        sub = oof[
+            (oof["factor_set"] == factor_set) & (oof["horizon"] == h) & (oof["seed"] == seed0)
+        ]
         if sub.empty:
             continue
         fig, axes = plt.subplots(1, 3, figsize=(16, 5))
@@ -291,23 +317,35 @@ def _plots(oof: pd.DataFrame, out_dir: Path, factor_set: str = "all") -> list[st
             fpr, tpr, _ = roc_curve(y, p)
             axes[0].plot(fpr, tpr, label=f"{METHOD_LABELS[method]} ({roc_auc_score(y, p):.2f})")
             prec, rec, _ = precision_recall_curve(y, p)
-            axes[1].plot(rec, prec, label=f"{METHOD_LABELS[method]} ({average_precision_score(y, p):.2f})")
+            axes[1].plot(
+                rec, prec, label=f"{METHOD_LABELS[method]} ({average_precision_score(y, p):.2f})"
+            )
         axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
-        axes[0].set(title=f"ROC, {factor_set}, {h} day(s) ahead", xlabel="1 - specificity", ylabel="sensitivity")
+        axes[0].set(
+            title=f"ROC, {factor_set}, {h} day(s) ahead",
+            xlabel="1 - specificity",
+            ylabel="sensitivity",
+        )
         axes[1].set(title="Precision-recall", xlabel="recall", ylabel="precision")
         axes[0].legend(fontsize=7, loc="lower right")
         axes[1].legend(fontsize=7, loc="upper right")
         g = sub[sub["method"] == "prcrs_transfer"].sort_values("row")
         if not g.empty:
             y, p, f = g["y"].to_numpy(), g["p"].to_numpy(), g["fold"].to_numpy()
-            curves = {"raw": p} | {m: calibration.cross_fitted(m, p, y, f) for m in calibration.METHODS}
+            curves = {"raw": p} | {
+                m: calibration.cross_fitted(m, p, y, f) for m in calibration.METHODS
+            }
             for name, q in curves.items():
                 bins = np.minimum((q * 10).astype(int), 9)
                 xs = [q[bins == b].mean() for b in range(10) if (bins == b).any()]
                 ys = [y[bins == b].mean() for b in range(10) if (bins == b).any()]
                 axes[2].plot(xs, ys, "o-", label=f"PrCRS {name} (ECE {calibration.ece(q, y):.3f})")
         axes[2].plot([0, 1], [0, 1], "k:", lw=0.8)
-        axes[2].set(title="Reliability (PrCRS transfer, cross-fitted)", xlabel="predicted risk", ylabel="observed fraction severe")
+        axes[2].set(
+            title="Reliability (PrCRS transfer, cross-fitted)",
+            xlabel="predicted risk",
+            ylabel="observed fraction severe",
+        )
         axes[2].legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         name = f"evaluation_{factor_set}_h{h}.png"
@@ -322,16 +360,27 @@ def _fmt_ci(ci: tuple[float, float]) -> str:
 
 
 def write_report(
-    summary: pd.DataFrame, plots: list[str], path: Path, *, command: str, seeds: list[int],
-    n_folds: int, seconds: float, manifest: dict[str, Any], quick: bool,
-    cfg: training.TrainConfig, neural_seeds: int | None, full_sets: tuple[str, ...],
+    summary: pd.DataFrame,
+    plots: list[str],
+    path: Path,
+    *,
+    command: str,
+    seeds: list[int],
+    n_folds: int,
+    seconds: float,
+    manifest: dict[str, Any],
+    quick: bool,
+    cfg: training.TrainConfig,
+    neural_seeds: int | None,
+    full_sets: tuple[str, ...],
 ) -> None:
     """EVALUATION.md: tables per horizon, calibration comparison, plain statement of losses."""
     lines = [
         "# PrCRS evaluation (patient-grouped cross-validation)",
         "",
         f"Produced by `{command}` in {seconds / 60:.1f} min"
-        + (" (QUICK settings: not a real evaluation)" if quick else "") + ".",
+        + (" (QUICK settings: not a real evaluation)" if quick else "")
+        + ".",
         f"Models: `{manifest.get('code_version')}`, trained with seed {manifest.get('seed')}; "
         f"cohort `{manifest['training_data']['cart_file']}` "
         f"({manifest['training_data']['patients']} patients, {manifest['training_data']['patient_days']} patient-days).",
@@ -467,8 +516,17 @@ def evaluate(
     seconds = time.perf_counter() - started
     path = model_dir / "EVALUATION.md"
     write_report(
-        summary, plots, path, command=command, seeds=list(seeds), n_folds=cfg.n_folds,
-        seconds=seconds, manifest=manifest, quick=quick, cfg=cfg, neural_seeds=neural_seeds,
+        summary,
+        plots,
+        path,
+        command=command,
+        seeds=list(seeds),
+        n_folds=cfg.n_folds,
+        seconds=seconds,
+        manifest=manifest,
+        quick=quick,
+        cfg=cfg,
+        neural_seeds=neural_seeds,
         full_sets=tuple(full_sets),
     )
     summary.to_csv(model_dir / "evaluation_summary.csv", index=False)

@@ -5,11 +5,10 @@ Revises:
 Create Date: 2026-11-26 03:49:57.837882
 """
 
-from alembic import op
 import sqlalchemy as sa
 
+from alembic import op
 from prcrs_batch.tables import LATEST_VIEW_SQL
-
 
 revision = "0001"
 down_revision = None
