@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -77,11 +78,14 @@ def serve(settings: Settings) -> None:
         log.info(
             "received %s: finishing any running night, then stopping", signal.Signals(signum).name
         )
-        scheduler.shutdown(wait=True)
+        if not scheduler.running:  # signalled while starting up
+            raise SystemExit(0)
+        # Shut down from another thread: the handler may have interrupted the main thread
+        # inside the scheduler's own (non-reentrant) locks.
+        threading.Thread(target=scheduler.shutdown, name="prcrs-shutdown").start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    job = scheduler.get_jobs()[0]
-    log.info("scheduler started: cron '%s' in %s", settings.schedule_cron, settings.timezone)
-    scheduler.start()  # blocks; next run time is logged by APScheduler
-    log.info("scheduler stopped (%s)", job.name)
+    log.info("scheduler starting: cron '%s' in %s", settings.schedule_cron, settings.timezone)
+    scheduler.start()  # blocks; APScheduler logs "Scheduler started", then each run
+    log.info("scheduler stopped")

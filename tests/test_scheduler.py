@@ -53,10 +53,13 @@ def test_schedule_command_stops_cleanly_on_sigterm(settings_env, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    watchdog = threading.Timer(60, process.kill)  # a hang fails the test, never the whole run
+    watchdog.start()
     for line in process.stderr:
         if "Scheduler started" in line:  # APScheduler's own line, once it is running
             break
     process.send_signal(signal.SIGTERM)
     rest = process.stderr.read()
+    watchdog.cancel()
     assert process.wait(timeout=30) == 0
     assert "scheduler stopped" in rest
