@@ -131,9 +131,10 @@ def run_nightly(
     )
     log.info("run %s: scoring as of %s", summary.run_id, as_of.isoformat())
     try:
-        with _stage(summary, "load models"):
-            bundle = bundle or artifacts.load_models(settings.model_dir, device=settings.device)
-            summary.model_version = bundle.model_version
+        if bundle is None:  # the CLI loads them once for all the nights it runs
+            with _stage(summary, "load models"):
+                bundle = artifacts.load_models(settings.model_dir, device=settings.device)
+        summary.model_version = bundle.model_version
         with _stage(summary, "read warehouse"):
             night = with_db_retries(lambda: read_night(warehouse, window), "read warehouse")
         with _stage(summary, "clean labs"):

@@ -106,7 +106,7 @@ def score_history(*, connection: Connection, since: date, before: date) -> pd.Da
         crs_risk_scores.c.as_of < before,
         crs_risk_scores.c.status == "ok",
     )
-    rows = connection.execute(query).tuples().all()
+    rows = [tuple(row) for row in connection.execute(query)]  # tuples: fast into pandas
     return pd.DataFrame(
         rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
     )
@@ -122,7 +122,8 @@ def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:
             crs_risk_scores.c.patient_id, crs_risk_scores.c.model, crs_risk_scores.c.horizon_days
         )
     )
-    return pd.DataFrame(connection.execute(query).tuples().all(), columns=["as_of", *SCORE_COLUMNS])
+    rows = [tuple(row) for row in connection.execute(query)]
+    return pd.DataFrame(rows, columns=["as_of", *SCORE_COLUMNS])
 
 
 def mark_report(

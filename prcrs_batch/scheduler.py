@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from prcrs_batch import pipeline, results
@@ -49,10 +49,10 @@ def nightly_job(settings: Settings, host: str) -> pipeline.RunSummary | None:
 
 def build_scheduler(
     settings: Settings, job: Callable[[], object] | None = None, host: str | None = None
-) -> BlockingScheduler:
-    """A BlockingScheduler with the nightly cron job (tests pass their own `job`)."""
+) -> BackgroundScheduler:
+    """A scheduler with the nightly cron job (tests pass their own `job`); not started."""
     host = host or socket.gethostname()
-    scheduler = BlockingScheduler(
+    scheduler = BackgroundScheduler(
         timezone=settings.zone,
         job_defaults={
             "coalesce": True,
@@ -73,19 +73,21 @@ def build_scheduler(
 def serve(settings: Settings) -> None:
     """Run the scheduler until SIGTERM or SIGINT; a night in progress is allowed to finish."""
     scheduler = build_scheduler(settings)
+    received: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:
-        log.info(
-            "received %s: finishing any running night, then stopping", signal.Signals(signum).name
-        )
-        if not scheduler.running:  # signalled while starting up
-            raise SystemExit(0)
-        # Shut down from another thread: the handler may have interrupted the main thread
-        # inside the scheduler's own (non-reentrant) locks.
-        threading.Thread(target=scheduler.shutdown, name="prcrs-shutdown").start()
+        received.append(signum)  # only a flag: the main loop below does the work
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("scheduler starting: cron '%s' in %s", settings.schedule_cron, settings.timezone)
-    scheduler.start()  # blocks; APScheduler logs "Scheduler started", then each run
+    scheduler.start()  # APScheduler logs "Scheduler started", then each run
+    while not received:
+        # Wake every second: a signal delivered to another thread is handled only when
+        # the main thread runs Python code again.
+        time.sleep(1.0)
+    log.info(
+        "received %s: finishing any running night, then stopping", signal.Signals(received[0]).name
+    )
+    scheduler.shutdown(wait=True)
     log.info("scheduler stopped")

@@ -23,8 +23,7 @@ def test_cron_job_fires(settings_env):
     assert job.trigger.timezone.key == "Europe/Paris"
     assert sched._job_defaults["coalesce"] is True
     assert sched._job_defaults["max_instances"] == 1
-    thread = threading.Thread(target=sched.start, daemon=True)
-    thread.start()
+    sched.start()
     try:
         # The next crontab minute may be up to 60 s away: bring it forward by two seconds.
         job.modify(next_run_time=datetime.now(cron_settings.zone) + timedelta(seconds=2))
@@ -32,7 +31,6 @@ def test_cron_job_fires(settings_env):
         assert fired.wait(timeout=20)
     finally:
         sched.shutdown(wait=True)
-    thread.join(timeout=10)
 
 
 def test_second_scheduler_does_not_score_the_same_night(settings, warehouse, monkeypatch):
