@@ -7,7 +7,7 @@ as-of date replaces that date's rows, so a night is never duplicated nor half-wr
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Connection, Table, delete, insert, select, update
@@ -35,22 +35,23 @@ def replace_night(
     )
     connection.execute(delete(scoring_runs).where(scoring_runs.c.as_of == as_of))
     connection.execute(insert(scoring_runs), [run])
-    created = run["finished_at"]
+    # Python ints and floats (object dtype) so that both drivers and COPY take them as they are.
+    typed = (
+        scores[SCORE_COLUMNS]
+        .astype({"horizon_days": int, "inputs_observed": int, "inputs_expected": int})
+        .astype(object)
+    )
     score_rows = [
         {
             **{k: _none_if_nan(v) for k, v in zip(SCORE_COLUMNS, row)},
             "run_id": run["run_id"],
             "as_of": as_of,
-            "target_date": as_of + pd.Timedelta(days=int(row[2])),
+            "target_date": as_of + timedelta(days=row[2]),
             "model_version": run["model_version"],
-            "created_at": created,
+            "created_at": run["finished_at"],
         }
-        for row in scores[SCORE_COLUMNS].itertuples(index=False, name=None)
+        for row in typed.itertuples(index=False, name=None)
     ]
-    for row in score_rows:
-        row["horizon_days"] = int(row["horizon_days"])
-        row["inputs_observed"] = int(row["inputs_observed"])
-        row["inputs_expected"] = int(row["inputs_expected"])
     _insert_many(connection, crs_risk_scores, score_rows)
     issue_rows = [
         {
