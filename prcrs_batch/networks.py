@@ -13,6 +13,14 @@ Every network takes `values (B, L)` (median-filled, log-transformed, standardise
 `observed (B, L)` (the missing mask) and scatters them into the panel's S slots, so a
 network pre-trained on the COVID-19 analytes and one fine-tuned on any factor set see each
 analyte at the same position; a slot the model has no input for is "not observed".
+
+Readout (what the classifier reads), `PrCRSConfig.readout`:
+- "mean": the published one, the mean over positions of the body output; used for pre-training;
+- "skip": mean and max over positions, plus the encoded inputs and their missing mask (a skip
+  connection around the body). The fine-tuned models use it: 14 of the 42 CAR-T analytes
+  (BNP, blasts, IL-2/4/10, IFN-gamma, ...) are absent from the COVID-19 cohort, so the frozen
+  body never learned them, and the mean pool alone lost to logistic regression (EVALUATION.md
+  keeps both readouts, and the classifier on the inputs alone, as ablations).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class PrCRSConfig:
     n_outer: int = 1  # Squeezeformer blocks at full length, before and after the U-Net middle
     n_inner: int = 1  # blocks on the downsampled sequence
     dropout: float = 0.1
+    readout: str = "skip"  # "mean" (published, pre-training) | "skip" (fine-tuned models)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -160,6 +169,14 @@ class SqueezeBlock(nn.Module):
         return x
 
 
+def classifier_head(n_in: int, config: PrCRSConfig) -> nn.Sequential:
+    """PrCRS's classifier: two linear layers, `n_in` -> d_model -> n_classes."""
+    d = config.d_model
+    return nn.Sequential(
+        nn.Linear(n_in, d), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(d, config.n_classes)
+    )
+
+
 class PrCRS(nn.Module):
     """Conv embedding -> temporal U-Net of Squeezeformer blocks -> mean pool -> 2 linear layers.
 
@@ -177,12 +194,13 @@ class PrCRS(nn.Module):
         self.mid = nn.ModuleList([SqueezeBlock(config) for _ in range(config.n_inner)])
         self.up_proj = nn.Linear(d, d)
         self.post = nn.ModuleList([SqueezeBlock(config) for _ in range(config.n_outer)])
-        self.head = nn.Sequential(
-            nn.Linear(d, d), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(d, config.n_classes)
-        )
+        if config.readout not in ("mean", "skip"):
+            raise ValueError(f"unknown readout {config.readout!r}")
+        n_read = d if config.readout == "mean" else 2 * d + 2 * len(config.input_slots)
+        self.head = classifier_head(n_read, config)
 
     def features(self, values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """The pooled body output (B, C) that the head classifies."""
+        """What the head classifies: (B, C) for readout "mean", (B, 2C + 2L) for "skip"."""
         x = self.embed(self.scatter(values, observed))  # (B, T, C)
         for block in self.pre:
             x = block(x)
@@ -194,7 +212,10 @@ class PrCRS(nn.Module):
         x = skip + self.up_proj(x)  # U-Net skip connection
         for block in self.post:
             x = block(x)
-        return x.mean(dim=1)  # (B, C)
+        if self.config.readout == "mean":
+            return x.mean(dim=1)  # (B, C)
+        obs = observed.to(values.dtype)  # an unobserved input carries no value here either
+        return torch.cat([x.mean(dim=1), x.amax(dim=1), values * obs, obs], dim=1)
 
     def forward(self, values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(values, observed))  # (B, n_classes) logits

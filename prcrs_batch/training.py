@@ -7,9 +7,11 @@ shipped model, so that the CV figures describe what ships:
    over the 42-slot panel with the analytes COVID-19 lacks marked "not observed"; random
    extra masking teaches the body that inputs go missing. Done once: no CAR-T data involved.
 2. Fine-tune: the embedding and the whole Squeezeformer U-Net body stay frozen (as in the
-   paper); the pooled body output of the factor set's inputs, median-filled/standardised by
-   features.encode with statistics of the training rows, feeds a new 2-class head (the two
-   linear layers), trained with early stopping on a patient-grouped inner validation split.
+   paper); the factor set's inputs, median-filled/standardised by features.encode with
+   statistics of the training patients' scorable rows, go through the body, and its "skip"
+   readout (networks.py: mean and max pool + the inputs and their mask) feeds a new 2-class
+   head (two linear layers), trained with early stopping on a patient-grouped inner
+   validation split.
 3. The ensemble's probability is the mean over members.
 4. Out-of-fold predictions from patient-grouped stratified 5-fold CV fit the calibrators
    (calibration.py) and give the CV metrics stored in the manifest.
@@ -51,13 +53,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    n_members: int = 3  # ensemble over pre-training/fine-tuning seeds
+    n_members: int = 5  # ensemble over pre-training/fine-tuning seeds
     n_folds: int = 5  # patient-grouped CV for out-of-fold calibration and metrics
     d_model: int = 32
     dropout: float = 0.1
     lr: float = 1e-3  # Adam, as published
     weight_decay: float = 1e-4
-    pretrain_epochs: int = 15
+    pretrain_epochs: int = 30
     pretrain_batch: int = 128
     pretrain_mask_rate: float = 0.15  # extra inputs hidden at random during pre-training
     head_epochs: int = 150  # upper bound; early stopping picks the epoch (paper: up to 150)
@@ -187,7 +189,11 @@ def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, d
     stats = features.fit_input_stats(covid, inputs)
     values, observed = features.encode(covid, stats)
     config = PrCRSConfig(
-        input_slots=slots_for(inputs), n_classes=3, d_model=cfg.d_model, dropout=cfg.dropout
+        input_slots=slots_for(inputs),
+        n_classes=3,
+        d_model=cfg.d_model,
+        dropout=cfg.dropout,
+        readout="mean",
     )
     model = PrCRS(config)
     y = covid["max_severity"].to_numpy(dtype=int)
@@ -220,9 +226,9 @@ def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, d
     return model, info
 
 
-def transfer_model(body: PrCRS, inputs: list[str]) -> PrCRS:
+def transfer_model(body: PrCRS, inputs: list[str], readout: str = "skip") -> PrCRS:
     """A 2-class PrCRS for `inputs` carrying `body`'s frozen weights and a fresh head."""
-    config = replace(body.config, input_slots=slots_for(inputs), n_classes=2)
+    config = replace(body.config, input_slots=slots_for(inputs), n_classes=2, readout=readout)
     model = PrCRS(config)
     state = {k: v for k, v in body.state_dict().items() if not k.startswith(("head.", "scatter."))}
     missing, _ = model.load_state_dict(state, strict=False)
@@ -242,32 +248,45 @@ def fit_transfer(
     inputs: list[str],
     seed: int,
     cfg: TrainConfig,
+    readout: str = "skip",
 ) -> list[PrCRS]:
-    """Fine-tune one head per pre-trained body (frozen), on the body's pooled features."""
+    """Fine-tune one head per pre-trained body (frozen), on the body's readout."""
     members = []
     v, o = torch.from_numpy(values), torch.from_numpy(observed)
     for k, body in enumerate(bodies):
-        gen = set_seed(seed * 1000 + k)
-        model = transfer_model(body, inputs)
+        model = transfer_model(body, inputs, readout)
         with torch.no_grad():
-            pooled = model.features(v, o)  # (N, C), frozen body in eval mode
-        _, val = inner_split(groups, y, seed * 1000 + k)
-        _fit(
-            model.head,
-            list(model.head.parameters()),
-            [model.head],
-            (pooled,),
-            y,
-            val,
-            epochs=cfg.head_epochs,
-            batch=cfg.head_batch,
-            patience=cfg.patience,
-            cfg=cfg,
-            generator=gen,
-        )
-        model.eval()
-        members.append(model)
+            read = model.features(v, o)  # frozen body in eval mode
+        fit_head(model.head, read, y, groups, seed * 1000 + k, cfg)
+        members.append(model.eval())
     return members
+
+
+def fit_head(
+    head: nn.Module,
+    read: torch.Tensor,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    cfg: TrainConfig,
+) -> nn.Module:
+    """Train a classifier head on fixed features `read` (N, F), early-stopped on an inner split."""
+    gen = set_seed(seed)
+    _, val = inner_split(groups, y, seed)
+    _fit(
+        head,
+        list(head.parameters()),
+        [head],
+        (read,),
+        y,
+        val,
+        epochs=cfg.head_epochs,
+        batch=cfg.head_batch,
+        patience=cfg.patience,
+        cfg=cfg,
+        generator=gen,
+    )
+    return head.eval()
 
 
 def fit_network(
@@ -326,40 +345,59 @@ def usable_rows(frame: pd.DataFrame, factor_set: str, horizon: int) -> np.ndarra
     return frame[f"label_{horizon}"].notna().to_numpy() & scorable_rows(frame, factor_set)
 
 
-def fit_set_stats(frame: pd.DataFrame, factor_set: str) -> features.InputStats:
+def fit_set_stats(
+    frame: pd.DataFrame, factor_set: str, patients: set | None = None
+) -> features.InputStats:
     """Normalisation for a factor set from all its scorable rows (no labels involved).
 
     The same for the set's three horizons, so scoring runs each frozen body once per set.
+    `patients` restricts it to those patients' rows (a CV fold's training patients).
     """
-    return features.fit_input_stats(frame[scorable_rows(frame, factor_set)], inputs_for(factor_set))
+    rows = scorable_rows(frame, factor_set)
+    if patients is not None:
+        rows = rows & frame["patient_id"].isin(patients).to_numpy()
+    return features.fit_input_stats(frame[rows], inputs_for(factor_set))
 
 
-def cross_validate_transfer(
-    data: pd.DataFrame,
-    folds: np.ndarray,
+def transfer_fit_predict(
     bodies: list[PrCRS],
-    inputs: list[str],
+    train_rows: pd.DataFrame,
+    test_rows: pd.DataFrame,
+    stats: features.InputStats,
     horizon: int,
     seed: int,
     cfg: TrainConfig,
-    stats_pool: pd.DataFrame | None = None,
+    readout: str = "skip",
+) -> np.ndarray:
+    """Fine-tune the transfer ensemble on `train_rows`; its probabilities for `test_rows`."""
+    v, o = features.encode(train_rows, stats)
+    y = train_rows[f"label_{horizon}"].to_numpy(dtype=int)
+    groups = train_rows["patient_id"].to_numpy()
+    members = fit_transfer(bodies, v, o, y, groups, stats.inputs, seed, cfg, readout)
+    return predict(members, *features.encode(test_rows, stats))
+
+
+def cross_validate_transfer(
+    frame: pd.DataFrame,
+    data: pd.DataFrame,
+    folds: np.ndarray,
+    bodies: list[PrCRS],
+    factor_set: str,
+    horizon: int,
+    seed: int,
+    cfg: TrainConfig,
 ) -> np.ndarray:
     """Out-of-fold probabilities of the transfer PrCRS ensemble for the rows of `data`.
 
-    Normalisation is fitted per fold on `stats_pool` rows (all scorable rows, unlabelled
-    too) of the fold's training patients, as `train` fits it on all of them.
+    Normalisation is fitted per fold by fit_set_stats on the scorable rows of `frame` (all
+    patient-days, unlabelled too) of the fold's training patients, as `train` fits it on all.
     """
-    y = data[f"label_{horizon}"].to_numpy(dtype=int)
-    groups = data["patient_id"].to_numpy()
-    pool = data if stats_pool is None else stats_pool
+    patients = data["patient_id"].to_numpy()
     oof = np.full(len(data), np.nan)
     for k in np.unique(folds):
         tr, te = folds != k, folds == k
-        train_patients = set(groups[tr])
-        stats = features.fit_input_stats(pool[pool["patient_id"].isin(train_patients)], inputs)
-        v_tr, o_tr = features.encode(data[tr], stats)
-        members = fit_transfer(bodies, v_tr, o_tr, y[tr], groups[tr], inputs, seed + k, cfg)
-        oof[te] = predict(members, *features.encode(data[te], stats))
+        stats = fit_set_stats(frame, factor_set, set(patients[tr]))
+        oof[te] = transfer_fit_predict(bodies, data[tr], data[te], stats, horizon, seed + k, cfg)
     return oof
 
 
@@ -399,7 +437,6 @@ def train(
     entries = []
     for factor_set in sets:
         inputs = inputs_for(factor_set)
-        pool = frame[scorable_rows(frame, factor_set)]
         stats = fit_set_stats(frame, factor_set)
         for horizon in HORIZONS:
             bar.set_postfix_str(f"{factor_set} h{horizon}")
@@ -407,7 +444,7 @@ def train(
             data, folds = frame[keep].reset_index(drop=True), folds_all[keep]
             y = data[f"label_{horizon}"].to_numpy(dtype=int)
             oof = cross_validate_transfer(
-                data, folds, bodies, inputs, horizon, seed, cfg, stats_pool=pool
+                frame, data, folds, bodies, factor_set, horizon, seed, cfg
             )
             comparison = calibration.compare(oof, y, folds)
             default = calibration.choose(comparison)

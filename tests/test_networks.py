@@ -21,10 +21,22 @@ def test_output_shape_for_every_factor_set(arch, factor_set):
 
 
 def test_pretraining_head_has_three_classes_and_features_are_pooled():
-    model = PrCRS(PrCRSConfig(n_classes=3, d_model=16)).eval()
+    model = PrCRS(PrCRSConfig(n_classes=3, d_model=16, readout="mean")).eval()
     values, observed = torch.randn(4, 42), torch.ones(4, 42, dtype=torch.bool)
     assert model(values, observed).shape == (4, 3)
     assert model.features(values, observed).shape == (4, 16)
+
+
+def test_skip_readout_carries_pools_inputs_and_mask():
+    inputs = inputs_for("cytokines")
+    model = PrCRS(PrCRSConfig(input_slots=slots_for(inputs), d_model=16)).eval()
+    values = torch.randn(2, len(inputs))
+    observed = torch.ones(2, len(inputs), dtype=torch.bool)
+    observed[0, 3] = False
+    read = model.features(values, observed)
+    assert read.shape == (2, 2 * 16 + 2 * len(inputs))
+    assert read[0, 32 + 3] == 0 and read[0, 32 + len(inputs) + 3] == 0  # unobserved: no value
+    torch.testing.assert_close(read[1, 32 : 32 + len(inputs)], values[1])
 
 
 def test_unobserved_value_does_not_matter():
