@@ -156,7 +156,8 @@ def run_nightly(
 
         with _stage(summary, "build report"):
             history = with_db_retries(
-                lambda: _read_history(results_db, as_of), "read score history"
+                lambda: _read_history(results_db, as_of, scores, settings.alert_threshold),
+                "read score history",
             )
             run_info = {
                 "run_id": summary.run_id,
@@ -274,10 +275,18 @@ def _deliver_report(
         summary.email = "not sent (--no-email or backfill)"
 
 
-def _read_history(results_db: Engine, as_of: date) -> pd.DataFrame:
+def _read_history(
+    results_db: Engine, as_of: date, scores: pd.DataFrame, threshold: float
+) -> pd.DataFrame:
+    """Earlier nights for the report: trends only for patients with a risk over the threshold."""
+    over = scores["calibrated_risk"].to_numpy(dtype=float) >= threshold
+    trend_patients = sorted(set(scores.loc[over, "patient_id"].astype(str)))
     with results_db.connect() as connection:
         return results.score_history(
-            connection=connection, since=as_of - timedelta(days=TREND_NIGHTS), before=as_of
+            connection=connection,
+            since=as_of - timedelta(days=TREND_NIGHTS),
+            before=as_of,
+            trend_patients=trend_patients,
         )
 
 

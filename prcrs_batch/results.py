@@ -10,7 +10,7 @@ import math
 from datetime import date, datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from prcrs_batch import scoring
@@ -94,23 +94,43 @@ def record_failed_run(*, connection: Connection, run: dict) -> None:
     connection.execute(insert(scoring_runs), [run])
 
 
-def score_history(*, connection: Connection, since: date, before: date) -> pd.DataFrame:
-    """Calibrated risks stored for nights in [since, before): the report's trend charts."""
-    query = select(
-        crs_risk_scores.c.patient_id,
-        crs_risk_scores.c.as_of,
-        crs_risk_scores.c.model,
-        crs_risk_scores.c.horizon_days,
-        crs_risk_scores.c.calibrated_risk,
-    ).where(
-        crs_risk_scores.c.as_of >= since,
-        crs_risk_scores.c.as_of < before,
-        crs_risk_scores.c.status == "ok",
+def score_history(
+    *, connection: Connection, since: date, before: date, trend_patients: list[str]
+) -> pd.DataFrame:
+    """Calibrated risks stored for nights in [since, before) that the report needs.
+
+    Every patient's latest earlier night per model (the report's "previous run"), and every
+    night for `trend_patients` (those it may chart), not the whole window: a week of a large
+    cohort is over a million rows.
+    """
+    s = crs_risk_scores.c
+    in_window = (s.as_of >= since, s.as_of < before, s.status == "ok")
+    last = (
+        select(s.patient_id, s.model, func.max(s.as_of).label("as_of"))
+        .where(*in_window)
+        .group_by(s.patient_id, s.model)
+        .subquery()
     )
-    rows = [tuple(row) for row in connection.execute(query)]  # tuples: fast into pandas
-    return pd.DataFrame(
+    columns = (s.patient_id, s.as_of, s.model, s.horizon_days, s.calibrated_risk)
+    latest = (
+        select(*columns)
+        .join(
+            last,
+            and_(
+                s.patient_id == last.c.patient_id, s.model == last.c.model, s.as_of == last.c.as_of
+            ),
+        )
+        .where(s.status == "ok")
+    )
+    rows = [tuple(row) for row in connection.execute(latest)]  # tuples: fast into pandas
+    for start in range(0, len(trend_patients), 500):  # bounded IN lists
+        chunk = trend_patients[start : start + 500]
+        trends = select(*columns).where(*in_window, s.patient_id.in_(chunk))
+        rows += [tuple(row) for row in connection.execute(trends)]
+    frame = pd.DataFrame(
         rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
     )
+    return frame.drop_duplicates(["patient_id", "as_of", "model", "horizon_days"])
 
 
 def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:

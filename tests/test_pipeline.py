@@ -46,6 +46,38 @@ def test_rerun_replaces_the_night(settings, warehouse):
     assert run_ids == [second.run_id]
 
 
+def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(settings, warehouse):
+    nights = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1)]
+    for night in nights:
+        run_night(settings, warehouse, as_of=night)
+    with warehouse.connect() as connection:
+        everything = results.score_history(
+            connection=connection, since=nights[0], before=AS_OF, trend_patients=[]
+        )
+        stored = pd.DataFrame(
+            connection.execute(
+                select(crs_risk_scores.c.patient_id, crs_risk_scores.c.as_of).where(
+                    crs_risk_scores.c.status == "ok"
+                )
+            ).all()
+        )
+        both = stored.groupby("patient_id")["as_of"].nunique().loc[lambda n: n == 2].index
+        assert len(both) >= 1
+        chosen = str(both[0])
+        history = results.score_history(
+            connection=connection, since=nights[0], before=AS_OF, trend_patients=[chosen]
+        )
+    # without trend patients: only each patient's latest earlier night
+    assert (everything.groupby("patient_id")["as_of"].nunique() == 1).all()
+    assert (everything.loc[everything["patient_id"] == chosen, "as_of"] == nights[1]).all()
+    # the whole window for a patient the report may chart, the rest unchanged
+    nights_read = history.groupby("patient_id")["as_of"].nunique()
+    assert nights_read[chosen] == 2
+    assert (nights_read.drop(chosen) == 1).all()
+    assert len(history) == len(everything) + 18
+    assert not history.duplicated(["patient_id", "as_of", "model", "horizon_days"]).any()
+
+
 def test_backfill_gives_the_same_rows_as_single_runs(
     settings, warehouse, monkeypatch, db_url, quick_models, tmp_path
 ):
