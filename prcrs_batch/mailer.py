@@ -22,6 +22,7 @@ import ssl as ssl_lib
 import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 from prcrs_batch.report import Report
 
@@ -34,6 +35,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     smtplib.SMTPNotSupportedError,
     smtplib.SMTPRecipientsRefused,
     smtplib.SMTPSenderRefused,
+    ssl_lib.SSLCertVerificationError,  # an untrusted certificate stays untrusted on retry
 )
 
 
@@ -73,36 +75,8 @@ def build_message(report: Report, *, sender: str, recipients: list[str]) -> Emai
     return message
 
 
-def send_report(
-    report: Report,
-    *,
-    host: str,
-    port: int,
-    sender: str,
-    recipients: list[str],
-    user: str | None = None,
-    password: str | None = None,
-    starttls: bool = True,
-    ssl: bool = False,
-    attempts: int = 3,
-    backoff_seconds: float = 2.0,
-    timeout: float = 30,
-) -> None:
-    """Send a report by SMTP, retrying transient failures with exponential backoff.
-
-    Args:
-        report: what `report.build_report` or `report.build_failure_notice` returned.
-        host, port: the SMTP server.
-        sender, recipients: envelope and header addresses.
-        user, password: log in when `user` is set.
-        starttls: upgrade a plain connection with STARTTLS (required when True: a
-            server that does not offer it is a permanent failure). Ignored with `ssl`.
-        ssl: connect with implicit TLS (SMTP_SSL, usually port 465).
-        attempts: tries in all; waits `backoff_seconds * 2 ** (try - 1)` between them.
-        timeout: seconds for the connection and each SMTP command.
-
-    Raises:
-        MailError: after the last attempt, or at once on a permanent failure.
+def send_report(report: Report, *, sender: str, recipients: list[str], **options: Any) -> None:
+    """Build the report's message and send it; `options` are send_message's.
 
     Example (nothing listens on port 9, so this fails fast):
 
@@ -114,20 +88,8 @@ def send_report(
     ...
     prcrs_batch.mailer.MailError: could not send the report via 127.0.0.1:9 ...
     """
-    send_message(
-        build_message(report, sender=sender, recipients=recipients),
-        host=host,
-        port=port,
-        sender=sender,
-        recipients=recipients,
-        user=user,
-        password=password,
-        starttls=starttls,
-        ssl=ssl,
-        attempts=attempts,
-        backoff_seconds=backoff_seconds,
-        timeout=timeout,
-    )
+    message = build_message(report, sender=sender, recipients=recipients)
+    send_message(message, sender=sender, recipients=recipients, **options)
 
 
 def send_message(
@@ -141,11 +103,30 @@ def send_message(
     password: str | None = None,
     starttls: bool = True,
     ssl: bool = False,
+    ca_file: str | None = None,
     attempts: int = 3,
     backoff_seconds: float = 2.0,
     timeout: float = 30,
 ) -> None:
-    """Send a built message (a report, or one saved by an earlier night); see send_report."""
+    """Send a built message (a report, or one saved by an earlier night) by SMTP, retrying
+    transient failures with exponential backoff.
+
+    Args:
+        message: what `build_message` returned, or a saved .eml read back.
+        host, port: the SMTP server.
+        sender, recipients: envelope addresses.
+        user, password: log in when `user` is set.
+        starttls: upgrade a plain connection with STARTTLS (required when True: a
+            server that does not offer it is a permanent failure). Ignored with `ssl`.
+        ssl: connect with implicit TLS (SMTP_SSL, usually port 465).
+        ca_file: PEM bundle of the CA(s) that signed the server's certificate (a hospital's
+            internal CA); None trusts the system's CAs. The certificate is always verified.
+        attempts: tries in all; waits `backoff_seconds * 2 ** (try - 1)` between them.
+        timeout: seconds for the connection and each SMTP command.
+
+    Raises:
+        MailError: after the last attempt, or at once on a permanent failure.
+    """
     if not recipients:
         raise MailError("no recipients: set PRCRS_ALERT_TO")
     if attempts < 1:
@@ -163,6 +144,7 @@ def send_message(
                 password=password,
                 starttls=starttls,
                 use_ssl=ssl,
+                ca_file=ca_file,
                 timeout=timeout,
             )
         except (smtplib.SMTPException, OSError) as exc:
@@ -202,9 +184,10 @@ def _deliver(
     password: str | None,
     starttls: bool,
     use_ssl: bool,
+    ca_file: str | None,
     timeout: float,
 ) -> None:
-    context = ssl_lib.create_default_context()
+    context = ssl_lib.create_default_context(cafile=ca_file)
     smtp: smtplib.SMTP
     if use_ssl:
         smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)

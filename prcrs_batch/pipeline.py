@@ -303,6 +303,7 @@ def _send(settings: Settings, message: EmailMessage, summary: RunSummary | None 
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             starttls=settings.smtp_starttls,
             ssl=settings.smtp_ssl,
+            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )
     except mailer.MailError as exc:
         log.error("%s not sent: %s", message["Subject"], exc)

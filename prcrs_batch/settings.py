@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     smtp_ssl: bool = False
+    smtp_ca_file: FilePath | None = None  # CA bundle (PEM) for an internal CA; else the system's
     alert_from: str = "prcrs-batch@localhost"
     alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
         if url is None or url == "":
             return None
         return normalise_database_url(url)
+
+    @field_validator("smtp_ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("alert_to", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from smtp_server import smtp_auth_sink, smtp_sink  # noqa: F401  (fixtures for every test module)
+from smtp_server import smtp_auth_sink, smtp_sink, smtp_tls_sink  # noqa: F401  (fixtures for every test module)
 from sqlalchemy import Engine, text
 
 from prcrs_batch.db import make_engine, migrate

@@ -2,12 +2,13 @@
 
 Import the fixtures into a test module (or a conftest) to use them:
 
-    from smtp_server import smtp_sink, smtp_auth_sink  # noqa: F401
+    from smtp_server import smtp_sink, smtp_auth_sink, smtp_tls_sink  # noqa: F401
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -15,6 +16,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -55,6 +57,7 @@ class SMTPSink:
     port: int
     handler: Collector
     auth_attempts: list[str] = field(default_factory=list)  # login names tried
+    ca_file: str | None = None  # PEM of the CA that signed the server's certificate (TLS sinks)
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -79,14 +82,7 @@ def smtp_sink() -> Iterator[SMTPSink]:
     yield from _serve(SMTPSink("127.0.0.1", free_port(), Collector()))
 
 
-@pytest.fixture
-def smtp_auth_sink() -> Iterator[SMTPSink]:
-    """An SMTP server that accepts AUTH PLAIN/LOGIN for SMTP_USER / SMTP_PASSWORD.
-
-    AUTH over a plain connection is allowed here only because it is a local test.
-    """
-    sink = SMTPSink("127.0.0.1", free_port(), Collector())
-
+def _authenticator(sink: SMTPSink) -> Any:
     def authenticator(
         server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
     ) -> AuthResult:
@@ -96,4 +92,35 @@ def smtp_auth_sink() -> Iterator[SMTPSink]:
         ok = auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
         return AuthResult(success=ok, handled=False)
 
-    yield from _serve(sink, authenticator=authenticator, auth_require_tls=False)
+    return authenticator
+
+
+@pytest.fixture
+def smtp_auth_sink() -> Iterator[SMTPSink]:
+    """An SMTP server that accepts AUTH PLAIN/LOGIN for SMTP_USER / SMTP_PASSWORD.
+
+    AUTH over a plain connection is allowed here only because it is a local test.
+    """
+    sink = SMTPSink("127.0.0.1", free_port(), Collector())
+    yield from _serve(sink, authenticator=_authenticator(sink), auth_require_tls=False)
+
+
+@pytest.fixture
+def smtp_tls_sink(tmp_path: Any) -> Iterator[SMTPSink]:
+    """An SMTP server that requires STARTTLS before anything else and AUTH only over TLS.
+
+    Its certificate (for 127.0.0.1) is signed by a throw-away CA whose PEM is `ca_file`.
+    """
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+    ca_file = tmp_path / "smtp-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    sink = SMTPSink("127.0.0.1", free_port(), Collector(), ca_file=str(ca_file))
+    yield from _serve(
+        sink,
+        tls_context=server_context,
+        require_starttls=True,
+        authenticator=_authenticator(sink),
+        auth_require_tls=True,
+    )

@@ -155,6 +155,32 @@ def test_starttls_required_but_not_offered_fails_without_sending(alert_report, s
     assert smtp_sink.handler.data_calls == 0
 
 
+def test_starttls_with_the_internal_ca_delivers_and_logs_in(alert_report, smtp_tls_sink):
+    send(
+        alert_report,
+        smtp_tls_sink,
+        starttls=True,
+        ca_file=smtp_tls_sink.ca_file,
+        user=SMTP_USER,
+        password=SMTP_PASSWORD,
+    )
+    assert smtp_tls_sink.auth_attempts == [SMTP_USER]
+    assert len(smtp_tls_sink.messages) == 1
+
+
+def test_untrusted_certificate_fails_at_once_without_sending(alert_report, smtp_tls_sink):
+    with pytest.raises(MailError, match="CERTIFICATE_VERIFY_FAILED") as error:
+        send(alert_report, smtp_tls_sink, starttls=True, user=SMTP_USER, password=SMTP_PASSWORD)
+    assert "after 1 attempt" in str(error.value)  # permanent: not retried
+    assert smtp_tls_sink.auth_attempts == [] and smtp_tls_sink.handler.data_calls == 0
+
+
+def test_plain_connection_to_a_starttls_server_is_refused(alert_report, smtp_tls_sink):
+    with pytest.raises(MailError):
+        send(alert_report, smtp_tls_sink, starttls=False)
+    assert smtp_tls_sink.handler.data_calls == 0
+
+
 def test_login(alert_report, smtp_auth_sink):
     send(alert_report, smtp_auth_sink, user=SMTP_USER, password=SMTP_PASSWORD)
     assert smtp_auth_sink.auth_attempts == [SMTP_USER]

@@ -38,6 +38,7 @@ def test_recipients_are_split_and_dotenv_is_read(settings_env):
         ("PRCRS_TIMEZONE", "Mars/Olympus", "PRCRS_TIMEZONE"),
         ("PRCRS_SCHEDULE_CRON", "every night", "PRCRS_SCHEDULE_CRON"),
         ("PRCRS_SMTP_PORT", "70000", "PRCRS_SMTP_PORT"),
+        ("PRCRS_SMTP_CA_FILE", "/nonexistent/ca.pem", "PRCRS_SMTP_CA_FILE"),
         ("PRCRS_ALERT_TO", "not-an-address", "PRCRS_ALERT_TO"),
     ],
 )
