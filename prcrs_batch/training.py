@@ -128,31 +128,29 @@ def inner_split(groups: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarra
 
 
 def _fit(
-    forward: Any,
-    params: list[nn.Parameter],
-    modules: list[nn.Module],
+    model: nn.Module,
     tensors: tuple[torch.Tensor, ...],
     y: np.ndarray,
     val: np.ndarray,
-    *,
-    epochs: int,
-    batch: int,
-    patience: int,
+    schedule: tuple[int, int, int],
     cfg: TrainConfig,
     generator: torch.Generator,
+    forward: Any = None,
 ) -> tuple[dict[str, Any], int]:
     """Adam + cross-entropy, mini-batches, best epoch by validation loss (restored at the end).
 
-    `forward(*batch_tensors) -> logits`; `modules` are put in train/eval mode and snapshotted.
+    `schedule` is (max epochs, batch size, patience). `forward(*batch_tensors) -> logits`
+    defaults to `model`, whose parameters are trained and whose best state is kept.
     """
+    epochs, batch, patience = schedule
+    forward = forward or model
     target = torch.as_tensor(np.array(y), dtype=torch.long)
     tr_idx = torch.as_tensor(np.flatnonzero(~val))
     va_idx = torch.as_tensor(np.flatnonzero(val))
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_epoch, best_state, stale = float("inf"), 0, None, 0
     for epoch in range(epochs):
-        for m in modules:
-            m.train()
+        model.train()
         order = tr_idx[torch.randperm(len(tr_idx), generator=generator)]
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
@@ -160,8 +158,7 @@ def _fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        for m in modules:
-            m.eval()
+        model.eval()
         with torch.no_grad():
             if len(va_idx):
                 vl = F.cross_entropy(forward(*(t[va_idx] for t in tensors)), target[va_idx]).item()
@@ -169,16 +166,14 @@ def _fit(
                 vl = float(epoch == epochs - 1)
         if vl < best - 1e-5:
             best, best_epoch, stale = vl, epoch + 1, 0
-            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+            best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
             if stale >= patience:
                 break
     if best_state is not None:
-        for m, s in zip(modules, best_state):
-            m.load_state_dict(s)
-    for m in modules:
-        m.eval()
+        model.load_state_dict(best_state)
+    model.eval()
     return {"best_val_loss": best}, best_epoch
 
 
@@ -206,19 +201,8 @@ def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, d
             ob = ob & keep
         return model(vb, ob)
 
-    info, epoch = _fit(
-        forward,
-        list(model.parameters()),
-        [model],
-        (v, o),
-        y,
-        val,
-        epochs=cfg.pretrain_epochs,
-        batch=cfg.pretrain_batch,
-        patience=cfg.patience,
-        cfg=cfg,
-        generator=gen,
-    )
+    schedule = (cfg.pretrain_epochs, cfg.pretrain_batch, cfg.patience)
+    info, epoch = _fit(model, (v, o), y, val, schedule, cfg, gen, forward)
     with torch.no_grad():
         acc = (model(v[val], o[val]).argmax(1).numpy() == y[val]).mean()
     info.update(best_epoch=epoch, val_accuracy=float(acc), inputs=inputs, seed=seed)
@@ -273,19 +257,7 @@ def fit_head(
     """Train a classifier head on fixed features `read` (N, F), early-stopped on an inner split."""
     gen = set_seed(seed)
     _, val = inner_split(groups, y, seed)
-    _fit(
-        head,
-        list(head.parameters()),
-        [head],
-        (read,),
-        y,
-        val,
-        epochs=cfg.head_epochs,
-        batch=cfg.head_batch,
-        patience=cfg.patience,
-        cfg=cfg,
-        generator=gen,
-    )
+    _fit(head, (read,), y, val, (cfg.head_epochs, cfg.head_batch, cfg.patience), cfg, gen)
     return head.eval()
 
 
@@ -306,19 +278,8 @@ def fit_network(
     )
     model = build(config)
     _, val = inner_split(groups, y, seed)
-    _fit(
-        model,
-        list(model.parameters()),
-        [model],
-        (torch.from_numpy(values), torch.from_numpy(observed)),
-        y,
-        val,
-        epochs=cfg.net_epochs,
-        batch=cfg.net_batch,
-        patience=cfg.net_patience,
-        cfg=cfg,
-        generator=gen,
-    )
+    tensors = (torch.from_numpy(values), torch.from_numpy(observed))
+    _fit(model, tensors, y, val, (cfg.net_epochs, cfg.net_batch, cfg.net_patience), cfg, gen)
     return model
 
 
