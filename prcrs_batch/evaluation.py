@@ -436,7 +436,7 @@ def write_report(
         "- The readout and ensemble size were chosen by CV on this cohort with fold seed 11, which is not "
         "among the seeds reported here; the same 152 patients still served both, so the withheld cohort "
         "is the honest test.",
-        f"- Networks trained from scratch (PrCRS, CNN, Transformer): Adam lr {cfg.lr}, batch {cfg.net_batch}, "
+        f"- Networks trained from scratch (PrCRS with the same skip readout, CNN, Transformer): Adam lr {cfg.lr}, batch {cfg.net_batch}, "
         f"up to {cfg.net_epochs} epochs, best epoch by loss on a patient-grouped inner validation split "
         f"(patience {cfg.net_patience}); one network per fold, on the first {neural_seeds or len(seeds)} CV repeat(s).",
         f"- Factor sets other than {', '.join(full_sets)}: PrCRS (transfer), logistic regression, gradient boosting "
