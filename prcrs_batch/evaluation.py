@@ -433,9 +433,9 @@ def write_report(
         "with the published mean-pool readout, and the same head on the inputs alone (no body).",
         "- Normalisation (medians, log-scale, standardisation) per fold from the scorable rows of the fold's "
         "training patients, the same for every method, as the shipped models fit it on all patients.",
-        "- The readout and ensemble size were chosen by CV on this cohort with fold seed 11, which is not "
-        "among the seeds reported here; the same 152 patients still served both, so the withheld cohort "
-        "is the honest test.",
+        "- The readout and ensemble size were chosen by CV on this cohort with fold seed 11 "
+        "(`python scripts/readout_selection.py`), which is not among the seeds reported here; the same "
+        "152 patients still served both, so the withheld cohort is the honest test.",
         f"- Networks trained from scratch (PrCRS with the same skip readout, CNN, Transformer): Adam lr {cfg.lr}, batch {cfg.net_batch}, "
         f"up to {cfg.net_epochs} epochs, best epoch by loss on a patient-grouped inner validation split "
         f"(patience {cfg.net_patience}); one network per fold, on the first {neural_seeds or len(seeds)} CV repeat(s).",
