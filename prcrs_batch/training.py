@@ -238,6 +238,7 @@ def fit_transfer(
     members = []
     v, o = torch.from_numpy(values), torch.from_numpy(observed)
     for k, body in enumerate(bodies):
+        set_seed(seed * 1000 + k)  # the fresh head's initial weights
         model = transfer_model(body, inputs, readout)
         with torch.no_grad():
             read = model.features(v, o)  # frozen body in eval mode
