@@ -60,6 +60,7 @@ class PrCRSConfig:
     def from_dict(cls, d: dict) -> PrCRSConfig:
         d = dict(d)
         d["input_slots"] = tuple(d["input_slots"])
+        d.setdefault("readout", "mean")  # manifests from before the readout setting used it
         return cls(**d)
 
 
@@ -178,7 +179,7 @@ def classifier_head(n_in: int, config: PrCRSConfig) -> nn.Sequential:
 
 
 class PrCRS(nn.Module):
-    """Conv embedding -> temporal U-Net of Squeezeformer blocks -> mean pool -> 2 linear layers.
+    """Conv embedding -> temporal U-Net of Squeezeformer blocks -> readout -> 2 linear layers.
 
     The body (everything but `head`) is what pre-training learns and fine-tuning freezes.
     """
