@@ -177,20 +177,17 @@ def _transfer(bodies: list[PrCRS], cfg: training.TrainConfig, readout: str) -> F
 
 def _head_only(n_members: int, cfg: training.TrainConfig) -> FitPredict:
     def fit_predict(train, test, stats, horizon, seed):  # type: ignore[no-untyped-def]
-        def read(rows: pd.DataFrame) -> torch.Tensor:
-            return torch.from_numpy(_xy(rows, stats))
-
+        x_train, x_test = torch.from_numpy(_xy(train, stats)), torch.from_numpy(_xy(test, stats))
         y = train[f"label_{horizon}"].to_numpy(int)
+        groups = train["patient_id"].to_numpy()
         config = PrCRSConfig(d_model=cfg.d_model, dropout=cfg.dropout)
         probs = []
         for k in range(n_members):
             training.set_seed(seed * 1000 + k)
-            head = classifier_head(2 * len(stats.inputs), config)
-            training.fit_head(
-                head, read(train), y, train["patient_id"].to_numpy(), seed * 1000 + k, cfg
-            )
+            head = classifier_head(x_train.shape[1], config)
+            training.fit_head(head, x_train, y, groups, seed * 1000 + k, cfg)
             with torch.no_grad():
-                probs.append(torch.softmax(head(read(test)), dim=1)[:, 1])
+                probs.append(torch.softmax(head(x_test), dim=1)[:, 1])
         return torch.stack(probs).mean(0).numpy().astype(float)
 
     return fit_predict
