@@ -32,6 +32,7 @@ from prcrs_batch import __version__, features
 from prcrs_batch.calibration import apply_calibration
 from prcrs_batch.networks import PrCRS, PrCRSConfig
 from prcrs_batch.panel import BY_CODE, min_observed
+from prcrs_batch.resources import SOURCE_ROOT, bundled_data
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def code_version() -> str:
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=Path(__file__).resolve().parent,
+            cwd=SOURCE_ROOT,
         )
         if rev.returncode == 0 and rev.stdout.strip():
             return f"{__version__}+g{rev.stdout.strip()}"
@@ -92,10 +93,8 @@ def data_fingerprint(
     frame: pd.DataFrame, cohort_path: Path | None, covid_path: Path | None
 ) -> dict[str, Any]:
     """Hashes of the training files and of the feature frame, plus its extent."""
-    from prcrs_batch.cohort import bundled_cohort_path  # noqa: PLC0415
-
-    cart = Path(cohort_path or bundled_cohort_path())
-    covid = Path(covid_path or bundled_cohort_path("covid19.csv"))
+    cart = Path(cohort_path or bundled_data("cart_dev.csv"))
+    covid = Path(covid_path or bundled_data("covid19.csv"))
     frame_hash = hashlib.sha256(
         pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
     ).hexdigest()

@@ -173,13 +173,13 @@ def schedule() -> None:
 def demo(seed: int) -> None:
     """Set up the embedded SQLite warehouse with the development cohort in treatment today, then run."""
     from prcrs_batch.cohort import (
-        bundled_cohort_path,
         load_cohort,
         place_in_treatment,
         read_cohort,
         reset_warehouse,
     )
     from prcrs_batch.db import make_engine, migrate
+    from prcrs_batch.resources import bundled_data
 
     settings = _settings()
     if not settings.warehouse_url.startswith("sqlite"):
@@ -190,7 +190,7 @@ def demo(seed: int) -> None:
     engine = make_engine(settings.warehouse_url)
     reset_warehouse(engine)
     counts = load_cohort(
-        engine, place_in_treatment(read_cohort(bundled_cohort_path()), today, seed=seed)
+        engine, place_in_treatment(read_cohort(bundled_data("cart_dev.csv")), today, seed=seed)
     )
     click.echo(
         f"demo warehouse {settings.warehouse_url}: "

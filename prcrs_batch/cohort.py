@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, time, timedelta
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +63,6 @@ crs_assessments = Table(
     Column("grade", Integer, nullable=False),
     UniqueConstraint("patient_id", "assessed_on"),
 )
-
-
-def bundled_cohort_path(name: str = "cart_dev.csv") -> Path:
-    """Path of a cohort file shipped as package data."""
-    return Path(str(resources.files("prcrs_batch").joinpath(f"data/{name}")))
 
 
 def read_cohort(path: Path) -> pd.DataFrame:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, event, make_url
 
-from prcrs_batch.settings import REPO_ROOT, normalise_database_url
+from prcrs_batch import resources
+from prcrs_batch.settings import normalise_database_url
 
 
 def make_engine(url: str) -> Engine:
@@ -39,7 +40,8 @@ def alembic_config(url: str):  # type: ignore[no-untyped-def]
     """Alembic configuration for the repo's migrations, aimed at `url`."""
     from alembic.config import Config
 
-    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config = Config()
+    config.set_main_option("script_location", str(resources.alembic_dir()))
     config.attributes["url"] = normalise_database_url(url)
     config.attributes["configure_logging"] = False
     return config

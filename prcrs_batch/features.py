@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prcrs_batch.cohort import bundled_cohort_path, load_cohort, read_cohort
+from prcrs_batch.cohort import load_cohort, read_cohort
 from prcrs_batch.db import make_engine
 from prcrs_batch.labs import clean_labs
 from prcrs_batch.panel import ANALYTE_CODES, BY_CODE, HORIZONS, SEVERE_GRADE
+from prcrs_batch.resources import bundled_data
 from prcrs_batch.warehouse import Window, crs_assessments, latest_labs
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def training_frame(
     nightly SQL and lab cleaning. Columns: patient_id, as_of, day, crs_grade, the 42 analytes
     (model units, NaN = missing), label_1..label_3.
     """
-    cohort = read_cohort(cohort_path or bundled_cohort_path())
+    cohort = read_cohort(cohort_path or bundled_data("cart_dev.csv"))
     cohort["as_of"] = [
         d + timedelta(days=int(n)) for d, n in zip(cohort["infusion_date"], cohort["day"])
     ]
@@ -119,7 +120,7 @@ def covid_frame(path: Path | None = None) -> pd.DataFrame:
 
     Columns: subject_id, sample_id, max_severity, and the 42 analytes (NaN where absent).
     """
-    raw = pd.read_csv(path or bundled_cohort_path("covid19.csv"))
+    raw = pd.read_csv(path or bundled_data("covid19.csv"))
     codes = [c for c in ANALYTE_CODES if c in raw.columns]
     long = raw.melt(id_vars=["sample_id"], value_vars=codes, var_name="analyte", value_name="value")
     long = long.dropna(subset=["value"])

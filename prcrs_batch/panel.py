@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from importlib import resources
+
+from prcrs_batch.resources import bundled_data
 
 HORIZONS = (1, 2, 3)  # days ahead
 SEVERE_GRADE = 3  # ASTCT CRS grade counted as severe
@@ -40,7 +41,7 @@ class Analyte:
 
 
 def _read_panel() -> tuple[Analyte, ...]:
-    text = resources.files("prcrs_batch").joinpath("data/analytes.csv").read_text("utf-8")
+    text = bundled_data("analytes.csv").read_text("utf-8")
     return tuple(
         Analyte(
             code=row["code"],

@@ -25,13 +25,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from prcrs_batch import artifacts, mailer, report, results, scoring
 from prcrs_batch.features import lab_matrix
 from prcrs_batch.labs import clean_labs
+from prcrs_batch.resources import template_dir
 from prcrs_batch.settings import Settings
 from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, latest_labs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = template_dir()
 TREND_NIGHTS = 7
 DB_ATTEMPTS = 3
 DB_BACKOFF_SECONDS = 2.0

@@ -45,10 +45,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS, SEVERE_GRADE, inputs_for, min_observed
+from prcrs_batch.resources import template_dir
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+DEFAULT_TEMPLATE_DIR = template_dir()
 TREND_DAYS = 14  # history window: trend charts and "previous run" look back this many days
 MAX_CHARTS = 20  # trend charts for the highest alerts only: keeps the mail small and quick
 TREND_SIZE_PX = (300, 100)  # CSS size of the trend chart; the PNG is drawn at 2x for phones

@@ -14,7 +14,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from prcrs_batch import resources
 
 
 class SettingsError(ValueError):
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     warehouse_url: str = "sqlite:///prcrs.db"
     results_url: str | None = None  # None: same database as the warehouse
-    model_dir: Path = REPO_ROOT / "models"
+    model_dir: Path = Field(default_factory=resources.model_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(0, ge=0, le=256)  # CPU threads for scoring; 0: PyTorch's default
     active_days: int = Field(30, ge=1, le=365)

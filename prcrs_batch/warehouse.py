@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
-from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Connection, Date, DateTime, Integer, String, TextualSelect, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from prcrs_batch.resources import sql_dir
 
 
 class WarehouseError(RuntimeError):
@@ -55,7 +54,7 @@ _PARAM_TYPES = {
 
 @cache
 def _query(name: str, **columns: type) -> TextualSelect:
-    sql = (SQL_DIR / f"{name}.sql").read_text("utf-8")
+    sql = (sql_dir() / f"{name}.sql").read_text("utf-8")
     statement = text(sql)
     binds = [bindparam(p, type_=t()) for p, t in _PARAM_TYPES.items() if f":{p}" in sql]
     return statement.bindparams(*binds).columns(**{k: v() for k, v in columns.items()})

@@ -143,9 +143,10 @@ class Templates:
     """The development cohort as arrays: one row per patient-day, values kept as text."""
 
     def __init__(self) -> None:
-        from prcrs_batch.cohort import bundled_cohort_path, read_cohort
+        from prcrs_batch.cohort import read_cohort
+        from prcrs_batch.resources import bundled_data
 
-        cohort = read_cohort(bundled_cohort_path()).sort_values(["patient_id", "day"])
+        cohort = read_cohort(bundled_data("cart_dev.csv")).sort_values(["patient_id", "day"])
         cohort = cohort.reset_index(drop=True)
         self.values = cohort[list(ANALYTE_CODES)].astype(object).to_numpy()  # (R, 42)
         missing = pd.isna(cohort[list(ANALYTE_CODES)]).to_numpy()

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from prcrs_batch import artifacts, scoring
-from prcrs_batch.cohort import bundled_cohort_path
 from prcrs_batch.panel import ANALYTE_CODES
+from prcrs_batch.resources import bundled_data
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--patients", type=int, default=10_000)
@@ -23,7 +23,7 @@ parser.add_argument("--model-dir", type=Path, default=Path("models"))
 args = parser.parse_args()
 
 rng = np.random.default_rng(0)
-raw = pd.read_csv(bundled_cohort_path())[list(ANALYTE_CODES)].astype(float)
+raw = pd.read_csv(bundled_data("cart_dev.csv"))[list(ANALYTE_CODES)].astype(float)
 rows = raw.iloc[rng.integers(0, len(raw), args.patients)].to_numpy()
 rows = rows * rng.lognormal(0.0, 0.05, rows.shape)
 features = pd.DataFrame(rows, columns=list(ANALYTE_CODES))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
+from prcrs_batch.resources import template_dir
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = template_dir()
 AS_OF = date(2026, 11, 26)
 THRESHOLD = 0.30
 

@@ -3,7 +3,6 @@ from datetime import date
 from sqlalchemy import func, select
 
 from prcrs_batch.cohort import (
-    bundled_cohort_path,
     cart_infusions,
     crs_assessments,
     lab_results,
@@ -13,11 +12,12 @@ from prcrs_batch.cohort import (
 )
 from prcrs_batch.db import make_engine
 from prcrs_batch.panel import ANALYTE_CODES
+from prcrs_batch.resources import bundled_data
 from tests.conftest import TEST_DATA
 
 
 def test_load_full_cohort_is_idempotent(db_url):
-    cohort = read_cohort(bundled_cohort_path())
+    cohort = read_cohort(bundled_data("cart_dev.csv"))
     engine = make_engine(db_url)
     first = load_cohort(engine, cohort)
     second = load_cohort(engine, cohort)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from prcrs_batch import artifacts, features, scoring, training
-from prcrs_batch.cohort import bundled_cohort_path
 from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
+from prcrs_batch.resources import bundled_data
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +19,11 @@ pytestmark = pytest.mark.slow
 def small_data(tmp_path_factory) -> tuple[Path, Path]:
     """30 patients of the development cohort (8 with severe CRS) and 400 COVID-19 samples."""
     root = tmp_path_factory.mktemp("data")
-    cart = pd.read_csv(bundled_cohort_path(), dtype=str)
+    cart = pd.read_csv(bundled_data("cart_dev.csv"), dtype=str)
     worst = cart.assign(g=cart["crs_grade"].astype(int)).groupby("patient_id")["g"].max()
     keep = list(worst[worst >= 3].index[:8]) + list(worst[worst < 3].index[:22])
     cart[cart["patient_id"].isin(keep)].to_csv(root / "cart.csv", index=False)
-    pd.read_csv(bundled_cohort_path("covid19.csv")).head(400).to_csv(
-        root / "covid.csv", index=False
-    )
+    pd.read_csv(bundled_data("covid19.csv")).head(400).to_csv(root / "covid.csv", index=False)
     return root / "cart.csv", root / "covid.csv"
 
 
