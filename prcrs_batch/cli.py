@@ -7,10 +7,14 @@ import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from prcrs_batch.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # the library is imported by the commands that use it: --help stays quick
+    from prcrs_batch.pipeline import RunSummary
 
 log = logging.getLogger("prcrs_batch")
 
@@ -46,11 +50,12 @@ def main(verbose: bool) -> None:
 @main.command("init-db")
 def init_db() -> None:
     """Create or upgrade the results schema (Alembic migrations)."""
-    from prcrs_batch.db import migrate, redact
+    from prcrs_batch.db import migrate
+    from prcrs_batch.errors import redact_url
 
     settings = _settings()
     migrate(settings.results_database_url)
-    click.echo(f"results schema is up to date in {redact(settings.results_database_url)}")
+    click.echo(f"results schema is up to date in {redact_url(settings.results_database_url)}")
 
 
 @main.command("load-cohort")
@@ -73,7 +78,7 @@ def load_cohort_command(path: Path) -> None:
         click.echo(f"  {table}: {n} rows")
 
 
-def _echo_summary(summary) -> None:  # type: ignore[no-untyped-def]
+def _echo_summary(summary: RunSummary) -> None:
     click.echo(f"run {summary.run_id}  as of {summary.as_of.isoformat()}  {summary.status.upper()}")
     click.echo(f"  patients  {summary.n_patients}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.status_counts.items()))
@@ -96,33 +101,16 @@ def _echo_summary(summary) -> None:  # type: ignore[no-untyped-def]
 
 
 def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
-    from prcrs_batch import artifacts, pipeline
-    from prcrs_batch.db import make_engine
+    """Run the nights, printing each one's summary; True when every night went well."""
+    from prcrs_batch import pipeline
 
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    warehouse = make_engine(settings.warehouse_url)
-    results_db = make_engine(settings.results_database_url)
-    try:
-        bundle = artifacts.load_models(settings.model_dir, device=settings.device)
-    except Exception as exc:
-        raise click.ClickException(
-            f"cannot load the models from {settings.model_dir}: {exc}"
-        ) from None
     all_ok = True
-    for as_of in dates:
-        summary = pipeline.run_nightly(
-            settings,
-            as_of=as_of,
-            warehouse=warehouse,
-            results_db=results_db,
-            bundle=bundle,
-            send_email=send_email,
-        )
-        _echo_summary(summary)
-        all_ok = all_ok and summary.ok
+    try:
+        for summary in pipeline.run_nights(settings, dates, send_email=send_email):
+            _echo_summary(summary)
+            all_ok = all_ok and summary.ok
+    except pipeline.ModelsUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
     return all_ok
 
 
@@ -172,33 +160,19 @@ def schedule() -> None:
 @click.option("--seed", default=20261126, show_default=True, help="Seed for a reproducible run.")
 def demo(seed: int) -> None:
     """Set up the embedded SQLite warehouse with the development cohort in treatment today, then run."""
-    from prcrs_batch.cohort import (
-        load_cohort,
-        place_in_treatment,
-        read_cohort,
-        reset_warehouse,
-    )
-    from prcrs_batch.db import make_engine, migrate
-    from prcrs_batch.resources import bundled_data
+    from prcrs_batch import pipeline
 
     settings = _settings()
-    if not settings.warehouse_url.startswith("sqlite"):
-        raise click.ClickException(
-            "demo runs on the embedded SQLite warehouse only; unset PRCRS_WAREHOUSE_URL"
-        )
     today = settings.today()
-    engine = make_engine(settings.warehouse_url)
-    reset_warehouse(engine)
-    counts = load_cohort(
-        engine, place_in_treatment(read_cohort(bundled_data("cart_dev.csv")), today, seed=seed)
-    )
+    try:
+        counts = pipeline.prepare_demo(settings, today=today, seed=seed)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"demo warehouse {settings.warehouse_url}: "
         + ", ".join(f"{n} {t}" for t, n in counts.items())
     )
-    migrate(settings.results_database_url)
-    ok = _run_dates(settings, [today], send_email=True)
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if _run_dates(settings, [today], send_email=True) else 1)
 
 
 @main.command()

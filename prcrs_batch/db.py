@@ -1,8 +1,8 @@
-"""Engines for the warehouse and results databases, and a redacted URL for logs."""
+"""Engines for the warehouse and results databases, and the results schema's migrations."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event
 
 from prcrs_batch import resources
 from prcrs_batch.settings import normalise_database_url
@@ -22,18 +22,6 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and error messages.
-
-    >>> redact("postgresql://u:secret@h/db")
-    'postgresql://u:***@h/db'
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL is still never echoed back whole
-        return "<unparseable database URL>"
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

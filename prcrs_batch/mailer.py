@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from prcrs_batch.errors import describe
 from prcrs_batch.report import Report
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def send_message(
                     "sending failed on attempt %d/%d: %s",
                     attempt,
                     attempts,
-                    _describe(exc, password),
+                    describe(exc, secrets=[password]),
                 )
                 if attempt < attempts:
                     time.sleep(backoff_seconds * 2 ** (attempt - 1))
@@ -163,7 +164,7 @@ def send_message(
                 "sending failed permanently on attempt %d/%d: %s",
                 attempt,
                 attempts,
-                _describe(exc, password),
+                describe(exc, secrets=[password]),
             )
             raise _mail_error(exc, host, port, attempt, password) from _cause(exc, password)
         else:
@@ -213,19 +214,12 @@ def _is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, smtplib.SMTPResponseException) and isinstance(code, int) and code >= 500
 
 
-def _describe(exc: BaseException, password: str | None) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if password:
-        text = text.replace(password, "***")
-    return text
-
-
 def _mail_error(
     exc: BaseException, host: str, port: int, attempt: int, password: str | None
 ) -> MailError:
     return MailError(
         f"could not send the report via {host}:{port} after {attempt} attempt(s): "
-        f"{_describe(exc, password)}"
+        f"{describe(exc, secrets=[password])}"
     )
 
 

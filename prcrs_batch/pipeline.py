@@ -1,6 +1,6 @@
-"""The nightly job: the only module that knows the order of the stages.
+"""The nightly job: the only module that knows the order of the stages, and the nights loop.
 
-warehouse -> labs -> features -> models (scoring, calibration) -> results -> report -> email
+read warehouse -> clean labs -> features -> score -> alerts -> write results -> report -> send
 """
 
 from __future__ import annotations
@@ -13,49 +13,44 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
+import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from prcrs_batch import artifacts, mailer, report, results, scoring
+from prcrs_batch import alerts, artifacts, cohort, mailer, outbox, report, results, scoring
+from prcrs_batch.db import make_engine, migrate
+from prcrs_batch.errors import describe
 from prcrs_batch.features import lab_matrix
 from prcrs_batch.labs import clean_labs
-from prcrs_batch.resources import template_dir
+from prcrs_batch.resources import bundled_data
+from prcrs_batch.results import RunInfo
 from prcrs_batch.settings import Settings
 from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, latest_labs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TEMPLATE_DIR = template_dir()
-TREND_NIGHTS = 7
 DB_ATTEMPTS = 3
 DB_BACKOFF_SECONDS = 2.0
 
 
-@dataclass
-class RunSummary:
-    """What one night did: printed by the CLI, one screen."""
+class ModelsUnavailableError(RuntimeError):
+    """The model folder cannot be used at all (no manifest, unreadable): no night can run."""
 
-    run_id: str
-    as_of: date
-    status: str = "running"
-    n_patients: int = 0
-    n_scores: int = 0
-    n_alerts: int = 0
-    n_data_issues: int = 0
+
+@dataclass
+class RunSummary(RunInfo):
+    """What one night did: the run row plus what the CLI prints on one screen."""
+
     status_counts: dict[str, int] = field(default_factory=dict)
     data_issue_counts: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    model_version: str | None = None
     report_path: Path | None = None
     email: str = "not sent"
-    error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,14 +120,18 @@ def run_nightly(
     Never raises for a failed night: the summary says what failed, the failure is stored
     on a scoring_runs row, and nothing partial is left in crs_risk_scores.
     """
-    summary = RunSummary(run_id=str(uuid.uuid4()), as_of=as_of)
-    started = datetime.now(timezone.utc)
     window = Window(
         as_of=as_of, active_days=settings.active_days, lookback_hours=settings.lookback_hours
     )
+    summary = RunSummary(
+        run_id=str(uuid.uuid4()),
+        as_of=as_of,
+        started_at=datetime.now(timezone.utc),
+        data_cutoff=window.end - timedelta(seconds=1),
+    )
     log.info("run %s: scoring as of %s", summary.run_id, as_of.isoformat())
     try:
-        if bundle is None:  # the CLI loads them once for all the nights it runs
+        if bundle is None:  # run_nights loads them once for all the nights it runs
             with _stage(summary, "load models"):
                 bundle = artifacts.load_models(settings.model_dir, device=settings.device)
         summary.model_version = bundle.model_version
@@ -149,86 +148,51 @@ def run_nightly(
             )
         with _stage(summary, "score"):
             scores = scoring.score(bundle, features, device=settings.device)
+        with _stage(summary, "alerts"):
+            summaries = alerts.summarise_patients(
+                patients=patients, scores=scores, threshold=settings.alert_threshold
+            )
+            history = alerts.recent_history(
+                with_db_retries(
+                    lambda: _read_history(results_db, as_of, alerts.alert_ids(summaries)),
+                    "read score history",
+                ),
+                as_of,
+            )
+            summaries = alerts.with_previous(summaries, history)
         summary.n_patients = len(night.patients)
         summary.n_scores = len(scores)
+        summary.n_alerts = len(alerts.alert_ids(summaries))
         summary.n_data_issues = len(issues)
         summary.status_counts = dict(Counter(scores["status"]))
         summary.data_issue_counts = dict(Counter(issues["reason"]))
-
-        with _stage(summary, "build report"):
-            history = with_db_retries(
-                lambda: _read_history(results_db, as_of, scores, settings.alert_threshold),
-                "read score history",
-            )
-            run_info = {
-                "run_id": summary.run_id,
-                "as_of": as_of,
-                "model_version": summary.model_version,
-                "data_cutoff": window.end - timedelta(seconds=1),
-                "n_patients": summary.n_patients,
-                "n_scores": summary.n_scores,
-                "n_data_issues": summary.n_data_issues,
-            }
-            issue_counts = pd.DataFrame(
-                sorted(summary.data_issue_counts.items(), key=lambda kv: -kv[1]),
-                columns=["reason", "n"],
-            )
-            alert_report = report.build_report(
-                run=run_info,
-                patients=patients,
-                scores=scores,
-                history=history,
-                data_issues=issue_counts,
-                threshold=settings.alert_threshold,
-                template_dir=TEMPLATE_DIR,
-            )
-            summary.n_alerts = alert_report.n_alerts
-
         with _stage(summary, "write results"):
-            run_row = {
-                "run_id": summary.run_id,
-                "as_of": as_of,
-                "started_at": started,
-                "finished_at": datetime.now(timezone.utc),
-                "status": "succeeded",
-                "n_patients": summary.n_patients,
-                "n_scores": summary.n_scores,
-                "n_alerts": summary.n_alerts,
-                "n_data_issues": summary.n_data_issues,
-                "model_version": summary.model_version,
-                "error": None,
-            }
+            summary.status = "succeeded"
+            summary.finished_at = datetime.now(timezone.utc)
 
             def write() -> None:
                 with results_db.begin() as connection:
                     results.replace_night(
-                        connection=connection, run=run_row, scores=scores, issues=issues
+                        connection=connection, run=summary, scores=scores, issues=issues
                     )
 
             with_db_retries(write, "write results")
-        summary.status = "succeeded"
     except Exception as exc:  # a failed night is recorded and reported, never half-written
-        summary.status = "failed"
-        summary.error = _describe(exc)
-        log.error("run %s failed: %s", summary.run_id, summary.error)
-        _record_failure(results_db, summary, started)
-        if send_email and settings.email_enabled:
-            notice = report.build_failure_notice(
-                run=_run_dict(summary), error=summary.error, template_dir=TEMPLATE_DIR
-            )
-            _send(
-                settings,
-                mailer.build_message(
-                    notice, sender=settings.alert_from, recipients=settings.alert_to
-                ),
-                summary,
-            )
+        _fail(settings, results_db, summary, exc, send_email)
         return summary
 
     try:
-        _deliver_report(settings, results_db, summary, alert_report, send_email)
+        with _stage(summary, "build report"):
+            alert_report = report.build_report(
+                run=summary,
+                summaries=summaries,
+                history=history,
+                data_issues=summary.data_issue_counts,
+                threshold=settings.alert_threshold,
+            )
+        _publish(settings, results_db, summary, alert_report, send_email)
     except Exception as exc:  # the scores are stored; only the report is missing
-        summary.email = f"failed: report not written: {_describe(exc)}"
+        summary.email = f"failed: report not written: {describe(exc)}"
         log.error("run %s: %s", summary.run_id, summary.email)
     log.info(
         "run %s %s: %d patients, %d scores, %d alerts, %d data-quality decisions",
@@ -242,7 +206,85 @@ def run_nightly(
     return summary
 
 
-def _deliver_report(
+def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> Iterator[RunSummary]:
+    """Run each night in turn with the models loaded once; yields each night's summary.
+
+    Raises ModelsUnavailableError before the first night when the models cannot be read.
+    """
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        bundle = artifacts.load_models(settings.model_dir, device=settings.device)
+    except Exception as exc:
+        raise ModelsUnavailableError(
+            f"cannot load the models from {settings.model_dir}: {describe(exc)}"
+        ) from None
+    warehouse = make_engine(settings.warehouse_url)
+    results_db = make_engine(settings.results_database_url)
+    try:
+        for as_of in dates:
+            yield run_nightly(
+                settings,
+                as_of=as_of,
+                warehouse=warehouse,
+                results_db=results_db,
+                bundle=bundle,
+                send_email=send_email,
+            )
+    finally:
+        warehouse.dispose()
+        results_db.dispose()
+
+
+def run_claimed_night(settings: Settings, host: str) -> RunSummary | None:
+    """The scheduler's night: claim today for `host`, then run it; None when another
+    scheduler already claimed it (the claim is the lock between hosts)."""
+    as_of = settings.today()
+    warehouse = make_engine(settings.warehouse_url)
+    results_db = make_engine(settings.results_database_url)
+    try:
+        with results_db.begin() as connection:
+            claimed = results.claim_night(
+                connection=connection, as_of=as_of, claimed_by=host, now=datetime.now(timezone.utc)
+            )
+        if not claimed:
+            log.info("night %s already claimed by another scheduler; skipping", as_of.isoformat())
+            return None
+        summary = run_nightly(settings, as_of=as_of, warehouse=warehouse, results_db=results_db)
+        log.info("night %s: %s (%d alerts)", as_of.isoformat(), summary.status, summary.n_alerts)
+        return summary
+    finally:
+        warehouse.dispose()
+        results_db.dispose()
+
+
+def prepare_demo(settings: Settings, *, today: date, seed: int) -> dict[str, int]:
+    """The embedded SQLite warehouse refilled with the development cohort in treatment on
+    `today`, and the results schema migrated; returns the warehouse's row counts."""
+    if not settings.warehouse_url.startswith("sqlite"):
+        raise ValueError(
+            "demo runs on the embedded SQLite warehouse only; unset PRCRS_WAREHOUSE_URL"
+        )
+    engine = make_engine(settings.warehouse_url)
+    cohort.reset_warehouse(engine)
+    development = cohort.read_cohort(bundled_data("cart_dev.csv"))
+    counts = cohort.load_cohort(engine, cohort.place_in_treatment(development, today, seed=seed))
+    engine.dispose()
+    migrate(settings.results_database_url)
+    return counts
+
+
+def _read_history(results_db: Engine, as_of: date, trend_patients: list[str]) -> pd.DataFrame:
+    with results_db.connect() as connection:
+        return results.score_history(
+            connection=connection,
+            since=as_of - timedelta(days=alerts.HISTORY_DAYS),
+            before=as_of,
+            trend_patients=trend_patients,
+        )
+
+
+def _publish(
     settings: Settings,
     results_db: Engine,
     summary: RunSummary,
@@ -250,132 +292,53 @@ def _deliver_report(
     send_email: bool,
 ) -> None:
     """Write the HTML report, then send it (and any earlier undelivered one)."""
-    as_of = summary.as_of
+    sending = send_email and settings.email_enabled
     with _stage(summary, "write report"):
-        summary.report_path = report.write_report(
-            alert_report, settings.report_dir, as_of, summary.run_id
-        )
-        if send_email and settings.email_enabled:
-            # Kept beside the HTML until it is sent, so that a later night can resend it.
+        path = outbox.write_html(alert_report, settings.report_dir, summary.as_of, summary.run_id)
+        summary.report_path = path
+        if sending:
             message = mailer.build_message(
                 alert_report, sender=settings.alert_from, recipients=settings.alert_to
             )
-            summary.report_path.with_suffix(".eml").write_bytes(bytes(message))
+            outbox.keep(path, message)
         with results_db.begin() as connection:
-            results.mark_report(
-                connection=connection, run_id=summary.run_id, path=str(summary.report_path)
-            )
-    if send_email and settings.email_enabled:
+            results.mark_report(connection=connection, run_id=summary.run_id, path=str(path))
+    if sending:
         with _stage(summary, "send email"):
-            _resend_undelivered(settings, results_db, as_of)
-            if _send(settings, message, summary):
-                _mark_sent(results_db, summary.run_id, summary.report_path)
+            outbox.resend_undelivered(settings, results_db, before=summary.as_of)
+            failure = outbox.send_kept(settings, results_db, summary.run_id, path)
+            summary.email = _email_status(settings, failure)
     elif not settings.email_enabled:
         summary.email = "disabled (no PRCRS_SMTP_HOST): report written only"
     else:
         summary.email = "not sent (--no-email or backfill)"
 
 
-def _read_history(
-    results_db: Engine, as_of: date, scores: pd.DataFrame, threshold: float
-) -> pd.DataFrame:
-    """Earlier nights for the report: trends only for patients with a risk over the threshold."""
-    over = scores["calibrated_risk"].to_numpy(dtype=float) >= threshold
-    trend_patients = sorted(set(scores.loc[over, "patient_id"].astype(str)))
-    with results_db.connect() as connection:
-        return results.score_history(
-            connection=connection,
-            since=as_of - timedelta(days=TREND_NIGHTS),
-            before=as_of,
-            trend_patients=trend_patients,
-        )
+def _fail(
+    settings: Settings, results_db: Engine, summary: RunSummary, exc: Exception, send_email: bool
+) -> None:
+    """Store the failed night's run row and send a failure notice."""
+    summary.status = "failed"
+    summary.error = describe(exc)
+    summary.finished_at = datetime.now(timezone.utc)
+    summary.n_patients = summary.n_scores = summary.n_alerts = summary.n_data_issues = 0
+    log.error("run %s failed: %s", summary.run_id, summary.error)
 
+    def record() -> None:
+        with results_db.begin() as connection:
+            results.record_failed_run(connection=connection, run=summary)
 
-def _send(settings: Settings, message: EmailMessage, summary: RunSummary | None = None) -> bool:
-    """Send by SMTP with the mailer's retries; False (and logged) when it could not."""
     try:
-        mailer.send_message(
-            message,
-            host=settings.smtp_host or "",
-            port=settings.smtp_port,
-            sender=settings.alert_from,
-            recipients=settings.alert_to,
-            user=settings.smtp_user,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls,
-            ssl=settings.smtp_ssl,
-            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+        with_db_retries(record, "record failed run")
+    except Exception as record_exc:  # the results database itself may be what failed
+        log.error("run %s: could not record the failure: %s", summary.run_id, describe(record_exc))
+    if send_email and settings.email_enabled:
+        notice = report.build_failure_notice(run=summary, error=summary.error)
+        message = mailer.build_message(
+            notice, sender=settings.alert_from, recipients=settings.alert_to
         )
-    except mailer.MailError as exc:
-        log.error("%s not sent: %s", message["Subject"], exc)
-        if summary is not None:
-            summary.email = f"failed: {exc}"
-        return False
-    if summary is not None:
-        summary.email = f"sent to {len(settings.alert_to)} recipient(s)"
-    return True
+        summary.email = _email_status(settings, outbox.send(settings, message))
 
 
-def _mark_sent(results_db: Engine, run_id: str, report_path: Path) -> None:
-    """Record the delivery and drop the saved message: nothing is left to resend."""
-    with results_db.begin() as connection:
-        results.mark_report(
-            connection=connection, run_id=run_id, sent_at=datetime.now(timezone.utc)
-        )
-    report_path.with_suffix(".eml").unlink(missing_ok=True)
-
-
-def _resend_undelivered(settings: Settings, results_db: Engine, as_of: date) -> None:
-    """Send the saved messages of earlier nights whose report never went out."""
-    with results_db.connect() as connection:
-        pending = results.undelivered_reports(connection=connection, before=as_of)
-    for run in pending:
-        saved = Path(run["report_path"]).with_suffix(".eml")
-        if not saved.exists():  # a backfilled night, not meant to be sent
-            continue
-        message = message_from_bytes(saved.read_bytes(), policy=policy.default)
-        if _send(settings, message):  # type: ignore[arg-type]
-            log.info("resent the undelivered report of %s", run["as_of"])
-            _mark_sent(results_db, run["run_id"], Path(run["report_path"]))
-
-
-def _run_dict(summary: RunSummary) -> dict:
-    return {
-        "run_id": summary.run_id,
-        "as_of": summary.as_of,
-        "model_version": summary.model_version,
-        "status": summary.status,
-    }
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for an operator: the exception type and message, never a traceback."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0]}"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def _record_failure(results_db: Engine, summary: RunSummary, started: datetime) -> None:
-    row = {
-        "run_id": summary.run_id,
-        "as_of": summary.as_of,
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc),
-        "status": "failed",
-        "n_patients": 0,
-        "n_scores": 0,
-        "n_alerts": 0,
-        "n_data_issues": 0,
-        "model_version": summary.model_version,
-        "error": (summary.error or "")[:2000],
-    }
-    try:
-        with_db_retries(lambda: _insert_failed(results_db, row), "record failed run")
-    except Exception as exc:  # the results database itself may be what failed
-        log.error("run %s: could not record the failure: %s", summary.run_id, _describe(exc))
-
-
-def _insert_failed(results_db: Engine, row: dict) -> None:
-    with results_db.begin() as connection:
-        results.record_failed_run(connection=connection, run=row)
+def _email_status(settings: Settings, failure: str | None) -> str:
+    return f"failed: {failure}" if failure else f"sent to {len(settings.alert_to)} recipient(s)"

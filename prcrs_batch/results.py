@@ -7,6 +7,7 @@ as-of date replaces that date's rows, so a night is never duplicated nor half-wr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -17,6 +18,41 @@ from prcrs_batch import scoring
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
 
 SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
+MAX_ERROR_CHARS = 2000  # of a failed night's error kept on its run row
+
+
+@dataclass
+class RunInfo:
+    """One night's run: its scoring_runs row, and the facts the report states about it."""
+
+    run_id: str
+    as_of: date
+    started_at: datetime
+    data_cutoff: datetime  # end of the as-of day: results collected later are not used
+    model_version: str | None = None
+    status: str = "running"
+    finished_at: datetime | None = None
+    n_patients: int = 0
+    n_scores: int = 0
+    n_alerts: int = 0
+    n_data_issues: int = 0
+    error: str | None = None
+
+    def row(self) -> dict[str, object]:
+        """The scoring_runs columns."""
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "n_patients": self.n_patients,
+            "n_scores": self.n_scores,
+            "n_alerts": self.n_alerts,
+            "n_data_issues": self.n_data_issues,
+            "model_version": self.model_version,
+            "error": None if self.error is None else self.error[:MAX_ERROR_CHARS],
+        }
 
 
 def _none_if_nan(value: object) -> object:
@@ -24,17 +60,17 @@ def _none_if_nan(value: object) -> object:
 
 
 def replace_night(
-    *, connection: Connection, run: dict, scores: pd.DataFrame, issues: pd.DataFrame
+    *, connection: Connection, run: RunInfo, scores: pd.DataFrame, issues: pd.DataFrame
 ) -> None:
-    """Replace everything stored for run["as_of"] by this run, its scores and its issues."""
-    as_of: date = run["as_of"]
+    """Replace everything stored for run.as_of by this run, its scores and its issues."""
+    as_of = run.as_of
     old_runs = select(scoring_runs.c.run_id).where(scoring_runs.c.as_of == as_of)
     connection.execute(delete(crs_risk_scores).where(crs_risk_scores.c.as_of == as_of))
     connection.execute(
         delete(data_quality_issues).where(data_quality_issues.c.run_id.in_(old_runs))
     )
     connection.execute(delete(scoring_runs).where(scoring_runs.c.as_of == as_of))
-    connection.execute(insert(scoring_runs), [run])
+    connection.execute(insert(scoring_runs), [run.row()])
     # Python ints and floats (object dtype) so that both drivers and COPY take them as they are.
     typed = (
         scores[SCORE_COLUMNS]
@@ -44,18 +80,18 @@ def replace_night(
     score_rows = [
         {
             **{k: _none_if_nan(v) for k, v in zip(SCORE_COLUMNS, row)},
-            "run_id": run["run_id"],
+            "run_id": run.run_id,
             "as_of": as_of,
             "target_date": as_of + timedelta(days=row[2]),
-            "model_version": run["model_version"],
-            "created_at": run["finished_at"],
+            "model_version": run.model_version,
+            "created_at": run.finished_at,
         }
         for row in typed.itertuples(index=False, name=None)
     ]
     _insert_many(connection, crs_risk_scores, score_rows)
     issue_rows = [
         {
-            "run_id": run["run_id"],
+            "run_id": run.run_id,
             "patient_id": _none_if_nan(r.patient_id),
             "analyte": _none_if_nan(r.analyte),
             "collected_at": None
@@ -89,9 +125,9 @@ def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None
                 copy.write_row([row[c] for c in columns])
 
 
-def record_failed_run(*, connection: Connection, run: dict) -> None:
+def record_failed_run(*, connection: Connection, run: RunInfo) -> None:
     """Keep a failed night's run row (with its error); the date's earlier rows stay untouched."""
-    connection.execute(insert(scoring_runs), [run])
+    connection.execute(insert(scoring_runs), [run.row()])
 
 
 def score_history(

@@ -11,40 +11,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from prcrs_batch import pipeline, results
-from prcrs_batch.db import make_engine
+from prcrs_batch import pipeline
 from prcrs_batch.settings import Settings
 
 log = logging.getLogger(__name__)
 MISFIRE_GRACE_SECONDS = 3 * 3600
-
-
-def nightly_job(settings: Settings, host: str) -> pipeline.RunSummary | None:
-    """Claim tonight, then run it; None when another scheduler already claimed it."""
-    as_of = settings.today()
-    warehouse = make_engine(settings.warehouse_url)
-    results_db = make_engine(settings.results_database_url)
-    try:
-        with results_db.begin() as connection:
-            claimed = results.claim_night(
-                connection=connection, as_of=as_of, claimed_by=host, now=datetime.now(timezone.utc)
-            )
-        if not claimed:
-            log.info("night %s already claimed by another scheduler; skipping", as_of.isoformat())
-            return None
-        summary = pipeline.run_nightly(
-            settings, as_of=as_of, warehouse=warehouse, results_db=results_db
-        )
-        log.info("night %s: %s (%d alerts)", as_of.isoformat(), summary.status, summary.n_alerts)
-        return summary
-    finally:
-        warehouse.dispose()
-        results_db.dispose()
 
 
 def build_scheduler(
@@ -62,7 +37,7 @@ def build_scheduler(
     )
     trigger = CronTrigger.from_crontab(settings.schedule_cron, timezone=settings.zone)
     scheduler.add_job(
-        job or (lambda: nightly_job(settings, host)),
+        job or (lambda: pipeline.run_claimed_night(settings, host)),
         trigger,
         id="prcrs-nightly",
         name="PrCRS nightly scoring",

@@ -7,8 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from prcrs_batch import alerts
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
+from prcrs_batch.report import Report, build_report
 from prcrs_batch.resources import template_dir
+from prcrs_batch.results import RunInfo
 
 TEMPLATE_DIR = template_dir()
 AS_OF = date(2026, 11, 26)
@@ -17,16 +20,45 @@ THRESHOLD = 0.30
 Risks = tuple[float, float, float]
 
 
-def make_run(n_patients: int = 0, n_data_issues: int = 4) -> dict[str, Any]:
-    return {
-        "run_id": "0b7e2c8e-run-test",
-        "as_of": AS_OF,
-        "model_version": "prcrs-2026.11-test",
-        "data_cutoff": datetime.combine(AS_OF, time(23, 59, 59)),
-        "n_patients": n_patients,
-        "n_scores": n_patients * len(FACTOR_SETS) * len(HORIZONS),
-        "n_data_issues": n_data_issues,
-    }
+def make_run(n_patients: int = 0, n_data_issues: int = 4) -> RunInfo:
+    return RunInfo(
+        run_id="0b7e2c8e-run-test",
+        as_of=AS_OF,
+        started_at=datetime.combine(AS_OF, time(2, 0)),
+        data_cutoff=datetime.combine(AS_OF, time(23, 59, 59)),
+        model_version="prcrs-2026.11-test",
+        n_patients=n_patients,
+        n_scores=n_patients * len(FACTOR_SETS) * len(HORIZONS),
+        n_data_issues=n_data_issues,
+    )
+
+
+def summarise(
+    patients: pd.DataFrame, scores: pd.DataFrame, history: pd.DataFrame, threshold: float
+) -> list[alerts.PatientSummary]:
+    """The pipeline's alert decisions, as it takes them before the report."""
+    summaries = alerts.summarise_patients(patients=patients, scores=scores, threshold=threshold)
+    return alerts.with_previous(summaries, alerts.recent_history(history, AS_OF))
+
+
+def render_report(
+    *,
+    run: RunInfo,
+    patients: pd.DataFrame,
+    scores: pd.DataFrame,
+    history: pd.DataFrame,
+    data_issues: dict[str, int],
+    threshold: float = THRESHOLD,
+) -> Report:
+    """Alert decisions then the report, as the pipeline chains them."""
+    return build_report(
+        run=run,
+        summaries=summarise(patients, scores, history, threshold),
+        history=alerts.recent_history(history, AS_OF),
+        data_issues=data_issues,
+        threshold=threshold,
+        template_dir=TEMPLATE_DIR,
+    )
 
 
 def make_patients(ids: list[str], grades: dict[str, int] | None = None) -> pd.DataFrame:
@@ -101,10 +133,8 @@ def make_history(pid: str, model: str, nights: int = 5, start: float = 0.05) -> 
     return pd.DataFrame(rows)
 
 
-def make_data_issues() -> pd.DataFrame:
-    return pd.DataFrame(
-        {"reason": ["implausible_value", "unknown_unit", "unparseable_text"], "n": [2, 1, 1]}
-    )
+def make_data_issues() -> dict[str, int]:
+    return {"implausible_value": 2, "unknown_unit": 1, "unparseable_text": 1}
 
 
 EMPTY_HISTORY = pd.DataFrame(

@@ -149,11 +149,11 @@ def test_writer_replaces_a_night_but_has_no_ddl(db_url, roles):
     )
     now = datetime.now(timezone.utc)
     for run_id in ("run-1", "run-2"):  # the second night replaces the first (DELETE + INSERT)
-        run = {
-            "run_id": run_id, "as_of": date(2026, 11, 26), "started_at": now, "finished_at": now,
-            "status": "succeeded", "n_patients": 1, "n_scores": 3, "n_alerts": 0,
-            "n_data_issues": 1, "model_version": "test", "error": None,
-        }  # fmt: skip
+        run = results.RunInfo(
+            run_id=run_id, as_of=date(2026, 11, 26), started_at=now, data_cutoff=now,
+            finished_at=now, status="succeeded", n_patients=1, n_scores=3, n_alerts=0,
+            n_data_issues=1, model_version="test",
+        )  # fmt: skip
         with engine.begin() as connection:
             connection.execute(text(f'SET LOCAL ROLE "{roles["writer"]}"'))
             results.replace_night(connection=connection, run=run, scores=scores, issues=issues)

@@ -12,13 +12,12 @@ from typing import Any
 import pandas as pd
 import pytest
 from report_data import (
-    TEMPLATE_DIR,
-    THRESHOLD,
     make_data_issues,
     make_history,
     make_patients,
     make_run,
     make_scores,
+    render_report,
 )
 from smtp_server import (  # noqa: F401  (fixtures)
     SMTP_PASSWORD,
@@ -29,7 +28,7 @@ from smtp_server import (  # noqa: F401  (fixtures)
 )
 
 from prcrs_batch.mailer import MailError, build_message, send_report
-from prcrs_batch.report import Report, build_failure_notice, build_report
+from prcrs_batch.report import Report, build_failure_notice
 
 SENDER = "prcrs-batch@hospital.example"
 RECIPIENTS = ["haem-oncall@hospital.example", "cart-team@hospital.example"]
@@ -45,14 +44,12 @@ def alert_report() -> Report:
         "SYN-0003": {"all": (0.05, 0.06, 0.07)},
     }
     history = pd.concat([make_history("SYN-0001", "all"), make_history("SYN-0002", "no_cytokines")])
-    return build_report(
+    return render_report(
         run=make_run(len(ids)),
         patients=make_patients(ids),
         scores=make_scores(spec),
         history=history,
         data_issues=make_data_issues(),
-        threshold=THRESHOLD,
-        template_dir=TEMPLATE_DIR,
     )
 
 
@@ -104,7 +101,7 @@ def test_message_structure_without_images():
 
 
 def test_failure_notice_is_sent(smtp_sink):
-    notice = build_failure_notice(run={"run_id": "r-1", "as_of": "2026-11-26"}, error="db down")
+    notice = build_failure_notice(run=make_run(), error="db down")
     send(notice, smtp_sink)
     [message] = smtp_sink.messages
     assert message["Subject"] == "PrCRS 2026-11-26 - RUN FAILED, no risk scores"
@@ -207,14 +204,12 @@ def test_no_recipients_is_an_error(alert_report):
 
 def test_logs_carry_no_patient_ids(alert_report, smtp_sink, caplog):
     caplog.set_level(logging.DEBUG, logger="prcrs_batch")
-    build_report(
+    render_report(
         run=make_run(1),
         patients=make_patients(["SYN-SECRET-ID"]),
         scores=make_scores({"SYN-SECRET-ID": {"all": (0.9, 0.9, 0.9)}, "SYN-ORPHAN": {}}),
         history=make_history("SYN-SECRET-ID", "all"),
         data_issues=make_data_issues(),
-        threshold=THRESHOLD,
-        template_dir=TEMPLATE_DIR,
     )
     send(alert_report, smtp_sink)
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("prcrs_batch")]

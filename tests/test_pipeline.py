@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from prcrs_batch import artifacts, pipeline, results
+from prcrs_batch.alerts import HISTORY_DAYS
 from prcrs_batch.cli import main
 from prcrs_batch.db import make_engine
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS
@@ -204,3 +205,39 @@ def test_run_command_prints_a_summary(
         assert word in outcome.output
     assert isinstance(artifacts.load_models(quick_models).model_version, str)
     assert date.fromisoformat(AS_OF.isoformat()) == AS_OF
+
+
+def _copy_night(engine, source: date, target: date) -> None:
+    """Store `source`'s scores again as the night `target` (an earlier run, cheaply)."""
+    with engine.begin() as connection:
+        scores = results.stored_scores(connection=connection, as_of=source).drop(columns="as_of")
+        now = datetime.now(timezone.utc)
+        run = results.RunInfo(
+            run_id=f"copy-{target}",
+            as_of=target,
+            started_at=now,
+            data_cutoff=now,
+            finished_at=now,
+            status="succeeded",
+            model_version="copy",
+        )
+        results.replace_night(
+            connection=connection, run=run, scores=scores, issues=pd.DataFrame(columns=ISSUES)
+        )
+
+
+ISSUES = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
+
+
+def test_the_history_window_read_is_the_one_the_report_states(settings, warehouse):
+    settings = settings.model_copy(update={"alert_threshold": 1e-6})  # every scorable patient
+    run_night(settings, warehouse)
+    edge, beyond = AS_OF - timedelta(days=HISTORY_DAYS), AS_OF - timedelta(days=HISTORY_DAYS + 1)
+    _copy_night(warehouse, AS_OF, beyond)
+    html = run_night(settings, warehouse).report_path.read_text()
+    assert "Previous run" not in html  # a night outside the window is not read
+    assert f"No earlier run on all within {HISTORY_DAYS} days" in html
+    _copy_night(warehouse, AS_OF, edge)
+    html = run_night(settings, warehouse).report_path.read_text()
+    assert f"Previous run</strong> ({edge.isoformat()})" in html
+    assert f"up to {HISTORY_DAYS} days back" in html

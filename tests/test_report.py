@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import pandas as pd
@@ -10,37 +11,32 @@ import pytest
 from report_data import (
     AS_OF,
     EMPTY_HISTORY,
-    TEMPLATE_DIR,
     THRESHOLD,
     make_data_issues,
     make_history,
     make_patients,
     make_run,
     make_scores,
+    render_report,
+    summarise,
 )
 
-from prcrs_batch.report import (
-    MAX_CHARTS,
-    Report,
-    build_failure_notice,
-    build_report,
-    summarise_patients,
-    write_report,
-)
+from prcrs_batch.alerts import HISTORY_DAYS
+from prcrs_batch.outbox import write_html
+from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice
 
 HOSTILE_ID = "<script>alert(1)</script>"
 
 
 def render(spec, *, ids=None, history=EMPTY_HISTORY, grades=None, threshold=THRESHOLD) -> Report:
     ids = ids if ids is not None else list(spec)
-    return build_report(
+    return render_report(
         run=make_run(len(ids)),
         patients=make_patients(ids, grades),
         scores=make_scores(spec),
         history=history,
         data_issues=make_data_issues(),
         threshold=threshold,
-        template_dir=TEMPLATE_DIR,
     )
 
 
@@ -51,12 +47,11 @@ def alert_ids(report: Report) -> list[str]:
 def summaries(spec, **kwargs):
     return {
         s.patient_id: s
-        for s in summarise_patients(
-            patients=make_patients(list(spec)),
-            scores=make_scores(spec),
-            history=kwargs.get("history", EMPTY_HISTORY),
-            threshold=THRESHOLD,
-            as_of=AS_OF,
+        for s in summarise(
+            make_patients(list(spec)),
+            make_scores(spec),
+            kwargs.get("history", EMPTY_HISTORY),
+            THRESHOLD,
         )
     }
 
@@ -173,7 +168,7 @@ def test_trend_chart_is_a_small_png_referenced_by_cid():
     for png in report.images.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) < 40_000
-    assert "No earlier run on all within 14 days: tonight only" in report.html
+    assert f"No earlier run on all within {HISTORY_DAYS} days: tonight only" in report.html
 
 
 def test_html_is_escaped_and_self_contained():
@@ -200,14 +195,12 @@ def test_all_clear_night_gets_a_short_report():
 
 def test_empty_cohort_is_all_clear():
     empty = pd.DataFrame()
-    report = build_report(
+    report = render_report(
         run=make_run(0, n_data_issues=0),
         patients=empty,
         scores=empty,
         history=empty,
-        data_issues=empty,
-        threshold=THRESHOLD,
-        template_dir=TEMPLATE_DIR,
+        data_issues={},
     )
     assert report.subject.endswith("all clear")
     assert "0 active patients" in report.text
@@ -215,17 +208,17 @@ def test_empty_cohort_is_all_clear():
 
 def test_write_report_inlines_images_and_replaces_a_rerun(tmp_path):
     report = render({"SYN-A": {"all": (0.6, 0.6, 0.6)}}, history=make_history("SYN-A", "all"))
-    path = write_report(report, tmp_path / "reports", AS_OF, "run/1")
+    path = write_html(report, tmp_path / "reports", AS_OF, "run/1")
     assert path.name == "prcrs-2026-11-26-run_1.html"
     html = path.read_text("utf-8")
     assert "cid:" not in html and html.count("data:image/png;base64,") == 1
-    again = write_report(Report("s", "<p>rerun</p>", "t", {}), tmp_path / "reports", AS_OF, "run/1")
+    again = write_html(Report("s", "<p>rerun</p>", "t", {}), tmp_path / "reports", AS_OF, "run/1")
     assert again == path and path.read_text("utf-8") == "<p>rerun</p>"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
 
 
 def test_failure_notice_masks_secrets_and_escapes(tmp_path):
-    run = {"run_id": "r-9", "as_of": AS_OF, "model_version": "v1"}
+    run = replace(make_run(), run_id="r-9", model_version="v1")
     error = "OperationalError <b>x</b> postgresql://batch:hunter2@db:5432/wh password=hunter3"
     notice = build_failure_notice(run=run, error=error)
     assert notice.subject == "PrCRS 2026-11-26 - RUN FAILED, no risk scores"

@@ -9,7 +9,7 @@ import sys
 import threading
 from datetime import datetime, timedelta
 
-from prcrs_batch import scheduler
+from prcrs_batch import pipeline, scheduler
 from prcrs_batch.settings import load_settings
 from prcrs_batch.tables import crs_risk_scores, night_claims
 from tests.nightly import AS_OF, count_rows
@@ -35,8 +35,8 @@ def test_cron_job_fires(settings_env):
 
 def test_second_scheduler_does_not_score_the_same_night(settings, warehouse, monkeypatch):
     monkeypatch.setattr(type(settings), "today", lambda self: AS_OF)
-    first = scheduler.nightly_job(settings, host="host-a")
-    second = scheduler.nightly_job(settings, host="host-b")
+    first = pipeline.run_claimed_night(settings, host="host-a")
+    second = pipeline.run_claimed_night(settings, host="host-b")
     assert first is not None and first.status == "succeeded"
     assert second is None
     assert count_rows(warehouse, night_claims) == 1
