@@ -164,7 +164,7 @@ def with_previous(
     """Each alert with its latest earlier night on the same model (from `recent_history`)."""
     previous = _previous_night_max(recent)
     return [
-        replace(s, previous=previous.get((s.patient_id, s.model))) if s.alert else s
+        replace(s, previous=previous.get((s.patient_id, s.model))) if s.alert and s.model else s
         for s in summaries
     ]
 
@@ -174,28 +174,26 @@ def _summarise(
 ) -> PatientSummary:
     results = _model_results(rows)
     chosen = recommend_model(results)
-    common = {
-        "patient_id": pid,
-        "day_since_infusion": optional_int(patient.get("day_since_infusion")),
-        "crs_grade": optional_int(patient.get("crs_grade")),
-        "labs_collected": _collection_window(patient.get("labs_from"), patient.get("labs_to")),
-    }
+    not_scorable = PatientSummary(
+        patient_id=pid,
+        day_since_infusion=optional_int(patient.get("day_since_infusion")),
+        crs_grade=optional_int(patient.get("crs_grade")),
+        model=None,
+        risks=(None,) * len(HORIZONS),
+        max_risk=None,
+        alert=False,
+        why=_not_scorable_reason(results),
+        inputs_observed=None,
+        inputs_expected=None,
+        others=tuple(results),
+        labs_collected=_collection_window(patient.get("labs_from"), patient.get("labs_to")),
+    )
     if chosen is None:
-        return PatientSummary(
-            **common,
-            model=None,
-            risks=(None,) * len(HORIZONS),
-            max_risk=None,
-            alert=False,
-            why=_not_scorable_reason(results),
-            inputs_observed=None,
-            inputs_expected=None,
-            others=tuple(results),
-        )
+        return not_scorable
     present = [r for r in chosen.risks if r is not None]
     max_risk = max(present) if present else None
-    return PatientSummary(
-        **common,
+    return replace(
+        not_scorable,
         model=chosen.model,
         risks=chosen.risks,
         max_risk=max_risk,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,7 +121,7 @@ def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
     help="Night to score (default: today in PRCRS_TIMEZONE).",
 )
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
-def run(as_of, no_email: bool) -> None:  # type: ignore[no-untyped-def]
+def run(as_of: datetime | None, no_email: bool) -> None:
     """Score all active patients once, store the results, write and email the report."""
     settings = _settings()
     night = as_of.date() if as_of else settings.today()
@@ -137,7 +137,7 @@ def run(as_of, no_email: bool) -> None:  # type: ignore[no-untyped-def]
     "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
 )
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
-def backfill(start, end, email: bool) -> None:  # type: ignore[no-untyped-def]
+def backfill(start: datetime, end: datetime, email: bool) -> None:
     """Score every night in a date range with the models loaded once (validation on history)."""
     settings = _settings()
     if end < start:
@@ -159,7 +159,7 @@ def schedule() -> None:
 @main.command()
 @click.option("--seed", default=20261126, show_default=True, help="Seed for a reproducible run.")
 def demo(seed: int) -> None:
-    """Set up the embedded SQLite warehouse with the development cohort in treatment today, then run."""
+    """Fill the embedded SQLite warehouse with the development cohort in treatment today; run."""
     from prcrs_batch import pipeline
 
     settings = _settings()
@@ -194,7 +194,8 @@ def train(output: Path | None, seed: int, quick: bool) -> None:
     started = time.perf_counter()
     manifest = training.train(target, seed=seed, quick=quick)
     click.echo(
-        f"{len(manifest['models'])} models written to {target} in {time.perf_counter() - started:.0f} s"
+        f"{len(manifest['models'])} models written to {target} "
+        f"in {time.perf_counter() - started:.0f} s"
     )
 
 

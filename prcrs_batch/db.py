@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 from prcrs_batch import resources
@@ -15,7 +18,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -24,10 +27,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
-def alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str) -> Config:
     """Alembic configuration for the repo's migrations, aimed at `url`."""
-    from alembic.config import Config
-
     config = Config()
     config.set_main_option("script_location", str(resources.alembic_dir()))
     config.attributes["url"] = normalise_database_url(url)

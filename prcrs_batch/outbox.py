@@ -15,7 +15,6 @@ from datetime import date, datetime, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import cast
 
 from sqlalchemy import Engine
 
@@ -86,7 +85,7 @@ def send_kept(settings: Settings, results_db: Engine, run_id: str, report_path: 
     """Send a night's kept message; on success record it and drop the `.eml`."""
     saved = report_path.with_suffix(".eml")
     message = message_from_bytes(saved.read_bytes(), policy=policy.default)
-    failure = send(settings, cast(EmailMessage, message))
+    failure = send(settings, message)
     if failure is None:
         with results_db.begin() as connection:
             results.mark_report(

@@ -252,7 +252,8 @@ def _data_issue_context(run: RunInfo, counts: Mapping[str, int]) -> dict[str, An
 # still be announced. The files in templates/ take precedence.
 _FALLBACKS = {
     "failure.txt": (
-        "{{ subject }}\n\nThe nightly PrCRS run for {{ run.as_of }} failed (run {{ run.run_id }}).\n"
+        "{{ subject }}\n\n"
+        "The nightly PrCRS run for {{ run.as_of }} failed (run {{ run.run_id }}).\n"
         "No risk scores were published for this night: the absence of alerts means nothing.\n\n"
         "Error: {{ error }}\n"
     ),

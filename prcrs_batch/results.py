@@ -18,6 +18,7 @@ from prcrs_batch import scoring
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
 
 SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
+ISSUE_COLUMNS = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
 MAX_ERROR_CHARS = 2000  # of a failed night's error kept on its run row
 
 
@@ -92,16 +93,18 @@ def replace_night(
     issue_rows = [
         {
             "run_id": run.run_id,
-            "patient_id": _none_if_nan(r.patient_id),
-            "analyte": _none_if_nan(r.analyte),
+            "patient_id": _none_if_nan(patient_id),
+            "analyte": _none_if_nan(analyte),
             "collected_at": None
-            if pd.isna(r.collected_at)
-            else pd.Timestamp(r.collected_at).to_pydatetime(),
-            "raw_value": None if r.raw_value is None else str(r.raw_value)[:200],
-            "unit": None if r.unit is None or pd.isna(r.unit) else str(r.unit)[:32],
-            "reason": r.reason,
+            if pd.isna(collected_at)
+            else pd.Timestamp(collected_at).to_pydatetime(),
+            "raw_value": None if raw_value is None else str(raw_value)[:200],
+            "unit": None if unit is None or pd.isna(unit) else str(unit)[:32],
+            "reason": reason,
         }
-        for r in issues.itertuples(index=False)
+        for patient_id, analyte, collected_at, raw_value, unit, reason in issues[
+            ISSUE_COLUMNS
+        ].itertuples(index=False, name=None)
     ]
     _insert_many(connection, data_quality_issues, issue_rows)
 
@@ -119,7 +122,9 @@ def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    with connection.connection.driver_connection.cursor() as cursor:  # same transaction
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a live connection inside the caller's transaction
+    with driver.cursor() as cursor:  # same transaction
         with cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row([row[c] for c in columns])

@@ -63,12 +63,13 @@ def _query(name: str, **columns: type) -> TextualSelect:
 def _frame(
     connection: Connection, statement: TextualSelect, params: dict, columns: list[str]
 ) -> pd.DataFrame:
-    used = {k: v for k, v in params.items() if f":{k}" in statement.element.text}
+    sql = str(statement.element)
+    used = {k: v for k, v in params.items() if f":{k}" in sql}
     try:
         rows = connection.execute(statement, used).all()
     except SQLAlchemyError as exc:
         raise WarehouseError(
-            f"warehouse query failed: {exc.__class__.__name__}: {exc.orig or exc}"
+            f"warehouse query failed: {exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
         ) from exc
     # Plain tuples: pandas inspects each Row object otherwise, ten times slower.
     return pd.DataFrame([tuple(row) for row in rows], columns=columns)

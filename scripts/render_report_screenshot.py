@@ -14,7 +14,6 @@ import argparse
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -22,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for, min_observed  # noqa: E402
-from prcrs_batch.report import build_report, write_report  # noqa: E402
+from prcrs_batch import alerts
+from prcrs_batch.outbox import write_html
+from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for, min_observed
+from prcrs_batch.report import build_report
+from prcrs_batch.resources import SOURCE_ROOT as REPO
+from prcrs_batch.results import RunInfo
 
 AS_OF = date(2026, 11, 26)
 THRESHOLD = 0.30
@@ -108,27 +108,25 @@ def synthetic_night(seed: int = 7) -> dict[str, Any]:
                         )
     patients_df = pd.DataFrame(patients)
     patients_df["crs_grade"] = patients_df["crs_grade"].astype("Int64")
-    scores_df = pd.DataFrame(scores)
-    issues = pd.DataFrame(
-        {
-            "reason": ["implausible_value", "unknown_unit", "unparseable_text", "duplicate"],
-            "n": [7, 3, 2, 1],
-        }
+    issues = {"implausible_value": 7, "unknown_unit": 3, "unparseable_text": 2, "duplicate": 1}
+    run = RunInfo(
+        run_id="demo-2026-11-26",
+        as_of=AS_OF,
+        started_at=datetime.combine(AS_OF, time(2, 0)),
+        data_cutoff=datetime.combine(AS_OF, time(23, 59, 59)),
+        model_version="prcrs-synthetic-demo",
+        n_patients=len(patients_df),
+        n_scores=len(scores),
+        n_data_issues=sum(issues.values()),
     )
-    run = {
-        "run_id": "demo-2026-11-26",
-        "as_of": AS_OF,
-        "model_version": "prcrs-synthetic-demo",
-        "data_cutoff": datetime.combine(AS_OF, time(23, 59, 59)),
-        "n_patients": len(patients_df),
-        "n_scores": len(scores_df),
-        "n_data_issues": int(issues["n"].sum()),
-    }
+    recent = alerts.recent_history(pd.DataFrame(history), AS_OF)
+    summaries = alerts.summarise_patients(
+        patients=patients_df, scores=pd.DataFrame(scores), threshold=THRESHOLD
+    )
     return {
         "run": run,
-        "patients": patients_df,
-        "scores": scores_df,
-        "history": pd.DataFrame(history),
+        "summaries": alerts.with_previous(summaries, recent),
+        "history": recent,
         "data_issues": issues,
     }
 
@@ -160,12 +158,8 @@ def main() -> int:
     args = parser.parse_args()
 
     night = synthetic_night()
-    report = build_report(
-        **night,
-        threshold=THRESHOLD,
-        template_dir=REPO / "templates",
-    )
-    html_path = write_report(report, args.out, AS_OF, str(night["run"]["run_id"]))
+    report = build_report(**night, threshold=THRESHOLD)
+    html_path = write_html(report, args.out, AS_OF, night["run"].run_id)
     print(f"{report.subject}: {html_path}")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh database per test, on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL."""
+"""Shared fixtures: a fresh database per test, on SQLite and (with TEST_DATABASE_URL) PostgreSQL."""
 
 from __future__ import annotations
 

@@ -111,7 +111,10 @@ def _denied(conn: psycopg.Connection, statement: str) -> None:
         conn.execute(statement)
 
 
-RUN = "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, n_scores, n_alerts, n_data_issues) VALUES ('r0', '2026-11-25', now(), 'succeeded', 0, 0, 0, 0)"
+RUN = (
+    "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, n_scores, "
+    "n_alerts, n_data_issues) VALUES ('r0', '2026-11-25', now(), 'succeeded', 0, 0, 0, 0)"
+)
 
 
 @postgres_only

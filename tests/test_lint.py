@@ -1,4 +1,4 @@
-"""The code passes the project's linters (ruff rules and format in pyproject.toml)."""
+"""The code passes the project's linters (ruff rules and format, mypy; pyproject.toml)."""
 
 import subprocess
 import sys
@@ -14,5 +14,13 @@ def test_ruff(args):
     pytest.importorskip("ruff")
     result = subprocess.run(
         [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy():
+    pytest.importorskip("mypy")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -40,12 +40,14 @@ def test_check_constraints_reject_bad_rows(engine):
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, n_scores, n_alerts, n_data_issues)"
+                "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, "
+                "n_scores, n_alerts, n_data_issues)"
                 " VALUES ('r1', '2026-11-26', '2026-11-26 02:00:00', 'succeeded', 0, 0, 0, 0)"
             )
         )
     bad = (
-        "INSERT INTO crs_risk_scores (run_id, as_of, patient_id, model, horizon_days, target_date, status,"
+        "INSERT INTO crs_risk_scores (run_id, as_of, patient_id, model, horizon_days, "
+        "target_date, status,"
         " inputs_observed, inputs_expected, created_at) VALUES ('r1', '2026-11-26', 'p', 'all', 4,"
         " '2026-11-30', 'ok', 1, 1, '2026-11-26 02:00:00')"
     )

@@ -123,7 +123,8 @@ def test_recommended_model_falls_through_the_order():
 
     assert got["SYN-ALL"].model == "all" and not got["SYN-ALL"].alert
     assert got["SYN-ALL"].why.startswith(
-        "first model in the recommended order with enough inputs: all 42 inputs needs ≥ 5 observed; 41 of 42 observed"
+        "first model in the recommended order with enough inputs: "
+        "all 42 inputs needs ≥ 5 observed; 41 of 42 observed"
     )
     assert got["SYN-PART"].model == "cytokines" and not got["SYN-PART"].alert
     assert "all: model error" in got["SYN-PART"].why

@@ -1,4 +1,4 @@
-"""The scheduler fires the nightly job on its cron, never twice for one night, and stops on SIGTERM."""
+"""The scheduler fires the nightly job on its cron, never twice a night, and stops on SIGTERM."""
 
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
-            "model IN ('all', 'no_cytokines', 'cytokines', 'biochem_blood', 'biochem', 'blood_routine')",
+            "model IN ('all', 'no_cytokines', 'cytokines', 'biochem_blood', 'biochem', "
+            "'blood_routine')",
             name=op.f("ck_crs_risk_scores_model"),
         ),
         sa.CheckConstraint(
