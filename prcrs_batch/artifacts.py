@@ -6,7 +6,9 @@ Layout:
 - `<factor_set>_h<horizon>.safetensors`: that model's fine-tuned heads (one per member);
 - `manifest.json`: per model the inputs in order, units, fill values, normalisation, network
   config, calibration tables, CV metrics, and the SHA-256 of every weight file it needs;
-  plus training-data hashes, seed and code version.
+  plus the pre-trained bodies' network config, training-data hashes, seed and code version.
+
+In a weight file, ensemble member k's tensor `name` is stored as `member{k}.name`.
 
 Weights are safetensors (no pickle). A model whose file is missing or whose checksum differs
 is not loaded: `load_models` records an error for it and loads the others.
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from prcrs_batch import __version__, features
 from prcrs_batch.calibration import apply_calibration
-from prcrs_batch.networks import PrCRS, PrCRSConfig
+from prcrs_batch.networks import PrCRS, PrCRSConfig, predict
 from prcrs_batch.panel import BY_CODE, min_observed
 from prcrs_batch.resources import SOURCE_ROOT, bundled_data
 
@@ -70,6 +73,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count, the one place the job does; None or 0 keeps torch's default.
+
+    The networks are small: under CPU contention a thread or two beats OpenMP spinning, and
+    training reproduces bit for bit only with the thread count it was trained with.
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def code_version() -> str:
@@ -129,7 +142,7 @@ def load_weights(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
 
 
 def reference_inputs(n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two fixed encoded rows used to check that a reloaded model reproduces its training-time output."""
+    """Two fixed encoded rows: a reloaded model must reproduce its training-time output on them."""
     values = np.zeros((2, n_inputs), dtype=np.float32)
     values[1] = np.where(np.arange(n_inputs) % 2 == 0, 1.0, -1.0)
     observed = np.ones((2, n_inputs), dtype=bool)
@@ -137,14 +150,15 @@ def reference_inputs(n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
     return values, observed
 
 
-@torch.inference_mode()
-def _ensemble_probabilities(
-    members: list[PrCRS], values: np.ndarray, observed: np.ndarray
-) -> np.ndarray:
-    v, o = torch.from_numpy(values), torch.from_numpy(observed)
-    v, o = v.to(next(members[0].parameters()).device), o.to(next(members[0].parameters()).device)
-    probs = [torch.softmax(m.eval()(v, o), dim=1)[:, 1] for m in members]
-    return torch.stack(probs).mean(0).double().cpu().numpy()
+def stack_members(states: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One flat state dict for a weight file: member k's `name` becomes `member{k}.name`."""
+    return {f"member{k}.{name}": t for k, state in enumerate(states) for name, t in state.items()}
+
+
+def member_state(tensors: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Member k's tensors of a weight file, without the prefix (the inverse of stack_members)."""
+    prefix = f"member{k}."
+    return {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
 
 
 def write_models(
@@ -159,22 +173,17 @@ def write_models(
     train_seconds: float,
 ) -> dict[str, Any]:
     """Write weights and manifest.json; returns the manifest."""
-    body_tensors = {
-        f"member{k}.{name}": t
-        for k, body in enumerate(bodies)
-        for name, t in body.state_dict().items()
-        if not name.startswith(("head.", "scatter."))
-    }
+    body_tensors = stack_members(  # what pre-training learned: all but the head and the scatter
+        {n: t for n, t in b.state_dict().items() if not n.startswith(("head.", "scatter."))}
+        for b in bodies
+    )
     pretrained_sha = _save(output_dir / PRETRAINED_FILE, body_tensors)
     models = []
     for e in entries:
         name = model_name(e["factor_set"], e["horizon"])
-        heads = {
-            f"member{k}.{n}": t
-            for k, m in enumerate(e["members"])
-            for n, t in m.state_dict().items()
-            if n.startswith("head.")
-        }
+        heads = stack_members(
+            {n: t for n, t in m.state_dict().items() if n.startswith("head.")} for m in e["members"]
+        )
         file = f"{name}.safetensors"
         stats: features.InputStats = e["input_stats"]
         models.append(
@@ -194,9 +203,7 @@ def write_models(
                 ],
                 "reference_probabilities": [
                     round(float(p), 7)
-                    for p in _ensemble_probabilities(
-                        e["members"], *reference_inputs(len(stats.inputs))
-                    )
+                    for p in predict(e["members"], *reference_inputs(len(stats.inputs)))
                 ],
                 "calibration": e["calibration"],
                 "cv_metrics": e["cv_metrics"],
@@ -216,6 +223,7 @@ def write_models(
         "pretraining": {
             "file": PRETRAINED_FILE,
             "sha256": pretrained_sha,
+            "network": bodies[0].config.to_dict(),
             "members": pretrain_info,
         },
         "models": models,
@@ -245,14 +253,9 @@ class LoadedModel:
         self.members = [m.to(device) for m in self.members]
         return self
 
-    @torch.inference_mode()
     def probabilities(self, frame: pd.DataFrame, device: torch.device) -> np.ndarray:
         """Raw ensemble probability of severe CRS for every row of `frame`."""
-        values, observed = features.encode(frame, self.stats)
-        v = torch.from_numpy(values).to(device)
-        o = torch.from_numpy(observed).to(device)
-        probs = [torch.softmax(m(v, o), dim=1)[:, 1] for m in self.members]
-        return torch.stack(probs).mean(0).double().cpu().numpy()
+        return predict(self.members, *features.encode(frame, self.stats), device)
 
     def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         return apply_calibration(self.calibration, probabilities)
@@ -272,27 +275,27 @@ class ModelBundle:
         return {k: v for k, v in self.models.items() if isinstance(v, str)}
 
 
+def _with_weights(
+    model: PrCRS, state: dict[str, torch.Tensor], may_lack: tuple[str, ...] = ("scatter.",)
+) -> PrCRS:
+    """`model` in eval mode with `state` loaded; ValueError when they do not fit each other."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.startswith(may_lack)]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights do not fit the saved config: missing {missing}, extra {unexpected}"
+        )
+    return model.eval()
+
+
 def _build_members(
     entry: dict[str, Any], bodies: dict[str, torch.Tensor], heads: dict[str, torch.Tensor]
 ) -> list[PrCRS]:
     config = PrCRSConfig.from_dict(entry["network"])
-    members = []
-    for k in range(entry["n_members"]):
-        model = PrCRS(config)
-        state = {
-            name[len(f"member{k}.") :]: t
-            for source in (bodies, heads)
-            for name, t in source.items()
-            if name.startswith(f"member{k}.")
-        }
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [m for m in missing if not m.startswith("scatter.")]
-        if missing or unexpected:
-            raise ValueError(
-                f"weights do not fit the saved config: missing {missing}, extra {unexpected}"
-            )
-        members.append(model.eval())
-    return members
+    return [
+        _with_weights(PrCRS(config), member_state(bodies, k) | member_state(heads, k))
+        for k in range(entry["n_members"])
+    ]
 
 
 def load_model(
@@ -309,7 +312,7 @@ def load_model(
     members = _build_members(entry, tensors[0], tensors[1])
     expected = entry.get("reference_probabilities")
     if expected is not None:
-        got = _ensemble_probabilities(members, *reference_inputs(len(entry["inputs"])))
+        got = predict(members, *reference_inputs(len(entry["inputs"])))
         if not np.allclose(got, expected, atol=1e-5):
             raise ModelReproductionError(
                 f"model {entry.get('name')} rebuilt from its config does not reproduce its "
@@ -327,6 +330,33 @@ def load_model(
         calibration_method=cal["default"],
         entry=entry,
     ).to(device)
+
+
+def pretraining_config(manifest: dict[str, Any]) -> PrCRSConfig:
+    """The pre-trained bodies' network config, as `train` recorded it.
+
+    A manifest written before it was recorded: the first model's config with the
+    pre-training head and readout (3 classes, mean pool); the body's weights do not depend
+    on the fields that differ (input slots).
+    """
+    pre = manifest["pretraining"]
+    if "network" in pre:
+        return PrCRSConfig.from_dict(pre["network"])
+    return PrCRSConfig.from_dict(
+        manifest["models"][0]["network"] | {"n_classes": 3, "readout": "mean"}
+    )
+
+
+def load_bodies(model_dir: Path | str) -> list[PrCRS]:
+    """The COVID-19 pre-trained bodies in model_dir (checksum verified); heads not saved."""
+    manifest, _ = read_manifest(model_dir)
+    pre = manifest["pretraining"]
+    tensors = load_weights(Path(model_dir) / pre["file"], pre["sha256"])
+    config = pretraining_config(manifest)
+    return [
+        _with_weights(PrCRS(config), member_state(tensors, k), ("head.", "scatter."))
+        for k in range(len(pre["members"]))
+    ]
 
 
 def read_manifest(model_dir: Path | str) -> tuple[dict[str, Any], str]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from prcrs_batch.metrics import brier, ece
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("neighbour_window", "isotonic")
@@ -110,27 +112,6 @@ def apply_calibration(params: dict[str, Any], probabilities: np.ndarray) -> np.n
     else:
         raise ValueError(f"unknown calibration method {method!r}")
     return np.clip(out, 0.0, 1.0)
-
-
-def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    p, y = np.asarray(probabilities, float), np.asarray(labels, float)
-    return float(np.mean((p - y) ** 2))
-
-
-def ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
-    """Expected calibration error over equal-width bins, weighted by bin size.
-
-    >>> ece(np.array([0.2, 0.2, 0.2, 0.2, 0.2]), np.array([1, 0, 0, 0, 0]))
-    0.0
-    """
-    p, y = np.asarray(probabilities, float), np.asarray(labels, float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            total += m.sum() * abs(p[m].mean() - y[m].mean())
-    return float(round(total / len(p), 12))
 
 
 def cross_fitted(

@@ -25,8 +25,10 @@ Readout (what the classifier reads), `PrCRSConfig.readout`:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -71,6 +73,8 @@ def slots_for(inputs: list[str]) -> tuple[int, ...]:
 
 class _Scatter(nn.Module):
     """(B, L) values + mask -> (B, 2, S): channel 0 the value, channel 1 the observed flag."""
+
+    slots: torch.Tensor  # (L,) panel slot of each input, a buffer
 
     def __init__(self, config: PrCRSConfig):
         super().__init__()
@@ -277,6 +281,36 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 def build(config: PrCRSConfig) -> nn.Module:
     """Rebuild a network from its config (weights are loaded separately)."""
     return ARCHITECTURES[config.arch](config)
+
+
+def ensemble_probability(logits: Iterable[torch.Tensor]) -> np.ndarray:
+    """The ensemble's probability of class 1: mean over members of softmax(logits)[:, 1].
+
+    `logits` holds one (B, 2) tensor per member; returns float64 (B,) on the CPU. Every
+    ensemble prediction (training, CV methods, the manifest check, scoring) goes through here.
+
+    >>> ensemble_probability([torch.zeros(1, 2), torch.tensor([[0.0, 100.0]])]).tolist()
+    [0.75]
+    """
+    probs = [torch.softmax(x, dim=1)[:, 1] for x in logits]  # each (B,)
+    return torch.stack(probs).mean(0).double().cpu().numpy()
+
+
+@torch.inference_mode()
+def predict(
+    members: Sequence[nn.Module],
+    values: np.ndarray,
+    observed: np.ndarray,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Ensemble probability of class 1 for encoded rows (features.encode), in eval mode.
+
+    The inputs go to `device`, by default the device of the first member's weights.
+    """
+    device = device or next(members[0].parameters()).device
+    v = torch.from_numpy(values).to(device)  # (B, L)
+    o = torch.from_numpy(observed).to(device)  # (B, L)
+    return ensemble_probability(m.eval()(v, o) for m in members)
 
 
 def n_parameters(model: nn.Module) -> int:

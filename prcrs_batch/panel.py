@@ -1,4 +1,5 @@
-"""The prediction task as data: the 42-analyte panel, the six factor sets and the horizons.
+"""The prediction task as data: the 42-analyte panel, the six factor sets, the horizons, the
+target, and the rule for which rows are scored.
 
 Every other module takes these names from here, so the panel is declared once.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+
+import numpy as np
 
 from prcrs_batch.resources import bundled_data
 
@@ -72,3 +75,14 @@ def inputs_for(factor_set: str) -> list[str]:
 def min_observed(factor_set: str) -> int:
     """How many observed inputs a factor set needs before it is scored."""
     return min(MIN_OBSERVED_INPUTS, len(inputs_for(factor_set)))
+
+
+def scorable(n_observed: np.ndarray, factor_set: str) -> np.ndarray:
+    """The scorability rule: does a row with `n_observed` of the set's inputs get a score.
+
+    The nightly job scores exactly these rows, and training learns from exactly these.
+
+    >>> scorable(np.array([4, 5, 7]), "cytokines").tolist()
+    [False, True, True]
+    """
+    return np.asarray(n_observed) >= min_observed(factor_set)

@@ -15,7 +15,15 @@ import torch
 
 from prcrs_batch.artifacts import LoadedModel, ModelBundle, resolve_device
 from prcrs_batch.features import encode
-from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS, inputs_for, min_observed
+from prcrs_batch.networks import ensemble_probability
+from prcrs_batch.panel import (
+    ANALYTE_CODES,
+    FACTOR_SETS,
+    HORIZONS,
+    inputs_for,
+    min_observed,
+    scorable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +61,7 @@ def score(
     for factor_set in FACTOR_SETS:
         inputs = inputs_for(factor_set)
         n_obs = features[inputs].notna().sum(axis=1).to_numpy()
-        enough = n_obs >= min_observed(factor_set)
+        enough = scorable(n_obs, factor_set)
         models = {h: bundle.models.get((factor_set, h), "model not in manifest") for h in HORIZONS}
         ready = {h: m for h, m in models.items() if not isinstance(m, str)}
         probabilities = _probabilities(ready, features.loc[enough], dev) if enough.any() else {}
@@ -119,11 +127,7 @@ def _probabilities(
         values, observed = encode(frame, first.stats)
         v = torch.from_numpy(values).to(device)
         o = torch.from_numpy(observed).to(device)
-        sums = {h: 0.0 for h in group}
-        for k, member in enumerate(first.members):
-            pooled = member.features(v, o)  # (B, C): the frozen body, run once
-            for h, model in group.items():
-                sums[h] = sums[h] + torch.softmax(model.members[k].head(pooled), dim=1)[:, 1]
-        for h in group:
-            out[h] = (sums[h] / len(first.members)).double().cpu().numpy()
+        read = [member.features(v, o) for member in first.members]  # each frozen body once
+        for h, model in group.items():
+            out[h] = ensemble_probability(m.head(x) for m, x in zip(model.members, read))
     return out

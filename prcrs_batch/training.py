@@ -12,12 +12,14 @@ shipped model, so that the CV figures describe what ships:
    readout (networks.py: mean and max pool + the inputs and their mask) feeds a new 2-class
    head (two linear layers), trained with early stopping on a patient-grouped inner
    validation split.
-3. The ensemble's probability is the mean over members.
-4. Out-of-fold predictions from patient-grouped stratified 5-fold CV fit the calibrators
-   (calibration.py) and give the CV metrics stored in the manifest.
+3. The ensemble's probability is the mean over members (networks.ensemble_probability).
+4. Out-of-fold predictions from patient-grouped stratified 5-fold CV (cv.out_of_fold, the
+   loop evaluation.py uses too) fit the calibrators (calibration.py) and give the CV
+   metrics stored in the manifest.
 
-Only patient-days the nightly job would score (a label for the horizon, and at least
-panel.min_observed of the set's inputs observed) are used for fine-tuning and CV.
+Only patient-days the nightly job would score (a label for the horizon, and panel.scorable)
+are used for fine-tuning and CV. Every random draw comes from a scope seeded explicitly
+(`seeded`), so a result never depends on what ran before it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,19 +38,12 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
-from prcrs_batch import calibration, features
-from prcrs_batch.networks import PrCRS, PrCRSConfig, build, slots_for
-from prcrs_batch.panel import (
-    ANALYTE_CODES,
-    FACTOR_SETS,
-    HORIZONS,
-    SEVERE_GRADE,
-    inputs_for,
-    min_observed,
-)
+from prcrs_batch import artifacts, calibration, cv, datasets, features
+from prcrs_batch.metrics import binary_metrics
+from prcrs_batch.networks import PrCRS, PrCRSConfig, build, predict, slots_for
+from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
 
 logger = logging.getLogger(__name__)
 
@@ -84,44 +81,17 @@ class TrainConfig:
         )
 
 
-def set_seed(seed: int) -> torch.Generator:
-    seed = int(seed)
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    return torch.Generator().manual_seed(seed)
+@contextmanager
+def seeded(seed: int) -> Iterator[torch.Generator]:
+    """A scope whose random draws depend on `seed` alone; the caller's state is restored after.
 
-
-# ----------------------------------------------------------------------------- splits
-
-
-def ever_severe(frame: pd.DataFrame) -> pd.Series:
-    """Per row: does this row's patient ever reach a severe grade (the stratification label)."""
-    return frame.groupby("patient_id")["crs_grade"].transform("max").ge(SEVERE_GRADE).astype(int)
-
-
-def patient_folds(frame: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    """Fold number (0..n_folds-1) per row; every patient's rows share one fold.
-
-    Stratified on whether the patient ever has severe CRS (StratifiedGroupKFold).
+    Module initialisation and dropout draw from torch's global CPU generator, so it is
+    forked and seeded here (CPU only: training runs on the CPU); the yielded generator,
+    seeded alike, drives batch order and masking. numpy's global generator is not used.
     """
-    folds = np.full(len(frame), -1)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(
-        splitter.split(np.zeros(len(frame)), ever_severe(frame), frame["patient_id"])
-    ):
-        folds[test] = k
-    return folds
-
-
-def inner_split(groups: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Patient-grouped train/validation masks (about 80/20) for early stopping."""
-    n_splits = min(5, len(np.unique(groups)))  # a tiny cohort may have fewer than 5 patients
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    strat = pd.Series(y).groupby(groups).transform("max").to_numpy()
-    _, val = next(splitter.split(np.zeros(len(y)), strat, groups))
-    mask = np.zeros(len(y), dtype=bool)
-    mask[val] = True
-    return ~mask, mask
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        yield torch.Generator().manual_seed(int(seed))
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -179,7 +149,6 @@ def _fit(
 
 def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, dict[str, Any]]:
     """Pre-train one PrCRS on COVID-19 max severity (3 classes) over the 42-slot panel."""
-    gen = set_seed(seed)
     inputs = [c for c in ANALYTE_CODES if covid[c].notna().any()]
     stats = features.fit_input_stats(covid, inputs)
     values, observed = features.encode(covid, stats)
@@ -190,19 +159,20 @@ def pretrain(covid: pd.DataFrame, seed: int, cfg: TrainConfig) -> tuple[PrCRS, d
         dropout=cfg.dropout,
         readout="mean",
     )
-    model = PrCRS(config)
     y = covid["max_severity"].to_numpy(dtype=int)
-    _, val = inner_split(covid["subject_id"].to_numpy(), (y == 2).astype(int), seed)
     v, o = torch.from_numpy(values), torch.from_numpy(observed)
+    with seeded(seed) as gen:
+        model = PrCRS(config)
+        _, val = cv.inner_split(covid["subject_id"].to_numpy(), (y == 2).astype(int), seed)
 
-    def forward(vb: torch.Tensor, ob: torch.Tensor) -> torch.Tensor:
-        if model.training and cfg.pretrain_mask_rate > 0:
-            keep = torch.rand(ob.shape, generator=gen) >= cfg.pretrain_mask_rate
-            ob = ob & keep
-        return model(vb, ob)
+        def forward(vb: torch.Tensor, ob: torch.Tensor) -> torch.Tensor:
+            if model.training and cfg.pretrain_mask_rate > 0:
+                keep = torch.rand(ob.shape, generator=gen) >= cfg.pretrain_mask_rate
+                ob = ob & keep
+            return model(vb, ob)
 
-    schedule = (cfg.pretrain_epochs, cfg.pretrain_batch, cfg.patience)
-    info, epoch = _fit(model, (v, o), y, val, schedule, cfg, gen, forward)
+        schedule = (cfg.pretrain_epochs, cfg.pretrain_batch, cfg.patience)
+        info, epoch = _fit(model, (v, o), y, val, schedule, cfg, gen, forward)
     with torch.no_grad():
         acc = (model(v[val], o[val]).argmax(1).numpy() == y[val]).mean()
     info.update(best_epoch=epoch, val_accuracy=float(acc), inputs=inputs, seed=seed)
@@ -234,15 +204,19 @@ def fit_transfer(
     cfg: TrainConfig,
     readout: str = "skip",
 ) -> list[PrCRS]:
-    """Fine-tune one head per pre-trained body (frozen), on the body's readout."""
+    """Fine-tune one head per pre-trained body (frozen), on the body's readout.
+
+    Member k's head starts from, and trains with, seed `seed * 1000 + k`.
+    """
     members = []
     v, o = torch.from_numpy(values), torch.from_numpy(observed)
     for k, body in enumerate(bodies):
-        set_seed(seed * 1000 + k)  # the fresh head's initial weights
-        model = transfer_model(body, inputs, readout)
+        member_seed = seed * 1000 + k
+        with seeded(member_seed):  # the fresh head's initial weights
+            model = transfer_model(body, inputs, readout)
         with torch.no_grad():
             read = model.features(v, o)  # frozen body in eval mode
-        fit_head(model.head, read, y, groups, seed * 1000 + k, cfg)
+        fit_head(model.head, read, y, groups, member_seed, cfg)
         members.append(model.eval())
     return members
 
@@ -256,9 +230,9 @@ def fit_head(
     cfg: TrainConfig,
 ) -> nn.Module:
     """Train a classifier head on fixed features `read` (N, F), early-stopped on an inner split."""
-    gen = set_seed(seed)
-    _, val = inner_split(groups, y, seed)
-    _fit(head, (read,), y, val, (cfg.head_epochs, cfg.head_batch, cfg.patience), cfg, gen)
+    with seeded(seed) as gen:
+        _, val = cv.inner_split(groups, y, seed)
+        _fit(head, (read,), y, val, (cfg.head_epochs, cfg.head_batch, cfg.patience), cfg, gen)
     return head.eval()
 
 
@@ -273,94 +247,37 @@ def fit_network(
     cfg: TrainConfig,
 ) -> nn.Module:
     """Train a whole network (PrCRS from scratch, CNN or Transformer) on CAR-T rows."""
-    gen = set_seed(seed)
     config = PrCRSConfig(
         arch=arch, input_slots=slots_for(inputs), d_model=cfg.d_model, dropout=cfg.dropout
     )
-    model = build(config)
-    _, val = inner_split(groups, y, seed)
     tensors = (torch.from_numpy(values), torch.from_numpy(observed))
-    _fit(model, tensors, y, val, (cfg.net_epochs, cfg.net_batch, cfg.net_patience), cfg, gen)
+    schedule = (cfg.net_epochs, cfg.net_batch, cfg.net_patience)
+    with seeded(seed) as gen:
+        model = build(config)
+        _, val = cv.inner_split(groups, y, seed)
+        _fit(model, tensors, y, val, schedule, cfg, gen)
     return model
 
 
-@torch.inference_mode()
-def predict(members: list[nn.Module], values: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Mean probability of class 1 over ensemble members."""
-    v, o = torch.from_numpy(values), torch.from_numpy(observed)
-    probs = [torch.softmax(m.eval()(v, o), dim=1)[:, 1] for m in members]
-    return torch.stack(probs).mean(0).numpy().astype(float)
+def transfer(bodies: list[PrCRS], cfg: TrainConfig, readout: str = "skip") -> cv.FitPredict:
+    """The shipped procedure as a CV method: fine-tune the heads on `train`, predict `test`."""
+
+    def fit_predict(
+        train: pd.DataFrame,
+        test: pd.DataFrame,
+        stats: features.InputStats,
+        horizon: int,
+        seed: int,
+    ) -> np.ndarray:
+        v, o = features.encode(train, stats)
+        y, groups = cv.labels(train, horizon), train["patient_id"].to_numpy()
+        members = fit_transfer(bodies, v, o, y, groups, stats.inputs, seed, cfg, readout)
+        return predict(members, *features.encode(test, stats))
+
+    return fit_predict
 
 
 # ----------------------------------------------------------------------------- the job
-
-
-def scorable_rows(frame: pd.DataFrame, factor_set: str) -> np.ndarray:
-    """Rows the nightly job would score for `factor_set` (panel.min_observed inputs observed)."""
-    return (
-        frame[inputs_for(factor_set)].notna().sum(axis=1) >= min_observed(factor_set)
-    ).to_numpy()
-
-
-def usable_rows(frame: pd.DataFrame, factor_set: str, horizon: int) -> np.ndarray:
-    """Scorable rows with an observed label for `horizon`: train and validate on those."""
-    return frame[f"label_{horizon}"].notna().to_numpy() & scorable_rows(frame, factor_set)
-
-
-def fit_set_stats(
-    frame: pd.DataFrame, factor_set: str, patients: set | None = None
-) -> features.InputStats:
-    """Normalisation for a factor set from all its scorable rows (no labels involved).
-
-    The same for the set's three horizons, so scoring runs each frozen body once per set.
-    `patients` restricts it to those patients' rows (a CV fold's training patients).
-    """
-    rows = scorable_rows(frame, factor_set)
-    if patients is not None:
-        rows = rows & frame["patient_id"].isin(patients).to_numpy()
-    return features.fit_input_stats(frame[rows], inputs_for(factor_set))
-
-
-def transfer_fit_predict(
-    bodies: list[PrCRS],
-    train_rows: pd.DataFrame,
-    test_rows: pd.DataFrame,
-    stats: features.InputStats,
-    horizon: int,
-    seed: int,
-    cfg: TrainConfig,
-    readout: str = "skip",
-) -> np.ndarray:
-    """Fine-tune the transfer ensemble on `train_rows`; its probabilities for `test_rows`."""
-    v, o = features.encode(train_rows, stats)
-    y = train_rows[f"label_{horizon}"].to_numpy(dtype=int)
-    groups = train_rows["patient_id"].to_numpy()
-    members = fit_transfer(bodies, v, o, y, groups, stats.inputs, seed, cfg, readout)
-    return predict(members, *features.encode(test_rows, stats))
-
-
-def cross_validate_transfer(
-    frame: pd.DataFrame,
-    data: pd.DataFrame,
-    folds: np.ndarray,
-    bodies: list[PrCRS],
-    factor_set: str,
-    horizon: int,
-    seed: int,
-    cfg: TrainConfig,
-) -> np.ndarray:
-    """Out-of-fold probabilities of the transfer PrCRS ensemble for the rows of `data`.
-
-    Normalisation is fitted per fold by fit_set_stats on the scorable rows of `frame` (all
-    patient-days, unlabelled too) of the fold's training patients, as `train` fits it on all.
-    """
-    patients = data["patient_id"].to_numpy()
-    oof = np.full(len(data), np.nan)
-    for k in np.unique(folds):
-        tr, te = folds != k, folds == k
-        stats = fit_set_stats(frame, factor_set, set(patients[tr]))
-        oof[te] = transfer_fit_predict(bodies, data[tr], data[te], stats, horizon, seed + k, cfg)
-    return oof
 
 
 def train(
@@ -376,16 +293,13 @@ def train(
 
     Returns the manifest. `quick` shrinks everything for tests (seconds, not minutes).
     """
-    from prcrs_batch import artifacts  # noqa: PLC0415 (artifacts imports this module's helpers)
-    from prcrs_batch.evaluation import binary_metrics  # noqa: PLC0415
-
     cfg = TrainConfig.quick() if quick else TrainConfig()
-    torch.set_num_threads(cfg.threads)
+    artifacts.set_torch_threads(cfg.threads)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    frame = features.training_frame(cohort_path)
-    covid = features.covid_frame(covid_path)
+    frame = datasets.training_frame(cohort_path)
+    covid = datasets.covid_frame(covid_path)
     sets = factor_sets or list(FACTOR_SETS)
     total = cfg.n_members + len(sets) * len(HORIZONS)
     bar = tqdm(total=total, desc="prcrs train", unit="step")
@@ -395,26 +309,21 @@ def train(
         bodies.append(body)
         pretrain_info.append(info)
         bar.update(1)
-    folds_all = patient_folds(frame, cfg.n_folds, seed)
-    entries = []
+    folds = cv.patient_folds(frame, cfg.n_folds, seed)
+    method = transfer(bodies, cfg)
+    entries: list[dict[str, Any]] = []
     for factor_set in sets:
-        inputs = inputs_for(factor_set)
-        stats = fit_set_stats(frame, factor_set)
+        stats = cv.fit_set_stats(frame, factor_set)
         for horizon in HORIZONS:
             bar.set_postfix_str(f"{factor_set} h{horizon}")
-            keep = usable_rows(frame, factor_set, horizon)
-            data, folds = frame[keep].reset_index(drop=True), folds_all[keep]
-            y = data[f"label_{horizon}"].to_numpy(dtype=int)
-            oof = cross_validate_transfer(
-                frame, data, folds, bodies, factor_set, horizon, seed, cfg
-            )
-            comparison = calibration.compare(oof, y, folds)
+            data = cv.FoldedRows.select(frame, folds, factor_set, horizon)
+            y = data.y
+            oof = cv.out_of_fold(data, method, seed)
+            comparison = calibration.compare(oof, y, data.folds)
             default = calibration.choose(comparison)
-            calibrated = calibration.cross_fitted(default, oof, y, folds)
-            v, o = features.encode(data, stats)
-            members = fit_transfer(
-                bodies, v, o, y, data["patient_id"].to_numpy(), inputs, seed + 100, cfg
-            )
+            calibrated = calibration.cross_fitted(default, oof, y, data.folds)
+            v, o = features.encode(data.rows, stats)
+            members = fit_transfer(bodies, v, o, y, data.patients, stats.inputs, seed + 100, cfg)
             entries.append(
                 {
                     "factor_set": factor_set,
@@ -434,7 +343,7 @@ def train(
                     },
                     "n_rows": int(len(y)),
                     "n_positive": int(y.sum()),
-                    "n_patients": int(data["patient_id"].nunique()),
+                    "n_patients": int(data.rows["patient_id"].nunique()),
                 }
             )
             logger.info(

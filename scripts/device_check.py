@@ -30,7 +30,8 @@ features = pd.DataFrame(rows, columns=list(ANALYTE_CODES))
 features.index = pd.Index([f"SYN-{i:06d}" for i in range(args.patients)], name="patient_id")
 
 print(
-    f"torch {torch.__version__}; cuda available: {torch.cuda.is_available()}; CPU threads {torch.get_num_threads()}"
+    f"torch {torch.__version__}; cuda available: {torch.cuda.is_available()}; "
+    f"CPU threads {torch.get_num_threads()}"
 )
 if torch.cuda.is_available():
     print("GPU:", torch.cuda.get_device_name(0))

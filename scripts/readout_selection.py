@@ -12,10 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-from sklearn.metrics import roc_auc_score
-
-from prcrs_batch import evaluation, features, training
+from prcrs_batch import artifacts, baselines, datasets, evaluation, metrics, training
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--fold-seed", type=int, default=11)
@@ -24,19 +21,15 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.WARNING)
 
 cfg = training.TrainConfig()
-torch.set_num_threads(cfg.threads)
-bodies = evaluation.load_bodies(args.model_dir)
-methods = {
-    "prcrs_transfer_mean": evaluation._transfer(bodies, cfg, "mean"),
-    "prcrs_transfer": evaluation._transfer(bodies, cfg, "skip"),
-    "head_only": evaluation._head_only(len(bodies), cfg),
-    "logistic": evaluation.fit_predict_logistic,
-}
-frame = features.training_frame()
+artifacts.set_torch_threads(cfg.threads)
+bodies = artifacts.load_bodies(args.model_dir)
+every = baselines.methods(bodies, cfg)
+methods = {m: every[m] for m in ("prcrs_transfer_mean", "prcrs_transfer", "head_only", "logistic")}
+frame = datasets.training_frame()
 oof = evaluation.cross_validate(
     frame, methods, {"all": list(methods)}, [args.fold_seed], cfg.n_folds
 )
-auroc = oof.groupby(["method", "horizon"]).apply(lambda g: roc_auc_score(g["y"], g["p"]))
+auroc = oof.groupby(["method", "horizon"]).apply(lambda g: metrics.auroc(g["y"], g["p"]))
 table = auroc.unstack("horizon").loc[list(methods)]
 print(f"AUROC, factor set all, fold seed {args.fold_seed}, {len(bodies)} pre-trained bodies")
-print(table.rename(index=evaluation.METHOD_LABELS).round(3).to_string())
+print(table.rename(index=baselines.LABELS).round(3).to_string())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from prcrs_batch import calibration
+from prcrs_batch import calibration, metrics
 
 
 def test_neighbour_window_fraction_in_window_by_hand():
@@ -43,7 +43,7 @@ def test_isotonic_recovers_a_known_monotone_map():
     np.testing.assert_allclose(calibration.apply_calibration(params, grid), grid**2, atol=0.04)
     cal = calibration.apply_calibration(params, np.sort(p))
     assert np.all(np.diff(cal) >= -1e-12)  # monotone
-    assert calibration.ece(calibration.apply_calibration(params, p), y) < calibration.ece(p, y)
+    assert metrics.ece(calibration.apply_calibration(params, p), y) < metrics.ece(p, y)
 
 
 def test_isotonic_separable_gives_zero_and_one_and_clips():
@@ -56,8 +56,8 @@ def test_ece_and_brier_known_values():
     p = np.array([0.1, 0.1, 0.9, 0.9])
     y = np.array([0, 0, 1, 0])
     # bin 1: mean p 0.1, frac 0 -> 0.1; bin 9: mean p 0.9, frac 0.5 -> 0.4; weights 1/2 each
-    assert calibration.ece(p, y) == pytest.approx(0.25)
-    assert calibration.brier(p, y) == pytest.approx((0.01 + 0.01 + 0.01 + 0.81) / 4)
+    assert metrics.ece(p, y) == pytest.approx(0.25)
+    assert metrics.brier(p, y) == pytest.approx((0.01 + 0.01 + 0.01 + 0.81) / 4)
 
 
 def test_cross_fitting_never_uses_the_rows_own_fold():

@@ -4,15 +4,9 @@ import numpy as np
 import pandas as pd
 
 from prcrs_batch.cohort import load_cohort, read_cohort
+from prcrs_batch.datasets import LABEL_COLUMNS, horizon_labels, training_frame
 from prcrs_batch.db import make_engine
-from prcrs_batch.features import (
-    LABEL_COLUMNS,
-    encode,
-    fit_input_stats,
-    horizon_labels,
-    lab_matrix,
-    training_frame,
-)
+from prcrs_batch.features import encode, fit_input_stats, lab_matrix
 from prcrs_batch.labs import clean_labs
 from prcrs_batch.panel import ANALYTE_CODES
 from prcrs_batch.warehouse import Window, active_cohort, latest_labs

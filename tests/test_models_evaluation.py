@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prcrs_batch import evaluation
+from prcrs_batch import baselines, metrics
 
 
 def test_binary_metrics_by_hand():
     y = np.array([0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.5, 0.4, 0.9])
-    m = evaluation.binary_metrics(y, p, threshold=0.3)
+    m = metrics.binary_metrics(y, p, threshold=0.3)
     assert m["auroc"] == pytest.approx(5 / 6)  # 5 of 6 (positive, negative) pairs ordered
     assert m["sensitivity"] == 1.0 and m["specificity"] == pytest.approx(2 / 3)
     assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
@@ -22,13 +22,13 @@ def test_bootstrap_resamples_patients_and_brackets_the_estimate():
     groups = np.repeat(np.arange(60), 5)
     y = np.repeat(rng.integers(0, 2, 60), 5)
     p = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
-    ci = evaluation.bootstrap_ci(y, [p], groups, n_boot=200)
-    auroc = evaluation.binary_metrics(y, p)["auroc"]
+    ci = metrics.bootstrap_ci(y, [p], groups, n_boot=200)
+    auroc = metrics.binary_metrics(y, p)["auroc"]
     assert ci["auroc"][0] < auroc < ci["auroc"][1]
 
 
 def test_m_easix_is_ldh_times_crp_over_platelets_and_nan_when_missing():
     frame = pd.DataFrame({"ldh": [200.0, 300.0], "crp": [10.0, np.nan], "platelet": [100.0, 50.0]})
-    score = evaluation.m_easix(frame)
+    score = baselines.m_easix(frame)
     assert score[0] == pytest.approx(np.log(200 * 10 / 100))
     assert np.isnan(score[1])

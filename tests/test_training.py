@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from prcrs_batch import artifacts, features, scoring, training
+from prcrs_batch import artifacts, cv, datasets, features, scoring, training
+from prcrs_batch.networks import predict
 from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
-from prcrs_batch.resources import bundled_data
+from prcrs_batch.resources import bundled_data, model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +38,21 @@ def trained(small_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def frame(small_data) -> pd.DataFrame:
-    return features.training_frame(small_data[0])
+    return datasets.training_frame(small_data[0])
 
 
 def test_patient_folds_never_split_a_patient(frame):
-    folds = training.patient_folds(frame, 5, seed=0)
+    folds = cv.patient_folds(frame, 5, seed=0)
     assert set(folds) == set(range(5))
     assert (frame.assign(fold=folds).groupby("patient_id")["fold"].nunique() == 1).all()
     # stratified: every fold holds some patients who ever have severe CRS
-    severe = training.ever_severe(frame).to_numpy() == 1
+    severe = cv.ever_severe(frame).to_numpy() == 1
     assert all(severe[folds == k].any() for k in range(5))
 
 
 def test_inner_split_is_grouped(frame):
     groups = frame["patient_id"].to_numpy()
-    train, val = training.inner_split(groups, frame["crs_grade"].ge(3).astype(int).to_numpy(), 0)
+    train, val = cv.inner_split(groups, frame["crs_grade"].ge(3).astype(int).to_numpy(), 0)
     assert val.any() and train.any()
     assert not set(groups[train]) & set(groups[val])
 
@@ -95,7 +97,7 @@ def test_round_trip_load_gives_training_time_predictions(trained, frame):
     assert not bundle.errors()
     model = bundle.models[("all", 1)]
     values, observed = artifacts.reference_inputs(len(model.inputs))
-    again = artifacts._ensemble_probabilities(model.members, values, observed)
+    again = predict(model.members, values, observed)
     np.testing.assert_allclose(again, model.entry["reference_probabilities"], atol=1e-6)
     # same predictions through scoring as through the training code path
     day = frame[frame["day"] == 1].set_index("patient_id")[list(ANALYTE_CODES)]
@@ -103,9 +105,7 @@ def test_round_trip_load_gives_training_time_predictions(trained, frame):
     ok = scores[
         (scores["model"] == "all") & (scores["horizon_days"] == 1) & (scores["status"] == "ok")
     ]
-    expected = training.predict(
-        model.members, *features.encode(day.loc[ok["patient_id"]], model.stats)
-    )
+    expected = predict(model.members, *features.encode(day.loc[ok["patient_id"]], model.stats))
     np.testing.assert_allclose(ok["probability"].to_numpy(), expected, rtol=1e-6)
 
 
@@ -171,7 +171,36 @@ def test_usable_rows_are_the_rows_the_nightly_job_would_score(frame):
     cytokines = ["il2", "il4", "il6", "il10", "tnf_alpha", "ifn_gamma", "il17a"]
     rows.loc[rows.index[0], cytokines] = np.nan
     rows.loc[rows.index[0], "label_1"] = 0.0
-    keep = training.usable_rows(rows, "cytokines", 1)
+    keep = cv.usable_rows(rows, "cytokines", 1)
     assert not keep[0]
     assert keep.sum() <= rows["label_1"].notna().sum()
     assert (rows.loc[keep, cytokines].notna().sum(axis=1) >= 5).all()
+
+
+def _body_tensors(body) -> dict:  # type: ignore[no-untyped-def]
+    return {n: t for n, t in body.state_dict().items() if not n.startswith(("head.", "scatter."))}
+
+
+def test_bodies_load_from_the_recorded_pretraining_config(trained, tmp_path):
+    manifest = json.loads((trained / "manifest.json").read_text())
+    recorded = manifest["pretraining"]["network"]
+    assert recorded["n_classes"] == 3 and recorded["readout"] == "mean"
+    bodies = artifacts.load_bodies(trained)
+    assert len(bodies) == len(manifest["pretraining"]["members"])
+    assert all(b.config.to_dict() == recorded for b in bodies)
+    # a manifest from before the config was recorded: derived, same weights
+    older = tmp_path / "models"
+    shutil.copytree(trained, older)
+    del manifest["pretraining"]["network"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    for new, old in zip(bodies, artifacts.load_bodies(older)):
+        assert old.config.d_model == new.config.d_model and old.config.n_classes == 3
+        for name, tensor in _body_tensors(new).items():
+            assert torch.equal(tensor, _body_tensors(old)[name]), name
+
+
+def test_shipped_bodies_load():
+    bodies = artifacts.load_bodies(model_dir())
+    manifest, _ = artifacts.read_manifest(model_dir())
+    assert len(bodies) == len(manifest["pretraining"]["members"])
+    assert all(b.config.n_classes == 3 and not b.training for b in bodies)

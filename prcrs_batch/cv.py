@@ -1,0 +1,147 @@
+"""Cross-validation: patient folds, the rows a model learns from, per-fold normalisation, and
+the one out-of-fold loop behind both `training.train` and `evaluation.evaluate`.
+
+- Folds are grouped by patient (a patient's days are never in the training and the test
+  part of one fold) and stratified on whether the patient ever has severe CRS.
+- A (factor set, horizon) model learns from the usable rows: a label for the horizon and
+  enough observed inputs to be scored at night (panel.scorable).
+- Each fold's normalisation comes from the scorable rows (unlabelled days too) of the
+  fold's training patients, as the shipped models fit it on all patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from prcrs_batch.features import InputStats, fit_input_stats
+from prcrs_batch.panel import SEVERE_GRADE, inputs_for, scorable
+
+
+class FitPredict(Protocol):
+    """A method under cross-validation: fit on `train`, return P(severe) for each `test` row.
+
+    `stats` is the fold's normalisation, the labels are `train[f"label_{horizon}"]`, and
+    `seed` makes the fit reproducible.
+    """
+
+    def __call__(
+        self,
+        train: pd.DataFrame,
+        test: pd.DataFrame,
+        stats: InputStats,
+        horizon: int,
+        seed: int,
+    ) -> np.ndarray: ...
+
+
+def labels(rows: pd.DataFrame, horizon: int) -> np.ndarray:
+    """The 0/1 target of `rows` for `horizon` (rows must be usable: no missing label)."""
+    return rows[f"label_{horizon}"].to_numpy(dtype=int)
+
+
+def ever_severe(frame: pd.DataFrame) -> pd.Series:
+    """Per row: does this row's patient ever reach a severe grade (the stratification label)."""
+    return frame.groupby("patient_id")["crs_grade"].transform("max").ge(SEVERE_GRADE).astype(int)
+
+
+def patient_folds(frame: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..n_folds-1) per row; every patient's rows share one fold.
+
+    Stratified on whether the patient ever has severe CRS (StratifiedGroupKFold).
+    """
+    folds = np.full(len(frame), -1)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(
+        splitter.split(np.zeros(len(frame)), ever_severe(frame), frame["patient_id"])
+    ):
+        folds[test] = k
+    return folds
+
+
+def inner_split(groups: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-grouped train/validation masks (about 80/20) for early stopping."""
+    n_splits = min(5, len(np.unique(groups)))  # a tiny cohort may have fewer than 5 patients
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    strat = pd.Series(y).groupby(groups).transform("max").to_numpy()
+    _, val = next(splitter.split(np.zeros(len(y)), strat, groups))
+    mask = np.zeros(len(y), dtype=bool)
+    mask[val] = True
+    return ~mask, mask
+
+
+def scorable_rows(frame: pd.DataFrame, factor_set: str) -> np.ndarray:
+    """Rows the nightly job would score for `factor_set` (panel.scorable)."""
+    return scorable(frame[inputs_for(factor_set)].notna().sum(axis=1).to_numpy(), factor_set)
+
+
+def usable_rows(frame: pd.DataFrame, factor_set: str, horizon: int) -> np.ndarray:
+    """Scorable rows with an observed label for `horizon`: train and validate on those."""
+    return frame[f"label_{horizon}"].notna().to_numpy() & scorable_rows(frame, factor_set)
+
+
+def fit_set_stats(frame: pd.DataFrame, factor_set: str, patients: set | None = None) -> InputStats:
+    """Normalisation for a factor set from all its scorable rows (no labels involved).
+
+    The same for the set's three horizons, so scoring runs each frozen body once per set.
+    `patients` restricts it to those patients' rows (a CV fold's training patients).
+    """
+    rows = scorable_rows(frame, factor_set)
+    if patients is not None:
+        rows = rows & frame["patient_id"].isin(patients).to_numpy()
+    return fit_input_stats(frame[rows], inputs_for(factor_set))
+
+
+@dataclass
+class FoldedRows:
+    """The usable rows of one (factor set, horizon), each with its patient's fold."""
+
+    frame: pd.DataFrame  # every patient-day: normalisation also uses the unlabelled ones
+    factor_set: str
+    horizon: int
+    rows: pd.DataFrame  # the usable rows, index 0..n-1
+    folds: np.ndarray  # (n,) fold of each usable row
+
+    @classmethod
+    def select(
+        cls, frame: pd.DataFrame, folds: np.ndarray, factor_set: str, horizon: int
+    ) -> FoldedRows:
+        """The usable rows of `frame`, whose rows carry the fold numbers `folds`."""
+        keep = usable_rows(frame, factor_set, horizon)
+        rows = frame[keep].reset_index(drop=True)
+        return cls(frame, factor_set, horizon, rows, folds[keep])
+
+    @property
+    def y(self) -> np.ndarray:
+        return labels(self.rows, self.horizon)
+
+    @property
+    def patients(self) -> np.ndarray:
+        return self.rows["patient_id"].to_numpy()
+
+    @cached_property
+    def fold_stats(self) -> dict[int, InputStats]:
+        """Per fold, the normalisation fitted on its training patients (shared by all methods)."""
+        return {
+            int(k): fit_set_stats(self.frame, self.factor_set, set(self.patients[self.folds != k]))
+            for k in np.unique(self.folds)
+        }
+
+
+def out_of_fold(data: FoldedRows, fit_predict: FitPredict, seed: int) -> np.ndarray:
+    """Each usable row's probability from the model fitted on the other folds' patients.
+
+    Fold k's model gets seed `seed + k`. Every row is predicted exactly once.
+    """
+    oof = np.full(len(data.rows), np.nan)
+    for k in map(int, np.unique(data.folds)):
+        train, test = data.folds != k, data.folds == k
+        oof[test] = fit_predict(
+            data.rows[train], data.rows[test], data.fold_stats[k], data.horizon, seed + k
+        )
+    return oof

@@ -1,0 +1,122 @@
+"""Offline cohorts, built through the nightly path: the CAR-T training frame and the COVID-19
+pre-training cohort.
+
+The task, as training sees it:
+- features of patient-day t: each analyte's latest clean result collected before the end of
+  day t and within the lookback window, read with the nightly job's SQL (warehouse.py) from
+  a temporary SQLite warehouse and cleaned by labs.clean_labs, so that training and serving
+  share one path (features.lab_matrix);
+- label for horizon h: CRS grade on day t+h >= 3 (panel.SEVERE_GRADE); NaN when day t+h
+  was not assessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prcrs_batch.cohort import load_cohort, read_cohort
+from prcrs_batch.db import make_engine
+from prcrs_batch.features import lab_matrix
+from prcrs_batch.labs import clean_labs
+from prcrs_batch.panel import ANALYTE_CODES, BY_CODE, HORIZONS, SEVERE_GRADE
+from prcrs_batch.resources import bundled_data
+from prcrs_batch.warehouse import Window, crs_assessments, latest_labs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOOKBACK_HOURS = 72
+LABEL_COLUMNS = [f"label_{h}" for h in HORIZONS]
+
+
+def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFrame:
+    """Labels of each (patient_id, as_of) row: label_h = grade on as_of + h >= 3, NaN if unassessed.
+
+    >>> days = pd.DataFrame({"patient_id": ["p"], "as_of": [pd.Timestamp("2026-01-01").date()]})
+    >>> grades = pd.DataFrame({"patient_id": ["p", "p"], "grade": [3, 1],
+    ...     "assessed_on": [pd.Timestamp(d).date() for d in ("2026-01-02", "2026-01-03")]})
+    >>> horizon_labels(days, grades)[LABEL_COLUMNS].values.tolist()
+    [[1.0, 0.0, nan]]
+    """
+    grade_of = {
+        (p, d): g
+        for p, d, g in assessments[["patient_id", "assessed_on", "grade"]].itertuples(index=False)
+    }
+    out = days.copy()
+    for h in HORIZONS:
+        grades = [
+            grade_of.get((p, d + timedelta(days=h)))
+            for p, d in zip(days["patient_id"], days["as_of"])
+        ]
+        out[f"label_{h}"] = [np.nan if g is None else float(g >= SEVERE_GRADE) for g in grades]
+    return out
+
+
+def training_frame(
+    cohort_path: Path | None = None, lookback_hours: int = DEFAULT_LOOKBACK_HOURS
+) -> pd.DataFrame:
+    """One row per patient-day of a cohort file, with features built as the nightly job builds them.
+
+    The file is loaded into a temporary SQLite warehouse; each day's features come from the
+    nightly SQL and lab cleaning. Columns: patient_id, as_of, day, crs_grade, the 42 analytes
+    (model units, NaN = missing), label_1..label_3.
+    """
+    cohort = read_cohort(cohort_path or bundled_data("cart_dev.csv"))
+    cohort["as_of"] = [
+        d + timedelta(days=int(n)) for d, n in zip(cohort["infusion_date"], cohort["day"])
+    ]
+    active_days = int(cohort["day"].max()) + 1
+    issues: Counter[str] = Counter()
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/warehouse.db")
+        load_cohort(engine, cohort)
+        with engine.connect() as connection:
+            for as_of, day_rows in cohort.groupby("as_of"):
+                assert isinstance(as_of, date)
+                window = Window(as_of=as_of, active_days=active_days, lookback_hours=lookback_hours)
+                clean, rejected = clean_labs(latest_labs(connection=connection, window=window))
+                issues.update(rejected["reason"])
+                wide = lab_matrix(clean, day_rows["patient_id"].tolist())
+                parts.append(wide.assign(as_of=as_of).reset_index())
+            assessments = crs_assessments(
+                connection=connection,
+                first_infusion=min(cohort["infusion_date"]),
+                last_infusion=max(cohort["infusion_date"]),
+            )
+        engine.dispose()
+    log.info("training features: %d patient-days; lab decisions %s", len(cohort), dict(issues))
+    features = pd.concat(parts, ignore_index=True)
+    days = cohort[["patient_id", "as_of", "day", "crs_grade"]].astype({"patient_id": str})
+    frame = days.merge(features, on=["patient_id", "as_of"], how="left", validate="one_to_one")
+    return (
+        horizon_labels(frame, assessments).sort_values(["patient_id", "day"]).reset_index(drop=True)
+    )
+
+
+def covid_frame(path: Path | None = None) -> pd.DataFrame:
+    """The COVID-19 pre-training cohort in the CAR-T units, cleaned by labs.clean_labs.
+
+    Columns: subject_id, sample_id, max_severity, and the 42 analytes (NaN where absent).
+    """
+    raw = pd.read_csv(path or bundled_data("covid19.csv"))
+    codes = [c for c in ANALYTE_CODES if c in raw.columns]
+    long = raw.melt(id_vars=["sample_id"], value_vars=codes, var_name="analyte", value_name="value")
+    long = long.dropna(subset=["value"])
+    long = long.assign(
+        patient_id=long["sample_id"],
+        collected_at=pd.Timestamp("2020-01-01"),
+        unit=long["analyte"].map(lambda c: BY_CODE[c].unit_covid19),
+    )
+    clean, rejected = clean_labs(long)
+    log.info(
+        "COVID-19 cohort: %d samples; lab decisions %s", len(raw), dict(Counter(rejected["reason"]))
+    )
+    wide = lab_matrix(clean, raw["sample_id"].tolist()).reset_index(drop=True)
+    return pd.concat([raw[["subject_id", "sample_id", "max_severity"]], wide], axis=1)

@@ -1,0 +1,106 @@
+"""Binary metrics of a risk model: AUROC, AUPRC, Brier, ECE, sensitivity/specificity, and
+patient-bootstrap intervals. One implementation for training, evaluation and monitoring.
+
+sklearn is imported inside the functions that need it, so that calibration (on the nightly
+path) can use `brier` and `ece` with numpy alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+THRESHOLD = 0.30  # the alert threshold (Settings.alert_threshold default), on calibrated risk
+N_BOOT = 300  # bootstrap resamples of patients
+
+
+def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared difference between probability and outcome.
+
+    >>> brier(np.array([0.5, 1.0]), np.array([0, 1]))
+    0.125
+    """
+    p, y = np.asarray(probabilities, float), np.asarray(labels, float)
+    return float(np.mean((p - y) ** 2))
+
+
+def ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error over equal-width bins, weighted by bin size.
+
+    >>> ece(np.array([0.2, 0.2, 0.2, 0.2, 0.2]), np.array([1, 0, 0, 0, 0]))
+    0.0
+    """
+    p, y = np.asarray(probabilities, float), np.asarray(labels, float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            total += m.sum() * abs(p[m].mean() - y[m].mean())
+    return float(round(total / len(p), 12))
+
+
+def auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Area under the ROC curve; NaN when only one class is present.
+
+    >>> auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, int)
+    return float(roc_auc_score(y, probabilities)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def auprc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Area under the precision-recall curve (average precision); NaN without positives."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(labels, int)
+    return float(average_precision_score(y, probabilities)) if y.sum() > 0 else float("nan")
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
+    """AUROC, AUPRC, Brier, ECE, and sensitivity/specificity at `threshold`.
+
+    >>> m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    >>> m["auroc"], m["sensitivity"], m["specificity"]
+    (0.75, 1.0, 0.5)
+    """
+    y, p = np.asarray(y, int), np.asarray(p, float)
+    flagged = p >= threshold
+    return {
+        "auroc": auroc(y, p),
+        "auprc": auprc(y, p),
+        "brier": brier(p, y),
+        "ece": ece(p, y),
+        "sensitivity": float(flagged[y == 1].mean()) if (y == 1).any() else float("nan"),
+        "specificity": float((~flagged[y == 0]).mean()) if (y == 0).any() else float("nan"),
+        "n": int(len(y)),
+        "n_positive": int(y.sum()),
+    }
+
+
+def bootstrap_ci(
+    y: np.ndarray, preds: list[np.ndarray], groups: np.ndarray, seed: int = 0, n_boot: int = N_BOOT
+) -> dict[str, tuple[float, float]]:
+    """Patient-bootstrap 95% intervals of AUROC and AUPRC, averaged over CV repeats `preds`.
+
+    Whole patients are resampled (`groups` holds each row's patient), since a patient's
+    days are not independent. Resamples with a single class are skipped.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    patients, inverse = np.unique(groups, return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == i) for i in range(len(patients))]
+    stats: dict[str, list[float]] = {"auroc": [], "auprc": []}
+    for _ in range(n_boot):
+        pick = np.concatenate([rows_of[i] for i in rng.integers(0, len(patients), len(patients))])
+        yb = y[pick]
+        if yb.sum() == 0 or yb.sum() == len(yb):
+            continue
+        stats["auroc"].append(np.mean([roc_auc_score(yb, p[pick]) for p in preds]))
+        stats["auprc"].append(np.mean([average_precision_score(yb, p[pick]) for p in preds]))
+    return {
+        k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()
+    }

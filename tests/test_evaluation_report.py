@@ -1,0 +1,93 @@
+"""EVALUATION.md from a tiny synthetic evaluation: it renders and says plainly who wins."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prcrs_batch import evaluation, evaluation_report
+from prcrs_batch.training import TrainConfig
+
+MANIFEST = {
+    "code_version": "0.1.0+gtest",
+    "seed": 0,
+    "training_data": {"cart_file": "cart.csv", "patients": 60, "patient_days": 240},
+}
+
+
+def _oof(strength: dict[str, float], seed: int = 0) -> pd.DataFrame:
+    """Out-of-fold predictions of each method: higher `strength`, better separation."""
+    rng = np.random.default_rng(seed)
+    patients = np.repeat([f"P{i:02d}" for i in range(60)], 4)
+    y = np.repeat(rng.random(60) < 0.25, 4).astype(int)
+    folds = np.repeat(np.arange(60) % 5, 4)
+    parts = []
+    for method, s in strength.items():
+        p = np.clip(0.2 + s * (y - 0.2) + rng.normal(0, 0.2, len(y)), 0.001, 0.999)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "seed": 0,
+                    "factor_set": "all",
+                    "horizon": 1,
+                    "method": method,
+                    "row": np.arange(len(y)),
+                    "patient_id": patients,
+                    "y": y,
+                    "p": p,
+                    "fold": folds,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _render(oof: pd.DataFrame, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    summary = evaluation.summarise(oof, n_boot=20)
+    path = tmp_path / "EVALUATION.md"
+    evaluation_report.write_report(
+        summary,
+        ["evaluation_all_h1.png"],
+        path,
+        command="prcrs-batch evaluate --quick",
+        seeds=[0],
+        n_folds=5,
+        seconds=60.0,
+        manifest=MANIFEST,
+        quick=True,
+        cfg=TrainConfig.quick(),
+        neural_seeds=1,
+        full_sets=("all",),
+    )
+    return path.read_text(encoding="utf-8")
+
+
+def test_report_names_the_best_baseline_and_says_when_prcrs_loses(tmp_path):
+    text = _render(
+        _oof({"prcrs_transfer": 0.1, "logistic": 0.7, "boosting": 0.3, "head_only": 0.9}),
+        tmp_path,
+    )
+    assert text.startswith("# PrCRS evaluation (patient-grouped cross-validation)")
+    assert "(QUICK settings: not a real evaluation)" in text
+    assert "## Factor set `all`" in text and "### 1 day(s) ahead: 240 patient-days" in text
+    assert "PrCRS (transfer) LOSES TO the best baseline, Logistic regression: AUROC" in text
+    # an ablation is not a baseline, even when it scores best
+    assert "the best baseline, PrCRS head on the inputs alone" not in text
+    assert "PrCRS (transfer) vs PrCRS head on the inputs alone, no body (ablation)" in text
+    table = [line for line in text.splitlines() if line.startswith("| Logistic regression |")]
+    assert len(table) == 1 and table[0].count("|") == 10
+    assert "## Calibration of PrCRS (transfer)" in text
+    assert "![evaluation_all_h1.png](evaluation_all_h1.png)" in text
+
+
+def test_report_says_matches_or_beats_when_prcrs_wins(tmp_path):
+    text = _render(_oof({"prcrs_transfer": 0.8, "logistic": 0.2, "m_easix": 0.1}), tmp_path)
+    assert "PrCRS (transfer) matches or beats the best baseline, Logistic regression" in text
+    assert "LOSES TO" not in text
+
+
+@pytest.mark.parametrize("method", ["prcrs_transfer", "logistic"])
+def test_summary_has_one_row_per_method_with_intervals_around_the_estimate(method):
+    summary = evaluation.summarise(_oof({"prcrs_transfer": 0.5, "logistic": 0.5}), n_boot=50)
+    row = summary[summary["method"] == method].iloc[0]
+    assert row["auroc_ci"][0] <= row["auroc"] <= row["auroc_ci"][1]
+    assert row["n"] == 240 and row["n_patients"] == 60
