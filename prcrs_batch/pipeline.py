@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
-import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -211,8 +210,7 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
 
     Raises ModelsUnavailableError before the first night when the models cannot be read.
     """
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    artifacts.set_torch_threads(settings.torch_threads)
     try:
         bundle = artifacts.load_models(settings.model_dir, device=settings.device)
     except Exception as exc:
