@@ -13,7 +13,7 @@ from prcrs_batch.cohort import (
 from prcrs_batch.db import make_engine
 from prcrs_batch.panel import ANALYTE_CODES
 from prcrs_batch.resources import bundled_data
-from tests.conftest import TEST_DATA
+from tests.support import TEST_DATA
 
 
 def test_load_full_cohort_is_idempotent(db_url):

@@ -13,14 +13,14 @@ from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
-from smtp_server import SMTP_PASSWORD, SMTP_USER, free_port
 from sqlalchemy import func, select, text
 
 from prcrs_batch import pipeline, results
 from prcrs_batch.cohort import load_cohort
 from prcrs_batch.db import make_engine
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, scoring_runs
-from tests.nightly import AS_OF, COHORT, count_rows, patient_with_labs_on_as_of, run_night
+from tests.support.nightly import AS_OF, COHORT, count_rows, patient_with_labs_on_as_of, run_night
+from tests.support.smtp import SMTP_PASSWORD, SMTP_USER, free_port
 
 
 def _mail(settings, sink, **extra):

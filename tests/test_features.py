@@ -10,7 +10,7 @@ from prcrs_batch.features import encode, fit_input_stats, lab_matrix
 from prcrs_batch.labs import clean_labs
 from prcrs_batch.panel import ANALYTE_CODES
 from prcrs_batch.warehouse import Window, active_cohort, latest_labs
-from tests.conftest import TEST_DATA
+from tests.support import TEST_DATA
 
 D0 = date(2026, 1, 10)
 

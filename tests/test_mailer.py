@@ -11,7 +11,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from report_data import (
+
+from prcrs_batch.mailer import MailError, build_message, send_report
+from prcrs_batch.report import Report, build_failure_notice
+from tests.support.report_data import (
     make_data_issues,
     make_history,
     make_patients,
@@ -19,16 +22,11 @@ from report_data import (
     make_scores,
     render_report,
 )
-from smtp_server import (  # noqa: F401  (fixtures)
+from tests.support.smtp import (
     SMTP_PASSWORD,
     SMTP_USER,
     free_port,
-    smtp_auth_sink,
-    smtp_sink,
 )
-
-from prcrs_batch.mailer import MailError, build_message, send_report
-from prcrs_batch.report import Report, build_failure_notice
 
 SENDER = "prcrs-batch@hospital.example"
 RECIPIENTS = ["haem-oncall@hospital.example", "cart-team@hospital.example"]

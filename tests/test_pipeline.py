@@ -15,7 +15,7 @@ from prcrs_batch.cli import main
 from prcrs_batch.db import make_engine
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS
 from prcrs_batch.tables import crs_risk_scores, scoring_runs
-from tests.nightly import AS_OF, count_rows, run_night
+from tests.support.nightly import AS_OF, count_rows, run_night
 
 
 def test_scores_18_rows_per_active_patient(settings, warehouse):

@@ -8,7 +8,11 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from report_data import (
+
+from prcrs_batch.alerts import HISTORY_DAYS
+from prcrs_batch.outbox import write_html
+from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice
+from tests.support.report_data import (
     AS_OF,
     EMPTY_HISTORY,
     THRESHOLD,
@@ -20,10 +24,6 @@ from report_data import (
     render_report,
     summarise,
 )
-
-from prcrs_batch.alerts import HISTORY_DAYS
-from prcrs_batch.outbox import write_html
-from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice
 
 HOSTILE_ID = "<script>alert(1)</script>"
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from prcrs_batch import pipeline, scheduler
 from prcrs_batch.settings import load_settings
 from prcrs_batch.tables import crs_risk_scores, night_claims
-from tests.nightly import AS_OF, count_rows
+from tests.support.nightly import AS_OF, count_rows
 
 
 def test_cron_job_fires(settings_env):

@@ -5,7 +5,7 @@ import pandas as pd
 
 from prcrs_batch import artifacts, scoring
 from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
-from tests.nightly import COHORT
+from tests.support.nightly import COHORT
 
 
 def _features() -> pd.DataFrame:

@@ -1,8 +1,7 @@
 """A real SMTP server for tests: aiosmtpd on a free local port, collecting what arrives.
 
-Import the fixtures into a test module (or a conftest) to use them:
-
-    from smtp_server import smtp_sink, smtp_auth_sink, smtp_tls_sink  # noqa: F401
+Its fixtures (smtp_sink, smtp_auth_sink, smtp_tls_sink) are registered for every test
+module by tests/conftest.py.
 """
 
 from __future__ import annotations
