@@ -50,6 +50,13 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the quick models trains them (once a session): it is slow."""
+    for item in items:
+        if "quick_models" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models trained once per test session with --quick settings on the tiny cohort."""
