@@ -182,15 +182,17 @@ def evaluate(
         summary,
         plots,
         path,
-        command=command,
-        seeds=list(seeds),
-        n_folds=cfg.n_folds,
-        seconds=seconds,
-        manifest=manifest,
-        quick=quick,
-        cfg=cfg,
-        neural_seeds=neural_seeds,
-        full_sets=tuple(full_sets),
+        evaluation_report.HowEvaluated(
+            command=command,
+            seeds=list(seeds),
+            n_folds=cfg.n_folds,
+            seconds=seconds,
+            manifest=manifest,
+            quick=quick,
+            cfg=cfg,
+            neural_seeds=neural_seeds,
+            full_sets=tuple(full_sets),
+        ),
     )
     summary.to_csv(model_dir / "evaluation_summary.csv", index=False)
     logger.info("evaluation written to %s in %.0f s", path, seconds)

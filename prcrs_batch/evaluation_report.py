@@ -5,6 +5,7 @@ baseline, the calibration comparison, and the plots.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,21 @@ from prcrs_batch import calibration, metrics
 from prcrs_batch.baselines import ABLATIONS, LABELS
 from prcrs_batch.panel import HORIZONS
 from prcrs_batch.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class HowEvaluated:
+    """What EVALUATION.md states about how its figures were produced."""
+
+    command: str
+    seeds: list[int]
+    n_folds: int
+    seconds: float
+    manifest: dict[str, Any]
+    quick: bool
+    cfg: TrainConfig
+    neural_seeds: int | None  # CV repeats the from-scratch networks ran on (None: all)
+    full_sets: tuple[str, ...]  # factor sets with the full comparison
 
 
 def write_plots(oof: pd.DataFrame, out_dir: Path, factor_set: str = "all") -> list[str]:
@@ -88,32 +104,22 @@ def _table(header: list[str]) -> list[str]:
     return [_row(*header), "|" + "---|" * len(header)]
 
 
-def _method_text(
-    *,
-    command: str,
-    seeds: list[int],
-    n_folds: int,
-    seconds: float,
-    manifest: dict[str, Any],
-    quick: bool,
-    cfg: TrainConfig,
-    neural_seeds: int | None,
-    full_sets: tuple[str, ...],
-) -> list[str]:
+def _method_text(how: HowEvaluated) -> list[str]:
     """The heading and how the evaluation was done."""
-    data = manifest["training_data"]
-    quick_note = " (QUICK settings: not a real evaluation)" if quick else ""
+    data = how.manifest["training_data"]
+    quick_note = " (QUICK settings: not a real evaluation)" if how.quick else ""
     return [
         "# PrCRS evaluation (patient-grouped cross-validation)",
         "",
-        f"Produced by `{command}` in {seconds / 60:.1f} min{quick_note}.",
-        f"Models: `{manifest.get('code_version')}`, trained with seed {manifest.get('seed')}; "
+        f"Produced by `{how.command}` in {how.seconds / 60:.1f} min{quick_note}.",
+        f"Models: `{how.manifest.get('code_version')}`, "
+        f"trained with seed {how.manifest.get('seed')}; "
         f"cohort `{data['cart_file']}` "
         f"({data['patients']} patients, {data['patient_days']} patient-days).",
         "",
-        f"- {n_folds}-fold CV grouped by patient (no patient in two folds), stratified on "
+        f"- {how.n_folds}-fold CV grouped by patient (no patient in two folds), stratified on "
         "whether the patient ever has severe CRS, repeated with fold seeds "
-        f"{seeds}; every method sees the same folds.",
+        f"{how.seeds}; every method sees the same folds.",
         "- Features from `datasets.training_frame` (the nightly job's warehouse SQL + lab "
         "cleaning, 72 h lookback); labels: CRS grade >= 3 on day t+h; rows with day t+h "
         "unobserved dropped, and, per factor set, rows the nightly job would not score "
@@ -138,11 +144,12 @@ def _method_text(
         "here; the same 152 patients still served both, so the withheld cohort is the "
         "honest test.",
         "- Networks trained from scratch (PrCRS with the same skip readout, CNN, "
-        f"Transformer): Adam lr {cfg.lr}, batch {cfg.net_batch}, up to {cfg.net_epochs} "
-        "epochs, best epoch by loss on a patient-grouped inner validation split (patience "
-        f"{cfg.net_patience}); one network per fold, on the first "
-        f"{neural_seeds or len(seeds)} CV repeat(s).",
-        f"- Factor sets other than {', '.join(full_sets)}: PrCRS (transfer), logistic "
+        f"Transformer): Adam lr {how.cfg.lr}, batch {how.cfg.net_batch}, "
+        f"up to {how.cfg.net_epochs} epochs, best epoch by loss on a patient-grouped inner "
+        "validation split (patience "
+        f"{how.cfg.net_patience}); one network per fold, on the first "
+        f"{how.neural_seeds or len(how.seeds)} CV repeat(s).",
+        f"- Factor sets other than {', '.join(how.full_sets)}: PrCRS (transfer), logistic "
         "regression, gradient boosting and m-EASIX (where LDH, CRP and platelets are "
         "inputs), first CV repeat only (run time).",
         "",
@@ -231,36 +238,12 @@ def _calibration_section(cal: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def write_report(
-    summary: pd.DataFrame,
-    plots: list[str],
-    path: Path,
-    *,
-    command: str,
-    seeds: list[int],
-    n_folds: int,
-    seconds: float,
-    manifest: dict[str, Any],
-    quick: bool,
-    cfg: TrainConfig,
-    neural_seeds: int | None,
-    full_sets: tuple[str, ...],
-) -> None:
+def write_report(summary: pd.DataFrame, plots: list[str], path: Path, how: HowEvaluated) -> None:
     """EVALUATION.md: tables per horizon, calibration comparison, plain statement of losses.
 
     `summary` is evaluation.summarise's frame: one row per (factor_set, horizon, method).
     """
-    lines = _method_text(
-        command=command,
-        seeds=seeds,
-        n_folds=n_folds,
-        seconds=seconds,
-        manifest=manifest,
-        quick=quick,
-        cfg=cfg,
-        neural_seeds=neural_seeds,
-        full_sets=full_sets,
-    )
+    lines = _method_text(how)
     for fs in summary["factor_set"].unique():
         lines += [f"## Factor set `{fs}`", ""]
         for h in HORIZONS:

@@ -48,15 +48,17 @@ def _render(oof: pd.DataFrame, tmp_path) -> str:  # type: ignore[no-untyped-def]
         summary,
         ["evaluation_all_h1.png"],
         path,
-        command="prcrs-batch evaluate --quick",
-        seeds=[0],
-        n_folds=5,
-        seconds=60.0,
-        manifest=MANIFEST,
-        quick=True,
-        cfg=TrainConfig.quick(),
-        neural_seeds=1,
-        full_sets=("all",),
+        evaluation_report.HowEvaluated(
+            command="prcrs-batch evaluate --quick",
+            seeds=[0],
+            n_folds=5,
+            seconds=60.0,
+            manifest=MANIFEST,
+            quick=True,
+            cfg=TrainConfig.quick(),
+            neural_seeds=1,
+            full_sets=("all",),
+        ),
     )
     return path.read_text(encoding="utf-8")
 
