@@ -25,8 +25,8 @@ from prcrs_batch.panel import FACTOR_SETS, HORIZONS
 
 MODELS = tuple(FACTOR_SETS)
 
-SCORE_STATUSES = ("ok", "insufficient_inputs", "error")
-RUN_STATUSES = ("running", "succeeded", "failed")
+SCORE_STATUSES = ("ok", "insufficient_inputs", "error", "already_severe")
+RUN_STATUSES = ("running", "succeeded", "failed", "stale_data")
 
 metadata = MetaData(
     naming_convention={
@@ -71,7 +71,7 @@ crs_risk_scores = Table(
         "run_id", String(36), ForeignKey("scoring_runs.run_id", ondelete="CASCADE"), nullable=False
     ),
     Column("as_of", Date, nullable=False),
-    Column("patient_id", String(64), nullable=False),
+    Column("patient_id", Text, nullable=False),
     Column("model", String(16), nullable=False),
     Column("horizon_days", Integer, nullable=False),
     Column("target_date", Date, nullable=False),
@@ -103,11 +103,11 @@ data_quality_issues = Table(
     Column(
         "run_id", String(36), ForeignKey("scoring_runs.run_id", ondelete="CASCADE"), nullable=False
     ),
-    Column("patient_id", String(64)),
-    Column("analyte", String(64)),
+    Column("patient_id", Text),
+    Column("analyte", Text),
     Column("collected_at", DateTime),
     Column("raw_value", Text),
-    Column("unit", String(32)),
+    Column("unit", Text),
     Column("reason", String(64), nullable=False),
     Index(None, "run_id"),
 )

@@ -56,3 +56,34 @@ def test_check_constraints_reject_bad_rows(engine):
 
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(text(bad))
+
+
+def test_long_warehouse_text_and_the_new_statuses_are_stored(engine):
+    """Ids and codes are TEXT as in the warehouse contract; 0002's statuses are allowed."""
+    long_id = "P" * 500
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, "
+                "n_scores, n_alerts, n_data_issues) "
+                "VALUES ('r1', '2026-11-26', '2026-11-26 02:00:00', 'stale_data', 0, 0, 0, 0)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO crs_risk_scores (run_id, as_of, patient_id, model, horizon_days, "
+                "target_date, status, inputs_observed, inputs_expected, created_at) VALUES "
+                "('r1', '2026-11-26', :pid, 'all', 1, '2026-11-27', 'already_severe', 0, 42, "
+                "'2026-11-26 02:00:00')"
+            ),
+            {"pid": long_id},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO data_quality_issues (run_id, patient_id, analyte, unit, reason) "
+                "VALUES ('r1', :pid, :code, :unit, 'unknown_analyte')"
+            ),
+            {"pid": long_id, "code": "x" * 300, "unit": "u" * 100},
+        )
+        stored = connection.execute(text("SELECT patient_id FROM crs_risk_latest")).scalar_one()
+    assert stored == long_id
