@@ -5,6 +5,8 @@
   that is `ok` at any horizon; failing that, the patient is not scorable;
 - the patient is an alert when that model's calibrated risk at any horizon is >= the
   threshold (a risk exactly at the threshold is an alert);
+- a patient already severe (latest grade >= 3) is listed apart, never as an alert: the
+  risks are of onset, among patients not yet severe;
 - the report compares an alert with the latest earlier night on the same model within
   `HISTORY_DAYS`, and charts its trend over that window: only alerts need history.
 """
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 HISTORY_DAYS = 7  # earlier nights read for the "previous run" line and the trend charts
 HISTORY_COLUMNS = ["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
 MODELS: tuple[str, ...] = tuple(FACTOR_SETS)
+SEVERE_WHY = "already severe (CRS grade ≥ 3): not scored as a warning"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class PatientSummary:
     previous: tuple[date, float] | None = None  # latest earlier night: date, max risk
     trend_cid: str | None = None  # content-id of the trend chart, set by the report
     labs_collected: str | None = None  # when the results used were collected
+    already_severe: bool = False  # latest grade >= 3: not scored as a warning
 
     @property
     def scorable(self) -> bool:
@@ -188,6 +192,8 @@ def _summarise(
         others=tuple(results),
         labs_collected=_collection_window(patient.get("labs_from"), patient.get("labs_to")),
     )
+    if any(s == "already_severe" for r in results for s in r.statuses):
+        return replace(not_scorable, why=SEVERE_WHY, already_severe=True)
     if chosen is None:
         return not_scorable
     present = [r for r in chosen.risks if r is not None]

@@ -371,6 +371,12 @@ def read_manifest(model_dir: Path | str) -> tuple[dict[str, Any], str]:
 def load_models(model_dir: Path | str, device: str | torch.device = "auto") -> ModelBundle:
     """Load every model in the manifest; a model that cannot load carries its error message."""
     manifest, version = read_manifest(model_dir)
+    if manifest.get("train_config", {}).get("quick"):
+        logger.warning(
+            "the models in %s were trained with --quick settings (for tests): "
+            "their risks mean nothing clinically",
+            model_dir,
+        )
     dev = resolve_device(device)
     bundle = ModelBundle(Path(model_dir), version, dev, manifest)
     cache: dict = {}

@@ -189,6 +189,11 @@ def train(output: Path | None, seed: int, quick: bool) -> None:
     """Pre-train on COVID-19, fine-tune on CAR-T, calibrate, and write the 18 models."""
     from prcrs_batch import training
 
+    if quick and output is None:
+        raise click.ClickException(
+            "--quick trains toy models for tests: name where they go with --output "
+            "(they never replace PRCRS_MODEL_DIR unless --output names it)"
+        )
     settings = _settings()
     target = output or settings.model_dir
     started = time.perf_counter()
@@ -207,7 +212,7 @@ def train(output: Path | None, seed: int, quick: bool) -> None:
 )
 @click.option(
     "--seeds",
-    default="0,1",
+    default="0,1,2,3,4",
     show_default=True,
     help="Comma-separated seeds of the repeated 5-fold CV.",
 )

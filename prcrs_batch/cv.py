@@ -76,8 +76,12 @@ def inner_split(groups: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarra
 
 
 def scorable_rows(frame: pd.DataFrame, factor_set: str) -> np.ndarray:
-    """Rows the nightly job would score for `factor_set` (panel.scorable)."""
-    return scorable(frame[inputs_for(factor_set)].notna().sum(axis=1).to_numpy(), factor_set)
+    """Rows the nightly job would score for `factor_set`: not already severe (panel.
+    already_severe, column `severe_today`) and enough observed inputs (panel.scorable)."""
+    enough = scorable(frame[inputs_for(factor_set)].notna().sum(axis=1).to_numpy(), factor_set)
+    if "severe_today" in frame:
+        enough &= ~frame["severe_today"].to_numpy(dtype=bool)
+    return enough
 
 
 def usable_rows(frame: pd.DataFrame, factor_set: str, horizon: int) -> np.ndarray:
@@ -99,26 +103,31 @@ def fit_set_stats(frame: pd.DataFrame, factor_set: str, patients: set | None = N
 
 @dataclass
 class FoldedRows:
-    """The usable rows of one (factor set, horizon), each with its patient's fold."""
+    """The rows one factor set scores, each with its patient's fold.
+
+    Every horizon's model learns from the labelled ones and predicts all of them, so that
+    each row has a risk at every horizon (what the nightly job gives, and what the
+    cumulative adjustment across horizons needs).
+    """
 
     frame: pd.DataFrame  # every patient-day: normalisation also uses the unlabelled ones
     factor_set: str
-    horizon: int
-    rows: pd.DataFrame  # the usable rows, index 0..n-1
-    folds: np.ndarray  # (n,) fold of each usable row
+    rows: pd.DataFrame  # the scorable rows, index 0..n-1
+    folds: np.ndarray  # (n,) fold of each row
 
     @classmethod
-    def select(
-        cls, frame: pd.DataFrame, folds: np.ndarray, factor_set: str, horizon: int
-    ) -> FoldedRows:
-        """The usable rows of `frame`, whose rows carry the fold numbers `folds`."""
-        keep = usable_rows(frame, factor_set, horizon)
-        rows = frame[keep].reset_index(drop=True)
-        return cls(frame, factor_set, horizon, rows, folds[keep])
+    def select(cls, frame: pd.DataFrame, folds: np.ndarray, factor_set: str) -> FoldedRows:
+        """The scorable rows of `frame`, whose rows carry the fold numbers `folds`."""
+        keep = scorable_rows(frame, factor_set)
+        return cls(frame, factor_set, frame[keep].reset_index(drop=True), folds[keep])
 
-    @property
-    def y(self) -> np.ndarray:
-        return labels(self.rows, self.horizon)
+    def labelled(self, horizon: int) -> np.ndarray:
+        """(n,) bool: the rows with a label for `horizon`."""
+        return self.rows[f"label_{horizon}"].notna().to_numpy()
+
+    def y(self, horizon: int) -> np.ndarray:
+        """(n,) float labels for `horizon`, NaN where there is none."""
+        return self.rows[f"label_{horizon}"].to_numpy(dtype=float)
 
     @property
     def patients(self) -> np.ndarray:
@@ -133,15 +142,16 @@ class FoldedRows:
         }
 
 
-def out_of_fold(data: FoldedRows, fit_predict: FitPredict, seed: int) -> np.ndarray:
-    """Each usable row's probability from the model fitted on the other folds' patients.
+def out_of_fold(data: FoldedRows, fit_predict: FitPredict, horizon: int, seed: int) -> np.ndarray:
+    """Each row's probability from the model fitted on the other folds' labelled rows.
 
     Fold k's model gets seed `seed + k`. Every row is predicted exactly once.
     """
     oof = np.full(len(data.rows), np.nan)
+    labelled = data.labelled(horizon)
     for k in map(int, np.unique(data.folds)):
-        train, test = data.folds != k, data.folds == k
+        train, test = (data.folds != k) & labelled, data.folds == k
         oof[test] = fit_predict(
-            data.rows[train], data.rows[test], data.fold_stats[k], data.horizon, seed + k
+            data.rows[train], data.rows[test], data.fold_stats[k], horizon, seed + k
         )
     return oof

@@ -6,12 +6,13 @@ The task, as training sees it:
   day t and within the lookback window, read with the nightly job's SQL (warehouse.py) from
   a temporary SQLite warehouse and cleaned by labs.clean_labs, so that training and serving
   share one path (features.lab_matrix);
-- label for horizon h: CRS grade on day t+h >= 3 (panel.SEVERE_GRADE); NaN when day t+h
-  was not assessed.
+- label for horizon h: onset of CRS grade >= 3 within h days among patient-days not yet
+  severe (panel.onset_label); the paper's "grade on day t+h" kept as `paper_label_h`.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import tempfile
 from collections import Counter
@@ -25,7 +26,14 @@ from prcrs_batch.cohort import load_cohort, read_cohort
 from prcrs_batch.db import make_engine
 from prcrs_batch.features import lab_matrix
 from prcrs_batch.labs import clean_labs
-from prcrs_batch.panel import ANALYTE_CODES, BY_CODE, HORIZONS, SEVERE_GRADE
+from prcrs_batch.panel import (
+    ANALYTE_CODES,
+    BY_CODE,
+    HORIZONS,
+    SEVERE_GRADE,
+    already_severe,
+    onset_label,
+)
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.warehouse import Window, crs_assessments, latest_labs
 
@@ -36,25 +44,43 @@ LABEL_COLUMNS = [f"label_{h}" for h in HORIZONS]
 
 
 def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFrame:
-    """Labels of each (patient_id, as_of) row: label_h = grade on as_of + h >= 3, NaN if unassessed.
+    """The targets of each (patient_id, as_of) row, from the CRS assessments.
+
+    - `severe_today`: the latest grade on or before as_of is >= 3 (panel.already_severe);
+    - `label_h`: onset within h days (panel.onset_label), NaN when severe today or open;
+    - `paper_label_h`: the paper's target, grade on day as_of + h >= 3 (NaN if unassessed),
+      kept for the comparison with the published figures only.
 
     >>> days = pd.DataFrame({"patient_id": ["p"], "as_of": [pd.Timestamp("2026-01-01").date()]})
     >>> grades = pd.DataFrame({"patient_id": ["p", "p"], "grade": [3, 1],
     ...     "assessed_on": [pd.Timestamp(d).date() for d in ("2026-01-02", "2026-01-03")]})
     >>> horizon_labels(days, grades)[LABEL_COLUMNS].values.tolist()
-    [[1.0, 0.0, nan]]
+    [[1.0, 1.0, 1.0]]
     """
-    grade_of = {
-        (p, d): g
-        for p, d, g in assessments[["patient_id", "assessed_on", "grade"]].itertuples(index=False)
-    }
+    grade_of: dict[tuple[str, date], int] = {}
+    history: dict[str, list[date]] = {}
+    for p, d, g in assessments[["patient_id", "assessed_on", "grade"]].itertuples(index=False):
+        grade_of[(str(p), d)] = int(g)
+        history.setdefault(str(p), []).append(d)
+    for dates in history.values():
+        dates.sort()
+
+    def latest_grade(patient: str, day: date) -> int | None:
+        dates = history.get(patient, [])
+        i = bisect.bisect_right(dates, day)
+        return grade_of[(patient, dates[i - 1])] if i else None
+
     out = days.copy()
+    keys = list(zip(days["patient_id"].astype(str), days["as_of"]))
+    today = [latest_grade(p, d) for p, d in keys]
+    nexts = [[grade_of.get((p, d + timedelta(days=k))) for k in HORIZONS] for p, d in keys]
+    out["severe_today"] = [already_severe(g) for g in today]
     for h in HORIZONS:
-        grades = [
-            grade_of.get((p, d + timedelta(days=h)))
-            for p, d in zip(days["patient_id"], days["as_of"])
+        out[f"label_{h}"] = [onset_label(g, n[:h]) for g, n in zip(today, nexts)]
+        on_day_h = [n[h - 1] for n in nexts]
+        out[f"paper_label_{h}"] = [
+            np.nan if g is None else float(g >= SEVERE_GRADE) for g in on_day_h
         ]
-        out[f"label_{h}"] = [np.nan if g is None else float(g >= SEVERE_GRADE) for g in grades]
     return out
 
 
@@ -65,7 +91,7 @@ def training_frame(
 
     The file is loaded into a temporary SQLite warehouse; each day's features come from the
     nightly SQL and lab cleaning. Columns: patient_id, as_of, day, crs_grade, the 42 analytes
-    (model units, NaN = missing), label_1..label_3.
+    (model units, NaN = missing), severe_today, label_1..label_3, paper_label_1..3.
     """
     cohort = read_cohort(cohort_path or bundled_data("cart_dev.csv"))
     cohort["as_of"] = [

@@ -4,8 +4,12 @@ Every method (baselines.py) sees exactly the same folds (cv.patient_folds: group
 patient, stratified on whether the patient ever has severe CRS), repeated over seeds, the
 same features (datasets.training_frame, the nightly job's path), and the same normalisation
 per fold (cv.FoldedRows.fold_stats), through the one out-of-fold loop (cv.out_of_fold) that
-`train` uses for the shipped models' CV metrics. EVALUATION.md is rendered by
-evaluation_report.py.
+`train` uses for the shipped models' CV metrics.
+
+Every method's risks are then treated as the shipped ones are: per horizon a calibrator
+chosen by calibration.choose and cross-fitted, then made cumulative over the horizons
+(calibration.cumulative). The figures are of that risk (`c`) unless they say "raw" (`p`).
+EVALUATION.md is rendered by evaluation_report.py.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from prcrs_batch.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # rows of the threshold table
+MIN_SENSITIVITY_1D = 0.8  # the rule for the default alert threshold (see `default_threshold`)
+
 
 def cross_validate(
     frame: pd.DataFrame,
@@ -34,108 +41,200 @@ def cross_validate(
     n_folds: int,
     neural_seeds: int | None = None,
     repeated_sets: tuple[str, ...] | None = None,
-) -> pd.DataFrame:
-    """Out-of-fold predictions: one row per (seed, factor_set, horizon, method, patient-day).
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold risks of every scorable patient-day, and the calibrators chosen.
 
-    CV repeat `seed` folds the patients with fold seed `seed`, and fold k's models get seed
-    `seed * 100 + k`. The networks trained from scratch (the costly ones) run on the first
-    `neural_seeds` CV repeats only (all repeats when None); factor sets not in
-    `repeated_sets` run on the first repeat only (all sets repeat when None).
+    Returns (risks, calibrators). `risks` has one row per (seed, factor_set, method,
+    horizon, scorable patient-day): patient_id, day, fold, y (NaN where the row has no
+    label for the horizon), p (raw), c (calibrated, cumulative). `calibrators` has one row
+    per (seed, factor_set, method, horizon): the cross-fitted Brier/ECE of each calibrator
+    and the one chosen. CV repeat `seed` folds the patients with fold seed `seed`, and fold
+    k's models get seed `seed * 100 + k`. Networks trained from scratch run on the first
+    `neural_seeds` repeats only (None: all); factor sets not in `repeated_sets` on the first.
     """
-    out = []
+    risks, chosen = [], []
     for i, seed in enumerate(seeds):
         folds = cv.patient_folds(frame, n_folds, seed)
         for factor_set, names in factor_sets.items():
             if repeated_sets is not None and factor_set not in repeated_sets and i > 0:
                 continue
-            for horizon in HORIZONS:
-                data = cv.FoldedRows.select(frame, folds, factor_set, horizon)
-                for name in names:
-                    if (
-                        name in baselines.FROM_SCRATCH
-                        and neural_seeds is not None
-                        and i >= neural_seeds
-                    ):
-                        continue
-                    started = time.perf_counter()
-                    oof = cv.out_of_fold(data, methods[name], seed * 100)
-                    out.append(
+            data = cv.FoldedRows.select(frame, folds, factor_set)
+            for name in names:
+                if (
+                    name in baselines.FROM_SCRATCH
+                    and neural_seeds is not None
+                    and i >= neural_seeds
+                ):
+                    continue
+                started = time.perf_counter()
+                raw = {h: cv.out_of_fold(data, methods[name], h, seed * 100) for h in HORIZONS}
+                key = {"seed": seed, "factor_set": factor_set, "method": name}
+                cal = []
+                for h in HORIZONS:
+                    comparison = calibration.compare(raw[h], data.y(h), data.folds)
+                    best = calibration.choose(comparison)
+                    cal.append(calibration.cross_fitted(best, raw[h], data.y(h), data.folds))
+                    chosen.append(
+                        key
+                        | {"horizon": h, "chosen": best}
+                        | {f"{k}_{m}": v[k] for m, v in comparison.items() for k in v}
+                    )
+                shipped = calibration.cumulative(np.column_stack(cal))
+                for j, h in enumerate(HORIZONS):
+                    risks.append(
                         pd.DataFrame(
-                            {
-                                "seed": seed,
-                                "factor_set": factor_set,
-                                "horizon": horizon,
-                                "method": name,
+                            key
+                            | {
+                                "horizon": h,
                                 "row": np.arange(len(data.rows)),
                                 "patient_id": data.patients,
-                                "y": data.y,
-                                "p": oof,
+                                "day": data.rows["day"].to_numpy(),
                                 "fold": data.folds,
+                                "y": data.y(h),
+                                "p": raw[h],
+                                "c": shipped[:, j],
                             }
                         )
                     )
-                    logger.info(
-                        "seed %d %s h%d %s: %.1f s",
-                        seed,
-                        factor_set,
-                        horizon,
-                        name,
-                        time.perf_counter() - started,
-                    )
-    return pd.concat(out, ignore_index=True)
+                logger.info(
+                    "seed %d %s %s: %.1f s", seed, factor_set, name, time.perf_counter() - started
+                )
+    return pd.concat(risks, ignore_index=True), pd.DataFrame(chosen)
 
 
-def summarise(oof: pd.DataFrame, n_boot: int = metrics.N_BOOT) -> pd.DataFrame:
-    """Metrics per (factor_set, horizon, method), averaged over CV repeats, with bootstrap CIs."""
+def summarise(
+    risks: pd.DataFrame,
+    calibrators: pd.DataFrame,
+    threshold: float = metrics.THRESHOLD,
+    n_boot: int = metrics.N_BOOT,
+) -> pd.DataFrame:
+    """Metrics per (factor_set, horizon, method), averaged over CV repeats, with patient
+    bootstrap CIs of the AUROC and AUPRC of the calibrated cumulative risk."""
     rows = []
-    for (fs, h, method), g in oof.groupby(["factor_set", "horizon", "method"], sort=False):
-        per_seed, preds, cal_preds = [], [], []
-        first = g[g["seed"] == g["seed"].iloc[0]].sort_values("row")
-        for _, s in g.groupby("seed"):
+    for (fs, h, method), g in risks.groupby(["factor_set", "horizon", "method"], sort=False):
+        per_seed, preds = [], []
+        labelled = g[g["y"].notna()]
+        first = labelled[labelled["seed"] == labelled["seed"].iloc[0]].sort_values("row")
+        for _, s in labelled.groupby("seed"):
             s = s.sort_values("row")
-            y, p, f = s["y"].to_numpy(), s["p"].to_numpy(), s["fold"].to_numpy()
-            comp = calibration.compare(p, y, f)
-            best = calibration.choose(comp)
-            cal = calibration.cross_fitted(best, p, y, f)
-            m = metrics.binary_metrics(y, p)
-            mc = metrics.binary_metrics(y, cal)
+            y = s["y"].to_numpy(dtype=int)
+            raw = metrics.binary_metrics(y, s["p"].to_numpy(), threshold)
+            shipped = metrics.binary_metrics(y, s["c"].to_numpy(), threshold)
             per_seed.append(
-                {
-                    "auroc": m["auroc"],
-                    "auprc": m["auprc"],
-                    "brier_raw": m["brier"],
-                    "ece_raw": m["ece"],
-                    "brier_cal": mc["brier"],
-                    "ece_cal": mc["ece"],
-                    "ece_isotonic": comp["isotonic"]["ece"],
-                    "ece_neighbour": comp["neighbour_window"]["ece"],
-                    "brier_isotonic": comp["isotonic"]["brier"],
-                    "brier_neighbour": comp["neighbour_window"]["brier"],
-                    "sensitivity": mc["sensitivity"],
-                    "specificity": mc["specificity"],
-                    "best_calibration": best,
-                }
+                {f"{k}_raw": v for k, v in raw.items() if k in ("auroc", "auprc", "brier", "ece")}
+                | {k: v for k, v in shipped.items() if k not in ("n", "n_positive")}
             )
-            preds.append(p)
-            cal_preds.append(cal)
+            preds.append(s["c"].to_numpy())
+        scored = g[g["seed"] == g["seed"].iloc[0]]
         ci = metrics.bootstrap_ci(
-            first["y"].to_numpy(), preds, first["patient_id"].to_numpy(), n_boot=n_boot
+            first["y"].to_numpy(dtype=int), preds, first["patient_id"].to_numpy(), n_boot=n_boot
         )
         df = pd.DataFrame(per_seed)
-        row = {"factor_set": fs, "horizon": h, "method": method}
-        row.update(df.drop(columns="best_calibration").mean().to_dict())
+        row = {"factor_set": fs, "horizon": h, "method": method} | df.mean().to_dict()
         row["auroc_sd_over_seeds"] = float(df["auroc"].std(ddof=0))
-        row["best_calibration"] = df["best_calibration"].mode().iloc[0]
         row["auroc_ci"], row["auprc_ci"] = ci["auroc"], ci["auprc"]
+        row["alerts_per_100"] = 100 * float((scored["c"] >= threshold).mean())
         row["n"], row["n_positive"] = len(first), int(first["y"].sum())
         row["n_patients"] = int(first["patient_id"].nunique())
+        mine = calibrators[
+            (calibrators["factor_set"] == fs)
+            & (calibrators["horizon"] == h)
+            & (calibrators["method"] == method)
+        ]
+        row["best_calibration"] = mine["chosen"].mode().iloc[0]
+        for column in mine.columns:
+            if column.startswith(("brier_", "ece_")):
+                row[f"cal_{column}"] = float(mine[column].mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def threshold_table(
+    risks: pd.DataFrame, thresholds: tuple[float, ...] = THRESHOLDS
+) -> pd.DataFrame:
+    """Per threshold and horizon: sensitivity, PPV and alerts per 100 patient-days of the
+    calibrated cumulative risk, and the alert rule's catch of onsets within 1 day (a patient
+    is flagged when any horizon's risk reaches the threshold: the 3-day risk, since the risks
+    are cumulative). Mean over CV repeats. `risks` is one (factor set, method)."""
+    out = []
+    for thr in thresholds:
+        row: dict[str, float] = {"threshold": thr}
+        for h in HORIZONS:
+            per_seed = [
+                _at_threshold(s, thr) for _, s in risks[risks["horizon"] == h].groupby("seed")
+            ]
+            for k in ("sensitivity", "ppv", "alerts_per_100"):
+                row[f"{k}_{h}"] = float(np.nanmean([m[k] for m in per_seed]))
+        row["alert_sensitivity_1"] = _alert_sensitivity_1d(risks, thr)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _at_threshold(s: pd.DataFrame, thr: float) -> dict[str, float]:
+    flagged = s["c"].to_numpy() >= thr
+    y = s["y"].to_numpy()
+    positive, labelled = y == 1, ~np.isnan(y)
+    return {
+        "sensitivity": float(flagged[positive].mean()) if positive.any() else float("nan"),
+        "ppv": float((y[flagged & labelled] == 1).mean())
+        if (flagged & labelled).any()
+        else float("nan"),
+        "alerts_per_100": 100 * float(flagged.mean()),
+    }
+
+
+def _alert_sensitivity_1d(risks: pd.DataFrame, thr: float) -> float:
+    """Share of the patient-days with an onset within 1 day whose 3-day risk reached `thr`."""
+    values = []
+    for _, s in risks.groupby("seed"):
+        wide = s.pivot_table(index="row", columns="horizon", values=["y", "c"])
+        onset = wide[("y", 1)] == 1
+        if onset.any():
+            values.append(float((wide.loc[onset, ("c", max(HORIZONS))] >= thr).mean()))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def default_threshold(risks: pd.DataFrame) -> float:
+    """The rule, fixed before looking: the highest threshold (0.01 steps) at which the alert
+    still catches at least `MIN_SENSITIVITY_1D` of the onsets within 1 day."""
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    passing = [t for t in grid if _alert_sensitivity_1d(risks, float(t)) >= MIN_SENSITIVITY_1D]
+    return float(max(passing)) if passing else float(grid[0])
+
+
+def lead_times(frame: pd.DataFrame, risks: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """For each onset of severe CRS (a day severe after a day that was not), how many days
+    before it the patient was first flagged (3-day risk >= threshold) within the 3 days
+    before; 0 when not flagged. Mean over CV repeats. `risks` is one (factor set, method)."""
+    severe = frame.set_index(["patient_id", "day"])["severe_today"]
+    onsets = [(p, d) for (p, d), s in severe.items() if s and severe.get((p, d - 1)) in (False, 0)]
+    horizon = max(HORIZONS)
+    summaries = []
+    for _, s in risks[risks["horizon"] == horizon].groupby("seed"):
+        risk_of = dict(zip(zip(s["patient_id"], s["day"]), s["c"], strict=True))
+        leads = []
+        for p, d in onsets:
+            flagged = [
+                k for k in range(horizon, 0, -1) if risk_of.get((p, d - k), -1.0) >= threshold
+            ]
+            leads.append(flagged[0] if flagged else 0)
+        warned = [x for x in leads if x > 0]
+        summaries.append(
+            {
+                "onsets": len(leads),
+                "warned_share": len(warned) / len(leads) if leads else float("nan"),
+                "median_lead_days": float(np.median(warned)) if warned else float("nan"),
+                "mean_lead_days": float(np.mean(leads)) if leads else float("nan"),
+            }
+        )
+    return (
+        {k: float(np.nanmean([s[k] for s in summaries])) for k in summaries[0]} if summaries else {}
+    )
+
+
 def evaluate(
     model_dir: Path | str,
-    seeds: list[int] | tuple[int, ...] = (0, 1),
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4),
     quick: bool = False,
     *,
     cohort_path: Path | None = None,
@@ -145,10 +244,11 @@ def evaluate(
 ) -> Path:
     """Cross-validate PrCRS and baselines; write EVALUATION.md and plots into model_dir.
 
-    The full comparison runs for `full_sets`; the other factor sets get PrCRS (transfer),
-    logistic regression, gradient boosting and (where its inputs exist) m-EASIX, on the first
-    CV repeat only. Networks trained from scratch run on the first `neural_seeds` CV repeats
-    only (None: all).
+    The full comparison runs for `full_sets` on every CV repeat; the other factor sets get
+    PrCRS (transfer), logistic regression, gradient boosting and (where its inputs exist)
+    m-EASIX, on the first repeat only. Networks trained from scratch run on the first
+    `neural_seeds` repeats only (None: all). The paper's target ("grade >= 3 on day t+h",
+    all patient-days) is evaluated for `all` with PrCRS and logistic regression, first repeat.
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -171,11 +271,26 @@ def evaluate(
             names.append("m_easix")
         plan[fs] = names
     with threadpool_limits(limits=cfg.threads):
-        oof = cross_validate(
+        risks, calibrators = cross_validate(
             frame, methods, plan, list(seeds), cfg.n_folds, neural_seeds, tuple(full_sets)
         )
-    summary = summarise(oof, n_boot=30 if quick else metrics.N_BOOT)
-    plots = evaluation_report.write_plots(oof, model_dir)
+        paper = frame.assign(
+            severe_today=False, **{f"label_{h}": frame[f"paper_label_{h}"] for h in HORIZONS}
+        )
+        paper_plan = {fs: ["prcrs_transfer", "logistic"] for fs in full_sets if fs in plan}
+        paper_risks, paper_cal = cross_validate(
+            paper, methods, paper_plan, list(seeds)[:1], cfg.n_folds
+        )
+    n_boot = 30 if quick else metrics.N_BOOT
+    summary = summarise(risks, calibrators, n_boot=n_boot)
+    paper_summary = summarise(paper_risks, paper_cal, n_boot=n_boot)
+    shipped = risks[(risks["factor_set"] == full_sets[0]) & (risks["method"] == "prcrs_transfer")]
+    chosen_threshold = default_threshold(shipped)
+    thresholds = threshold_table(shipped)
+    leads = {
+        t: lead_times(frame, shipped, t) for t in sorted({metrics.THRESHOLD, chosen_threshold})
+    }
+    plots = evaluation_report.write_plots(risks[risks["y"].notna()], model_dir)
     seconds = time.perf_counter() - started
     path = model_dir / "EVALUATION.md"
     evaluation_report.write_report(
@@ -193,7 +308,25 @@ def evaluate(
             neural_seeds=neural_seeds,
             full_sets=tuple(full_sets),
         ),
+        evaluation_report.Extras(
+            thresholds=thresholds,
+            chosen_threshold=chosen_threshold,
+            min_sensitivity=MIN_SENSITIVITY_1D,
+            lead_times=leads,
+            paper_summary=paper_summary,
+            monotone_raw=_raw_order_violations(shipped),
+        ),
     )
     summary.to_csv(model_dir / "evaluation_summary.csv", index=False)
     logger.info("evaluation written to %s in %.0f s", path, seconds)
     return path
+
+
+def _raw_order_violations(risks: pd.DataFrame) -> float:
+    """Share of patient-days whose raw risks fall from one horizon to the next: what the
+    cumulative adjustment corrects."""
+    shares = []
+    for _, s in risks.groupby("seed"):
+        wide = s.pivot_table(index="row", columns="horizon", values="p").to_numpy()
+        shares.append(float((np.diff(wide, axis=1) < 0).any(axis=1).mean()))
+    return float(np.mean(shares)) if shares else float("nan")

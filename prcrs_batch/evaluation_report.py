@@ -120,16 +120,20 @@ def _method_text(how: HowEvaluated) -> list[str]:
         f"- {how.n_folds}-fold CV grouped by patient (no patient in two folds), stratified on "
         "whether the patient ever has severe CRS, repeated with fold seeds "
         f"{how.seeds}; every method sees the same folds.",
-        "- Features from `datasets.training_frame` (the nightly job's warehouse SQL + lab "
-        "cleaning, 72 h lookback); labels: CRS grade >= 3 on day t+h; rows with day t+h "
-        "unobserved dropped, and, per factor set, rows the nightly job would not score "
-        "(fewer than 5 inputs observed) dropped.",
+        "- Target (panel.onset_label): among patient-days not yet severe (latest CRS grade "
+        "< 3), onset of grade >= 3 within h days (any of days t+1..t+h); 0 only when all "
+        "of those days were assessed; patient-days already severe are not rows. Features "
+        "from `datasets.training_frame` (the nightly job's warehouse SQL + lab cleaning, "
+        "72 h lookback); per factor set, rows the nightly job would not score (fewer than 5 "
+        "inputs observed) dropped.",
+        "- Every method's risks are treated as the shipped ones: per horizon a calibrator "
+        "chosen by the fixed rule and cross-fitted on out-of-fold predictions (fitted on the "
+        "other folds), then made cumulative over the horizons (running maximum). AUROC, "
+        "AUPRC, Brier, ECE, calibration intercept/slope (0 and 1 when calibrated), "
+        f"sensitivity, PPV and alerts per 100 patient-days (at risk >= {metrics.THRESHOLD}) "
+        "are of that risk; `AUROC raw` is of the uncalibrated probability.",
         "- AUROC/AUPRC: pooled out-of-fold predictions, mean over CV repeats; 95% CI from a "
         f"patient bootstrap ({metrics.N_BOOT} resamples of patients, averaged over repeats).",
-        "- Brier/ECE (10 equal-width bins) raw and after calibration; calibrators are "
-        "cross-fitted on out-of-fold predictions (fitted on the other folds' OOF "
-        "predictions). Sensitivity/specificity at calibrated risk >= "
-        f"{metrics.THRESHOLD}.",
         "- PrCRS transfer: bodies pre-trained on COVID-19 only (shipped "
         "`prcrs_pretrained.safetensors`), frozen; heads fine-tuned inside each training fold "
         'on the "skip" readout (mean and max pool of the body output + the encoded inputs '
@@ -161,20 +165,23 @@ def _horizon_section(sub: pd.DataFrame, horizon: int) -> list[str]:
     sub = sub.sort_values("auroc", ascending=False)
     first = sub.iloc[0]
     lines = [
-        f"### {horizon} day(s) ahead: {first['n']} patient-days, {first['n_positive']} "
-        f"severe, {first['n_patients']} patients",
+        f"### Onset within {horizon} day(s): {first['n']} patient-days, "
+        f"{first['n_positive']} onsets, {first['n_patients']} patients",
         "",
         *_table(
             [
                 "method",
                 "AUROC (95% CI)",
+                "AUROC raw",
                 "AUPRC (95% CI)",
-                "Brier raw",
-                "Brier cal",
-                "ECE raw",
-                "ECE cal",
+                "Brier",
+                "ECE",
+                "cal. intercept",
+                "cal. slope",
                 "sens",
-                "spec",
+                "PPV",
+                "alerts /100 days",
+                "calibrator",
             ]
         ),
     ]
@@ -183,13 +190,16 @@ def _horizon_section(sub: pd.DataFrame, horizon: int) -> list[str]:
             _row(
                 LABELS[r["method"]],
                 f"{r['auroc']:.3f} ({_fmt_ci(r['auroc_ci'])})",
+                f"{r['auroc_raw']:.3f}",
                 f"{r['auprc']:.3f} ({_fmt_ci(r['auprc_ci'])})",
-                f"{r['brier_raw']:.4f}",
-                f"{r['brier_cal']:.4f}",
-                f"{r['ece_raw']:.3f}",
-                f"{r['ece_cal']:.3f}",
+                f"{r['brier']:.4f}",
+                f"{r['ece']:.3f}",
+                f"{r['calibration_intercept']:+.2f}",
+                f"{r['calibration_slope']:.2f}",
                 f"{r['sensitivity']:.2f}",
-                f"{r['specificity']:.2f}",
+                f"{r['ppv']:.2f}",
+                f"{r['alerts_per_100']:.1f}",
+                r["best_calibration"],
             )
         )
     lines.append("")
@@ -213,11 +223,17 @@ def _horizon_section(sub: pd.DataFrame, horizon: int) -> list[str]:
 
 
 def _calibration_section(cal: pd.DataFrame) -> list[str]:
-    """PrCRS (transfer): raw vs the two cross-fitted calibrators, per model."""
-    header = ["factor set", "horizon", "Brier raw", "Brier neighbour", "Brier isotonic"]
-    header += ["ECE raw", "ECE neighbour", "ECE isotonic", "better"]
+    """PrCRS (transfer): raw vs each cross-fitted calibrator, and the one the rule chose."""
+    methods = ["raw", *calibration.METHODS]
+    header = ["factor set", "horizon", *[f"Brier {m}" for m in methods]]
+    header += [*[f"ECE {m}" for m in methods], "chosen"]
     lines = [
-        "## Calibration of PrCRS (transfer): neighbour window vs isotonic (cross-fitted)",
+        "## Calibration of PrCRS (transfer), cross-fitted",
+        "",
+        "Chosen per model by the rule fixed beforehand (calibration.choose): the lowest "
+        "cross-fitted Brier score among none, Platt, beta and interpolated isotonic, then "
+        "ECE. The paper's neighbour window is shown for comparison; it is not monotone and "
+        "is never shipped.",
         "",
         *_table(header),
     ]
@@ -226,19 +242,109 @@ def _calibration_section(cal: pd.DataFrame) -> list[str]:
             _row(
                 r["factor_set"],
                 r["horizon"],
-                f"{r['brier_raw']:.4f}",
-                f"{r['brier_neighbour']:.4f}",
-                f"{r['brier_isotonic']:.4f}",
-                f"{r['ece_raw']:.3f}",
-                f"{r['ece_neighbour']:.3f}",
-                f"{r['ece_isotonic']:.3f}",
+                *[f"{r[f'cal_brier_{m}']:.4f}" for m in methods],
+                *[f"{r[f'cal_ece_{m}']:.3f}" for m in methods],
                 r["best_calibration"],
             )
         )
     return lines + [""]
 
 
-def write_report(summary: pd.DataFrame, plots: list[str], path: Path, how: HowEvaluated) -> None:
+@dataclass(frozen=True)
+class Extras:
+    """The sections after the per-model tables."""
+
+    thresholds: pd.DataFrame  # evaluation.threshold_table of the shipped `all` model
+    chosen_threshold: float  # evaluation.default_threshold
+    min_sensitivity: float  # the rule behind it: the alert's catch of 1-day onsets
+    lead_times: dict[float, dict[str, float]]  # threshold -> evaluation.lead_times
+    paper_summary: pd.DataFrame  # evaluation.summarise on the paper's target
+    monotone_raw: float  # share of patient-days whose raw risks fall with the horizon
+
+
+def _extras_section(extras: Extras) -> list[str]:
+    header = ["threshold"]
+    header += [f"{k} {h} d" for h in HORIZONS for k in ("sens", "PPV", "alerts/100")]
+    lines = [
+        "## Alert threshold (PrCRS transfer, `all`)",
+        "",
+        "Per horizon, at each threshold on the calibrated cumulative risk: sensitivity, PPV, "
+        "and alerts per 100 scored patient-days; last column: the share of the onsets within "
+        "1 day that the alert (any horizon at or above the threshold) flags. Mean over CV "
+        "repeats.",
+        "",
+        *_table([*header, "alert catches 1-day onsets"]),
+    ]
+    for _, r in extras.thresholds.iterrows():
+        cells = [f"{r['threshold']:.2f}"]
+        for h in HORIZONS:
+            cells += [f"{r[f'sensitivity_{h}']:.2f}", f"{r[f'ppv_{h}']:.2f}"]
+            cells.append(f"{r[f'alerts_per_100_{h}']:.1f}")
+        lines.append(_row(*cells, f"{r['alert_sensitivity_1']:.2f}"))
+    lines += [
+        "",
+        "Rule for the default `PRCRS_ALERT_THRESHOLD`, fixed before looking: the highest "
+        f"threshold (0.01 steps) at which the alert still flags at least "
+        f"{extras.min_sensitivity:.0%} of the onsets within 1 day. It gives "
+        f"**{extras.chosen_threshold:.2f}**.",
+        "",
+        "### Lead time",
+        "",
+        "For each onset of severe CRS (a severe day after a day that was not), how many days "
+        "before it the patient was first flagged (3-day risk at or above the threshold) in "
+        "the 3 days before; mean over CV repeats. Only onsets with a scorable day before them "
+        "can be warned.",
+        "",
+        *_table(
+            ["threshold", "onsets", "warned ≥ 1 day ahead", "median lead (warned)", "mean lead"]
+        ),
+    ]
+    for thr, lead in extras.lead_times.items():
+        lines.append(
+            _row(
+                f"{thr:.2f}",
+                f"{lead.get('onsets', float('nan')):.0f}",
+                f"{lead.get('warned_share', float('nan')):.2f}",
+                f"{lead.get('median_lead_days', float('nan')):.1f} d",
+                f"{lead.get('mean_lead_days', float('nan')):.2f} d",
+            )
+        )
+    lines += [
+        "",
+        "### Cumulative risks",
+        "",
+        f"The raw probabilities fall from one horizon to the next on {extras.monotone_raw:.1%} "
+        "of patient-days; the shipped risks are the running maximum over the horizons of the "
+        "calibrated ones (calibration.cumulative), and every figure above is of those.",
+        "",
+        "## The paper's target, for comparison",
+        "",
+        "Grade >= 3 on day t+h, over all patient-days (patients already severe included), "
+        "as the paper defined it; first CV repeat. Not comparable with the tables above.",
+        "",
+        *_table(["method", "horizon", "AUROC", "AUPRC", "Brier", "ECE"]),
+    ]
+    for _, r in extras.paper_summary.iterrows():
+        lines.append(
+            _row(
+                LABELS[r["method"]],
+                r["horizon"],
+                f"{r['auroc']:.3f}",
+                f"{r['auprc']:.3f}",
+                f"{r['brier']:.4f}",
+                f"{r['ece']:.3f}",
+            )
+        )
+    return lines + [""]
+
+
+def write_report(
+    summary: pd.DataFrame,
+    plots: list[str],
+    path: Path,
+    how: HowEvaluated,
+    extras: Extras | None = None,
+) -> None:
     """EVALUATION.md: tables per horizon, calibration comparison, plain statement of losses.
 
     `summary` is evaluation.summarise's frame: one row per (factor_set, horizon, method).
@@ -253,5 +359,7 @@ def write_report(summary: pd.DataFrame, plots: list[str], path: Path, how: HowEv
     cal = summary[summary["method"] == "prcrs_transfer"]
     if not cal.empty:
         lines += _calibration_section(cal)
+    if extras is not None:
+        lines += _extras_section(extras)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -60,24 +60,64 @@ def auprc(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
-    """AUROC, AUPRC, Brier, ECE, and sensitivity/specificity at `threshold`.
+    """AUROC, AUPRC, Brier, ECE, calibration intercept and slope, and at `threshold`
+    sensitivity, specificity, PPV and the share of rows flagged.
 
     >>> m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-    >>> m["auroc"], m["sensitivity"], m["specificity"]
-    (0.75, 1.0, 0.5)
+    >>> m["auroc"], m["sensitivity"], m["specificity"], m["ppv"]
+    (0.75, 1.0, 0.5, 0.6666666666666666)
     """
     y, p = np.asarray(y, int), np.asarray(p, float)
     flagged = p >= threshold
+    intercept, slope = calibration_intercept_slope(y, p)
     return {
         "auroc": auroc(y, p),
         "auprc": auprc(y, p),
         "brier": brier(p, y),
         "ece": ece(p, y),
+        "calibration_intercept": intercept,
+        "calibration_slope": slope,
         "sensitivity": float(flagged[y == 1].mean()) if (y == 1).any() else float("nan"),
         "specificity": float((~flagged[y == 0]).mean()) if (y == 0).any() else float("nan"),
+        "ppv": float(y[flagged].mean()) if flagged.any() else float("nan"),
+        "flagged": float(flagged.mean()) if len(y) else float("nan"),
         "n": int(len(y)),
         "n_positive": int(y.sum()),
     }
+
+
+def calibration_intercept_slope(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Calibration intercept (in the large: logit offset with slope fixed at 1) and slope
+    (of y on logit p); 0 and 1 when calibrated. NaN with a single class.
+
+    Both by Newton's method on the logistic log-likelihood (Cox 1958; Van Calster 2019).
+
+    >>> a, b = calibration_intercept_slope(np.array([0, 1, 0, 1]), np.array([0.2, 0.8, 0.3, 0.7]))
+    >>> abs(a) < 1e-9, bool(b > 1)
+    (True, True)
+    """
+    y, p = np.asarray(y, float), np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    if len(y) == 0 or y.min() == y.max():
+        return float("nan"), float("nan")
+    z = np.log(p / (1 - p))
+    intercept = _newton(y, np.ones((len(y), 1)), z)[0]
+    slope = _newton(y, np.column_stack([np.ones_like(z), z]), 0.0)[1]
+    return float(intercept), float(slope)
+
+
+def _newton(
+    y: np.ndarray, x: np.ndarray, offset: np.ndarray | float, steps: int = 50
+) -> np.ndarray:
+    """Maximum-likelihood coefficients of a logistic regression with a fixed offset."""
+    beta = np.zeros(x.shape[1])
+    for _ in range(steps):
+        mu = 1 / (1 + np.exp(-(x @ beta + offset)))
+        w = np.maximum(mu * (1 - mu), 1e-12)
+        step = np.linalg.solve(x.T @ (x * w[:, None]) + 1e-9 * np.eye(x.shape[1]), x.T @ (y - mu))
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return beta
 
 
 def bootstrap_ci(

@@ -25,6 +25,7 @@ from prcrs_batch.db import make_engine, migrate
 from prcrs_batch.errors import describe
 from prcrs_batch.features import lab_matrix
 from prcrs_batch.labs import clean_labs
+from prcrs_batch.panel import already_severe
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
 from prcrs_batch.settings import Settings
@@ -146,7 +147,12 @@ def run_nightly(
                 labs_to=night.patients["patient_id"].map(collected["max"]),
             )
         with _stage(summary, "score"):
-            scores = scoring.score(bundle, features, device=settings.device)
+            severe = [
+                pid
+                for pid, grade in zip(patients["patient_id"], patients["crs_grade"], strict=True)
+                if already_severe(grade)
+            ]
+            scores = scoring.score(bundle, features, device=settings.device, already_severe=severe)
         with _stage(summary, "alerts"):
             summaries = alerts.summarise_patients(
                 patients=patients, scores=scores, threshold=settings.alert_threshold

@@ -109,8 +109,9 @@ def build_report(
     alerts = sorted(
         (s for s in summaries if s.alert), key=lambda s: (-(s.max_risk or 0.0), s.patient_id)
     )
+    severe = sorted((s for s in summaries if s.already_severe), key=lambda s: s.patient_id)
     others = sorted(
-        (s for s in summaries if not s.alert),
+        (s for s in summaries if not s.alert and not s.already_severe),
         key=lambda s: (not s.scorable, -(s.max_risk or 0.0), s.patient_id),
     )
     images, numbered_alerts = _charts(run, alerts, history, threshold)
@@ -122,8 +123,9 @@ def build_report(
         "threshold_pct": f"{threshold * 100:g}%",
         "alerts": numbered_alerts,
         "others": others,
+        "severe": severe,
         "n_patients": len(summaries),
-        "n_not_scorable": sum(1 for s in summaries if not s.scorable),
+        "n_not_scorable": sum(1 for s in summaries if not s.scorable and not s.already_severe),
         "horizons": HORIZONS,
         "severe_grade": SEVERE_GRADE,
         "models": MODELS,

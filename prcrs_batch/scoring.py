@@ -1,19 +1,22 @@
 """Score every patient with every loaded model: 6 factor sets x 3 horizons, keyed by patient id.
 
-Each model runs once over the whole cohort as one batch in inference mode. A patient with
-fewer observed inputs than the factor set's minimum gets status 'insufficient_inputs' and
-NULL risks; a model that failed to load gives status 'error' with its message in `detail`.
+Each model runs once over the whole cohort as one batch in inference mode. A patient already
+severe gets status 'already_severe' (not a warning to give); one with fewer observed inputs
+than the factor set's minimum gets 'insufficient_inputs'; both have NULL risks. A model that
+failed to load gives status 'error' with its message in `detail`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
 import torch
 
 from prcrs_batch.artifacts import LoadedModel, ModelBundle, resolve_device
+from prcrs_batch.calibration import cumulative
 from prcrs_batch.features import encode
 from prcrs_batch.networks import ensemble_probability
 from prcrs_batch.panel import (
@@ -26,6 +29,8 @@ from prcrs_batch.panel import (
 )
 
 logger = logging.getLogger(__name__)
+
+SEVERE_DETAIL = "CRS grade >= 3 on or before the as-of date: not scored as a warning"
 
 COLUMNS = [
     "patient_id",
@@ -41,12 +46,18 @@ COLUMNS = [
 
 
 def score(
-    bundle: ModelBundle, features: pd.DataFrame, device: str | torch.device = "auto"
+    bundle: ModelBundle,
+    features: pd.DataFrame,
+    device: str | torch.device = "auto",
+    already_severe: Collection[str] = (),
 ) -> pd.DataFrame:
     """One row per patient x factor set x horizon.
 
     `features` is indexed by patient_id and holds the 42 analyte columns in model units
-    (NaN = missing), as features.lab_matrix returns them.
+    (NaN = missing), as features.lab_matrix returns them. Patients in `already_severe`
+    (latest CRS grade >= 3, panel.already_severe) get status `already_severe` and no risk.
+    A factor set's calibrated risks are cumulative over the horizons (calibration.cumulative):
+    the risk of onset within 2 days is never below that within 1 day.
 
     >>> # score(load_models("models"), lab_matrix(clean)).columns.tolist() == COLUMNS
     """
@@ -57,16 +68,29 @@ def score(
         raise ValueError("feature frame has duplicate patient ids")
     dev = resolve_device(device)
     ids = features.index.astype(str).to_numpy()
+    severe = np.isin(ids, np.asarray(list(already_severe), dtype=str))
     parts = []
     for factor_set in FACTOR_SETS:
         inputs = inputs_for(factor_set)
         n_obs = features[inputs].notna().sum(axis=1).to_numpy()
-        enough = scorable(n_obs, factor_set)
+        enough = scorable(n_obs, factor_set) & ~severe
         models = {h: bundle.models.get((factor_set, h), "model not in manifest") for h in HORIZONS}
         ready = {h: m for h, m in models.items() if not isinstance(m, str)}
-        probabilities = _probabilities(ready, features.loc[enough], dev) if enough.any() else {}
-        for horizon in HORIZONS:
-            model = models[horizon]
+        raw = _probabilities(ready, features.loc[enough], dev) if enough.any() else {}
+        risks = cumulative(
+            np.column_stack(
+                [
+                    ready[h].calibrate(raw[h]) if h in raw else np.full(enough.sum(), np.nan)
+                    for h in HORIZONS
+                ]
+            )
+        )
+        status = np.where(enough, "ok", "insufficient_inputs").astype(object)
+        detail = np.where(
+            enough, "", f"fewer than {min_observed(factor_set)} inputs observed"
+        ).astype(object)
+        status[severe], detail[severe] = "already_severe", SEVERE_DETAIL
+        for i, horizon in enumerate(HORIZONS):
             part = pd.DataFrame(
                 {
                     "patient_id": ids,
@@ -74,21 +98,19 @@ def score(
                     "horizon_days": horizon,
                     "probability": np.nan,
                     "calibrated_risk": np.nan,
-                    "status": np.where(enough, "ok", "insufficient_inputs"),
+                    "status": status.copy(),  # each part its own: they are edited below
                     "inputs_observed": n_obs.astype(int),
                     "inputs_expected": len(inputs),
-                    "detail": np.where(
-                        enough, "", f"fewer than {min_observed(factor_set)} inputs observed"
-                    ).astype(object),
+                    "detail": detail.copy(),
                 }
             )
+            model = models[horizon]
             if isinstance(model, str):
-                part["status"] = "error"
-                part["detail"] = model
+                part.loc[~severe, "status"] = "error"
+                part.loc[~severe, "detail"] = model
             elif enough.any():
-                p = probabilities[horizon]
-                part.loc[enough, "probability"] = p
-                part.loc[enough, "calibrated_risk"] = model.calibrate(p)
+                part.loc[enough, "probability"] = raw[horizon]
+                part.loc[enough, "calibrated_risk"] = risks[:, i]
                 part.loc[enough, "detail"] = f"calibration: {model.calibration_method}"
             parts.append(part)
     out = pd.concat(parts, ignore_index=True)[COLUMNS]

@@ -14,12 +14,15 @@ shipped model, so that the CV figures describe what ships:
    validation split.
 3. The ensemble's probability is the mean over members (networks.ensemble_probability).
 4. Out-of-fold predictions from patient-grouped stratified 5-fold CV (cv.out_of_fold, the
-   loop evaluation.py uses too) fit the calibrators (calibration.py) and give the CV
-   metrics stored in the manifest.
+   loop evaluation.py uses too) choose and fit each horizon's calibrator (calibration.py)
+   and give the CV metrics stored in the manifest: raw, and calibrated then made cumulative
+   across the horizons, as the nightly job reports them.
 
-Only patient-days the nightly job would score (a label for the horizon, and panel.scorable)
-are used for fine-tuning and CV. Every random draw comes from a scope seeded explicitly
-(`seeded`), so a result never depends on what ran before it.
+The target is onset of severe CRS within h days among patient-days not yet severe
+(panel.onset_label). Only patient-days the nightly job would score (not already severe,
+panel.scorable) with a label for the horizon are used for fine-tuning. Every random draw
+comes from a scope seeded explicitly (`seeded`), so a result never depends on what ran
+before it.
 """
 
 from __future__ import annotations
@@ -314,16 +317,25 @@ def train(
     entries: list[dict[str, Any]] = []
     for factor_set in sets:
         stats = cv.fit_set_stats(frame, factor_set)
-        for horizon in HORIZONS:
+        data = cv.FoldedRows.select(frame, folds, factor_set)
+        oof = {h: cv.out_of_fold(data, method, h, seed) for h in HORIZONS}
+        comparisons = {h: calibration.compare(oof[h], data.y(h), data.folds) for h in HORIZONS}
+        chosen = {h: calibration.choose(comparisons[h]) for h in HORIZONS}
+        shipped = calibration.cumulative(
+            np.column_stack(
+                [
+                    calibration.cross_fitted(chosen[h], oof[h], data.y(h), data.folds)
+                    for h in HORIZONS
+                ]
+            )
+        )
+        for i, horizon in enumerate(HORIZONS):
             bar.set_postfix_str(f"{factor_set} h{horizon}")
-            data = cv.FoldedRows.select(frame, folds, factor_set, horizon)
-            y = data.y
-            oof = cv.out_of_fold(data, method, seed)
-            comparison = calibration.compare(oof, y, data.folds)
-            default = calibration.choose(comparison)
-            calibrated = calibration.cross_fitted(default, oof, y, data.folds)
-            v, o = features.encode(data.rows, stats)
-            members = fit_transfer(bodies, v, o, y, data.patients, stats.inputs, seed + 100, cfg)
+            labelled = data.labelled(horizon)
+            rows, y, p = data.rows[labelled], data.y(horizon)[labelled].astype(int), oof[horizon]
+            v, o = features.encode(rows, stats)
+            groups = rows["patient_id"].to_numpy()
+            members = fit_transfer(bodies, v, o, y, groups, stats.inputs, seed + 100, cfg)
             entries.append(
                 {
                     "factor_set": factor_set,
@@ -331,28 +343,29 @@ def train(
                     "members": members,
                     "input_stats": stats,
                     "calibration": {
-                        "default": default,
-                        "comparison": comparison,
-                        **{m: calibration.fit(m, oof, y) for m in calibration.METHODS},
+                        "default": chosen[horizon],
+                        "comparison": comparisons[horizon],
+                        **{m: calibration.fit(m, p[labelled], y) for m in calibration.METHODS},
                     },
                     "cv_metrics": {
-                        "raw": binary_metrics(y, oof),
-                        "calibrated": binary_metrics(y, calibrated),
+                        "raw": binary_metrics(y, p[labelled]),
+                        "calibrated": binary_metrics(y, shipped[labelled, i]),
                         "n_folds": cfg.n_folds,
                         "fold_seed": seed,
                     },
                     "n_rows": int(len(y)),
                     "n_positive": int(y.sum()),
-                    "n_patients": int(data.rows["patient_id"].nunique()),
+                    "n_patients": int(rows["patient_id"].nunique()),
                 }
             )
             logger.info(
-                "%s h%d: CV AUROC %.3f, calibrated ECE %.3f (%s)",
+                "%s h%d: CV AUROC %.3f raw, %.3f shipped; calibrated ECE %.3f (%s)",
                 factor_set,
                 horizon,
                 entries[-1]["cv_metrics"]["raw"]["auroc"],
+                entries[-1]["cv_metrics"]["calibrated"]["auroc"],
                 entries[-1]["cv_metrics"]["calibrated"]["ece"],
-                default,
+                chosen[horizon],
             )
             bar.update(1)
     bar.close()

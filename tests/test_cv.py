@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from prcrs_batch import baselines, cv, evaluation, training
+from prcrs_batch import baselines, calibration, cv, evaluation, training
 from prcrs_batch.panel import ANALYTE_CODES, HORIZONS, inputs_for, min_observed, scorable
 
 
@@ -35,6 +35,9 @@ class Recorder:
         self.calls.append(
             {
                 "train_patients": set(train["patient_id"]),
+                "train_labelled": bool(train["label_1"].notna().all())
+                if "label_1" in train
+                else True,
                 "test_patients": set(test["patient_id"]),
                 "test_rows": test.index.to_numpy(),
                 "stats": stats,
@@ -44,16 +47,17 @@ class Recorder:
         return np.full(len(test), float(seed))
 
 
-def test_every_usable_row_is_predicted_exactly_once_by_a_model_blind_to_its_patient():
+def test_every_scorable_row_is_predicted_exactly_once_by_a_model_blind_to_its_patient():
     frame = _frame()
-    data = cv.FoldedRows.select(frame, cv.patient_folds(frame, 5, seed=0), "cytokines", 1)
+    data = cv.FoldedRows.select(frame, cv.patient_folds(frame, 5, seed=0), "cytokines")
     method = Recorder()
-    oof = cv.out_of_fold(data, method, seed=100)
+    oof = cv.out_of_fold(data, method, horizon=1, seed=100)
     tested = np.concatenate([c["test_rows"] for c in method.calls])
     assert sorted(tested) == list(range(len(data.rows)))
     assert not np.isnan(oof).any()
     for k, call in enumerate(method.calls):
         assert not call["train_patients"] & call["test_patients"]
+        assert call["train_labelled"]  # learns from labelled rows only, predicts them all
         assert call["seed"] == 100 + k
         np.testing.assert_array_equal(oof[call["test_rows"]], 100 + k)
         # normalisation from the scorable rows of the fold's training patients only
@@ -74,9 +78,10 @@ def test_every_method_sees_the_same_folds():
     frame = _frame()
     first, second, costly = Recorder(), Recorder(), Recorder()
     methods = {"logistic": first, "boosting": second, "cnn": costly}
-    oof = evaluation.cross_validate(
+    oof, chosen = evaluation.cross_validate(
         frame, methods, {"all": list(methods)}, seeds=[0, 1], n_folds=3, neural_seeds=1
     )
+    assert set(chosen["chosen"]) <= set(calibration.SHIPPABLE)
     assert len(first.calls) == len(second.calls) == 2 * len(HORIZONS) * 3
     for a, b in zip(first.calls, second.calls):
         assert a["train_patients"] == b["train_patients"]
@@ -89,12 +94,15 @@ def test_every_method_sees_the_same_folds():
     assert (per_patient == 1).all()
     # fold k of CV repeat `seed` is fitted with seed * 100 + k
     assert set(oof.loc[oof["seed"] == 1, "p"]) == {100.0, 101.0, 102.0}
+    # the shipped risk is cumulative over the horizons on every row
+    wide = oof.pivot_table(index=["seed", "method", "row"], columns="horizon", values="c")
+    assert (np.diff(wide.to_numpy(), axis=1) >= 0).all()
 
 
 def test_a_baseline_runs_through_the_loop():
     frame = _frame()
-    data = cv.FoldedRows.select(frame, cv.patient_folds(frame, 3, seed=0), "all", 1)
-    oof = cv.out_of_fold(data, baselines.fit_predict_logistic, seed=0)
+    data = cv.FoldedRows.select(frame, cv.patient_folds(frame, 3, seed=0), "all")
+    oof = cv.out_of_fold(data, baselines.fit_predict_logistic, horizon=1, seed=0)
     assert oof.shape == (len(data.rows),) and ((oof >= 0) & (oof <= 1)).all()
 
 
@@ -113,8 +121,8 @@ def test_seeded_scope_neither_depends_on_nor_changes_the_global_generator():
 @pytest.mark.slow
 def test_head_initial_weights_do_not_depend_on_earlier_random_draws():
     frame = _frame()
-    data = cv.FoldedRows.select(frame, cv.patient_folds(frame, 3, seed=0), "cytokines", 1)
+    data = cv.FoldedRows.select(frame, cv.patient_folds(frame, 3, seed=0), "cytokines")
     method = baselines.head_only(2, training.TrainConfig.quick())
-    first = cv.out_of_fold(data, method, seed=3)
+    first = cv.out_of_fold(data, method, horizon=1, seed=3)
     torch.rand(100)
-    np.testing.assert_array_equal(cv.out_of_fold(data, method, seed=3), first)
+    np.testing.assert_array_equal(cv.out_of_fold(data, method, horizon=1, seed=3), first)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prcrs_batch import evaluation, evaluation_report
+from prcrs_batch import calibration, evaluation, evaluation_report
 from prcrs_batch.training import TrainConfig
 
 MANIFEST = {
@@ -34,6 +34,8 @@ def _oof(strength: dict[str, float], seed: int = 0) -> pd.DataFrame:
                     "patient_id": patients,
                     "y": y,
                     "p": p,
+                    "c": p,
+                    "day": np.tile(np.arange(4), 60),
                     "fold": folds,
                 }
             )
@@ -41,8 +43,19 @@ def _oof(strength: dict[str, float], seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _calibrators(oof: pd.DataFrame) -> pd.DataFrame:
+    """What cross_validate reports of the calibrators: here none chosen, every figure 0.1."""
+    keys = oof[["seed", "factor_set", "method", "horizon"]].drop_duplicates()
+    figures = {f"{k}_{m}": 0.1 for k in ("brier", "ece") for m in ("raw", *calibration.METHODS)}
+    return keys.assign(chosen="none", **figures)
+
+
+def _summary(oof: pd.DataFrame, n_boot: int = 20) -> pd.DataFrame:
+    return evaluation.summarise(oof, _calibrators(oof), n_boot=n_boot)
+
+
 def _render(oof: pd.DataFrame, tmp_path) -> str:  # type: ignore[no-untyped-def]
-    summary = evaluation.summarise(oof, n_boot=20)
+    summary = _summary(oof)
     path = tmp_path / "EVALUATION.md"
     evaluation_report.write_report(
         summary,
@@ -70,13 +83,13 @@ def test_report_names_the_best_baseline_and_says_when_prcrs_loses(tmp_path):
     )
     assert text.startswith("# PrCRS evaluation (patient-grouped cross-validation)")
     assert "(QUICK settings: not a real evaluation)" in text
-    assert "## Factor set `all`" in text and "### 1 day(s) ahead: 240 patient-days" in text
+    assert "## Factor set `all`" in text and "### Onset within 1 day(s): 240 patient-days" in text
     assert "PrCRS (transfer) LOSES TO the best baseline, Logistic regression: AUROC" in text
     # an ablation is not a baseline, even when it scores best
     assert "the best baseline, PrCRS head on the inputs alone" not in text
     assert "PrCRS (transfer) vs PrCRS head on the inputs alone, no body (ablation)" in text
     table = [line for line in text.splitlines() if line.startswith("| Logistic regression |")]
-    assert len(table) == 1 and table[0].count("|") == 10
+    assert len(table) == 1 and table[0].count("|") == 13
     assert "## Calibration of PrCRS (transfer)" in text
     assert "![evaluation_all_h1.png](evaluation_all_h1.png)" in text
 
@@ -89,7 +102,7 @@ def test_report_says_matches_or_beats_when_prcrs_wins(tmp_path):
 
 @pytest.mark.parametrize("method", ["prcrs_transfer", "logistic"])
 def test_summary_has_one_row_per_method_with_intervals_around_the_estimate(method):
-    summary = evaluation.summarise(_oof({"prcrs_transfer": 0.5, "logistic": 0.5}), n_boot=50)
+    summary = _summary(_oof({"prcrs_transfer": 0.5, "logistic": 0.5}), n_boot=50)
     row = summary[summary["method"] == method].iloc[0]
     assert row["auroc_ci"][0] <= row["auroc"] <= row["auroc_ci"][1]
     assert row["n"] == 240 and row["n_patients"] == 60

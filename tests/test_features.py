@@ -21,15 +21,40 @@ def _grades(*pairs):
     )
 
 
-def test_labels_look_ahead_exactly_h_days():
-    days = pd.DataFrame(
-        {"patient_id": ["a", "a", "a", "a"], "as_of": [D0 + timedelta(days=i) for i in range(4)]}
+def _days(patient: str, n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"patient_id": [patient] * n, "as_of": [D0 + timedelta(days=i) for i in range(n)]}
     )
+
+
+def test_onset_within_h_days_among_patients_not_yet_severe():
     grades = _grades(("a", 0, 0), ("a", 1, 1), ("a", 2, 3), ("a", 3, 4))
-    labels = horizon_labels(days, grades)[LABEL_COLUMNS].to_numpy().tolist()
+    labelled = horizon_labels(_days("a", 4), grades)
+    nan = float("nan")
+    # day 0: onset on day t+2, so not within 1 day but within 2 and 3; day 1: onset next
+    # day, known even though day t+3 was never assessed; days 2-3: already severe, no rows
+    expected = [[0.0, 1.0, 1.0], [1.0, 1.0, 1.0], [nan, nan, nan], [nan, nan, nan]]
+    np.testing.assert_array_equal(labelled[LABEL_COLUMNS].to_numpy(), np.array(expected))
+    assert labelled["severe_today"].tolist() == [False, False, True, True]
+
+
+def test_the_papers_target_is_kept_apart_for_the_comparison():
+    grades = _grades(("a", 0, 0), ("a", 1, 1), ("a", 2, 3), ("a", 3, 4))
+    paper = horizon_labels(_days("a", 4), grades)[[f"paper_label_{h}" for h in (1, 2, 3)]]
     nan = float("nan")
     expected = [[0.0, 1.0, 1.0], [1.0, 1.0, nan], [1.0, nan, nan], [nan, nan, nan]]
-    np.testing.assert_array_equal(np.array(labels), np.array(expected))
+    np.testing.assert_array_equal(paper.to_numpy(), np.array(expected))
+
+
+def test_a_patient_severe_earlier_stays_severe_until_a_lower_grade_is_assessed():
+    grades = _grades(("c", 0, 3), ("c", 2, 1), ("c", 3, 1), ("c", 4, 1), ("c", 5, 1))
+    labelled = horizon_labels(_days("c", 3), grades)
+    # day 1 has no assessment: the latest (day 0) is grade 3; day 2 is grade 1 again
+    assert labelled["severe_today"].tolist() == [True, True, False]
+    assert (
+        np.isnan(labelled.loc[1, "label_1"])
+        and labelled.loc[2, LABEL_COLUMNS].tolist() == [0.0] * 3
+    )
 
 
 def test_grade_2_is_not_severe_and_unassessed_days_are_dropped():

@@ -1,5 +1,7 @@
 """Scoring runs each frozen body once per factor set; the result must equal each model run alone."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -46,3 +48,33 @@ def test_scores_are_keyed_by_patient_not_row_order(quick_models):
     pd.testing.assert_series_equal(
         forward["probability"].sort_index(), backward["probability"].sort_index(), atol=1e-6
     )
+
+
+def test_risks_are_cumulative_over_the_horizons_for_every_patient_and_model(quick_models):
+    bundle = artifacts.load_models(quick_models, "cpu")
+    scores = scoring.score(bundle, _features(), "cpu")
+    ok = scores[scores["status"] == "ok"]
+    wide = ok.pivot_table(
+        index=["patient_id", "model"], columns="horizon_days", values="calibrated_risk"
+    ).dropna()
+    assert len(wide) > 0
+    assert (np.diff(wide.to_numpy(), axis=1) >= 0).all()
+
+
+def test_a_patient_already_severe_is_not_scored_as_a_warning(quick_models):
+    bundle = artifacts.load_models(quick_models, "cpu")
+    features = _features()
+    severe = str(features.index[0])
+    scores = scoring.score(bundle, features, "cpu", already_severe=[severe])
+    mine = scores[scores["patient_id"] == severe]
+    assert len(mine) == len(FACTOR_SETS) * len(HORIZONS)
+    assert (mine["status"] == "already_severe").all()
+    assert mine["calibrated_risk"].isna().all() and mine["probability"].isna().all()
+    others = scores[scores["patient_id"] != severe]
+    assert "already_severe" not in set(others["status"])
+
+
+def test_loading_quick_models_warns_loudly(quick_models, caplog):
+    caplog.set_level(logging.WARNING, logger="prcrs_batch")
+    artifacts.load_models(quick_models, "cpu")
+    assert any("--quick" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

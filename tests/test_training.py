@@ -204,3 +204,12 @@ def test_shipped_bodies_load():
     manifest, _ = artifacts.read_manifest(model_dir())
     assert len(bodies) == len(manifest["pretraining"]["members"])
     assert all(b.config.n_classes == 3 and not b.training for b in bodies)
+
+
+def test_quick_training_never_replaces_the_model_folder(settings_env):
+    from click.testing import CliRunner
+
+    from prcrs_batch.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--quick"])
+    assert result.exit_code != 0 and "--output" in result.output
