@@ -247,3 +247,18 @@ def test_only_the_highest_alerts_get_charts_and_history_types_are_normalised():
     assert len(report.images) == MAX_CHARTS
     assert alert_ids(report)[:2] == ["SYN-00", "SYN-01"]
     assert report.html.count("Trend chart omitted") == 2
+
+
+def test_patients_already_severe_are_listed_apart_never_as_alerts():
+    spec = {
+        "SYN-HOT": {"all": (0.5, 0.6, 0.7)},
+        "SYN-SEVERE": "severe",
+        "SYN-QUIET": {"all": (0.01, 0.02, 0.03)},
+    }
+    report = render(spec, grades={"SYN-SEVERE": 3})
+    assert alert_ids(report) == ["SYN-HOT"]
+    for part in (report.html, report.text):
+        assert "Already severe, CRS grade" in part and "SYN-SEVERE" in part
+    others = report.text.split("Other active patients")[1]
+    assert "SYN-SEVERE" not in others and "SYN-QUIET" in others
+    assert "not scorable" not in report.text.split("\n")[2]  # the severe patient is not counted so

@@ -75,12 +75,13 @@ def make_patients(ids: list[str], grades: dict[str, int] | None = None) -> pd.Da
 
 def make_scores(spec: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """spec: patient -> model -> (r1, r2, r3) risks, "insufficient", "error", or a dict
-    horizon -> risk/"error" for mixed rows. Models not named are insufficient."""
+    horizon -> risk/"error" for mixed rows. Models not named are insufficient; a patient
+    whose spec is "severe" has every row already_severe."""
     rows = []
     for pid, models in spec.items():
         for model in FACTOR_SETS:
             expected = len(inputs_for(model))
-            value = models.get(model, "insufficient")
+            value = "severe" if models == "severe" else models.get(model, "insufficient")
             for i, horizon in enumerate(HORIZONS):
                 cell = value.get(horizon, "error") if isinstance(value, dict) else value
                 if isinstance(cell, tuple):
@@ -92,6 +93,8 @@ def make_scores(spec: dict[str, dict[str, Any]]) -> pd.DataFrame:
                         2,
                         "too few inputs",
                     )
+                elif cell == "severe":
+                    status, risk, observed, detail = "already_severe", None, expected, None
                 elif cell == "error":
                     status, risk, observed, detail = (
                         "error",
