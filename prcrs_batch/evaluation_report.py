@@ -130,8 +130,9 @@ def _method_text(how: HowEvaluated) -> list[str]:
         "chosen by the fixed rule and cross-fitted on out-of-fold predictions (fitted on the "
         "other folds), then made cumulative over the horizons (running maximum). AUROC, "
         "AUPRC, Brier, ECE, calibration intercept/slope (0 and 1 when calibrated), "
-        f"sensitivity, PPV and alerts per 100 patient-days (at risk >= {metrics.THRESHOLD}) "
-        "are of that risk; `AUROC raw` is of the uncalibrated probability.",
+        "sensitivity, PPV and alerts per 100 patient-days (at the default alert threshold "
+        "chosen by the rule in 'Alert threshold' below) are of that risk; `AUROC raw` is of "
+        "the uncalibrated probability.",
         "- AUROC/AUPRC: pooled out-of-fold predictions, mean over CV repeats; 95% CI from a "
         f"patient bootstrap ({metrics.N_BOOT} resamples of patients, averaged over repeats).",
         "- PrCRS transfer: bodies pre-trained on COVID-19 only (shipped "
