@@ -15,8 +15,17 @@ SOURCE_ROOT = PACKAGE_DIR.parent  # the repository root in a source checkout
 
 
 def _folder(name: str) -> Path:
+    """The packaged folder (a wheel), else the checkout's (`pip install -e .`).
+
+    In an installed wheel the parent folder is site-packages, where `alembic` or `models`
+    may be another distribution: the checkout's folder counts only beside pyproject.toml.
+    A folder found in neither place is reported at its packaged path.
+    """
     packaged = PACKAGE_DIR / name
-    return packaged if packaged.is_dir() else SOURCE_ROOT / name
+    checkout = SOURCE_ROOT / name
+    if not packaged.is_dir() and (SOURCE_ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return packaged
 
 
 def sql_dir() -> Path:
