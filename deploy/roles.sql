@@ -15,7 +15,8 @@
 --                   crs_assessments (tables or views). Nothing else.
 --   prcrs_writer    SELECT, INSERT, UPDATE, DELETE on the results tables scoring_runs,
 --                   crs_risk_scores, data_quality_issues, night_claims, and their id
---                   sequences. No DDL: cannot create, alter, drop or truncate tables.
+--                   sequences; SELECT on alembic_version (the schema's revision). No
+--                   DDL: cannot create, alter, drop or truncate tables.
 --   prcrs_migrator  Owns the results schema; `prcrs-batch init-db` (Alembic) runs as it.
 --   prcrs_bi        SELECT on crs_risk_scores, crs_risk_latest and scoring_runs only:
 --                   BI tools never see lab values or data-quality rows (raw values).
@@ -145,6 +146,11 @@ SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I '
               'GRANT USAGE, SELECT ON SEQUENCES TO %I', :'migrator', :'schema', :'writer')
 \gexec
 SELECT format('REVOKE ALL ON %I.alembic_version FROM %I, %I', :'schema', :'writer', :'bi')
+WHERE to_regclass(format('%I.alembic_version', :'schema')) IS NOT NULL
+\gexec
+-- ... except reading it: the job checks the schema's revision before a night (and
+-- `prcrs-batch check` shows it).
+SELECT format('GRANT SELECT ON %I.alembic_version TO %I', :'schema', :'writer')
 WHERE to_regclass(format('%I.alembic_version', :'schema')) IS NOT NULL
 \gexec
 

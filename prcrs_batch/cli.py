@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+from collections import Counter
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +17,8 @@ import click
 from prcrs_batch.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # the library is imported by the commands that use it: --help stays quick
+    from collections.abc import Iterator
+
     from prcrs_batch.pipeline import RunSummary
 
 log = logging.getLogger("prcrs_batch")
@@ -25,7 +30,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("apscheduler.executors", "matplotlib", "PIL", "alembic.runtime.plugins"):
+    for noisy in ("apscheduler.executors", "matplotlib", "PIL", "alembic.runtime"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -47,15 +52,58 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
+@contextmanager
+def _setup_errors() -> Iterator[None]:
+    """A database set-up mistake as one line (the setting, what to do), never a traceback."""
+    from prcrs_batch.db import DatabaseSetupError
+
+    try:
+        yield
+    except DatabaseSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("init-db")
 def init_db() -> None:
-    """Create or upgrade the results schema (Alembic migrations)."""
-    from prcrs_batch.db import migrate
+    """Create or upgrade the results schema (Alembic migrations), as PRCRS_MIGRATOR_URL
+    when set, else PRCRS_RESULTS_URL; says what it did."""
+    from prcrs_batch.db import explained, migrate
     from prcrs_batch.errors import redact_url
 
     settings = _settings()
-    migrate(settings.results_database_url)
-    click.echo(f"results schema is up to date in {redact_url(settings.results_database_url)}")
+    url = settings.migration_url
+    setting = "PRCRS_MIGRATOR_URL" if settings.migrator_url else "PRCRS_RESULTS_URL"
+    with _setup_errors(), explained(setting, url):
+        migration = migrate(url)
+    click.echo(migration.describe(redact_url(url)))
+
+
+@main.command()
+def check() -> None:
+    """Check the installation; one line per check, exit 0 only when all pass.
+
+    Settings (every effective value, passwords masked), the warehouse contract, the results
+    schema's revision, the models' checksums, SMTP (EHLO, STARTTLS, login: nothing is
+    sent), the report folder and the data's freshness.
+    """
+    from prcrs_batch import checks
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        click.echo(checks.Check("settings", False, str(exc)).line())
+        sys.exit(1)
+    click.echo("effective settings:")
+    for name, value in checks.effective_settings(settings):
+        click.echo(f"  {name:<28} {value}")
+    results = []
+    for result in checks.run_checks(settings):
+        click.echo(result.line())
+        results.append(result)
+    failed = [r.name for r in results if not r.ok]
+    click.echo(f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}" if failed
+               else f"all {len(results)} checks passed")  # fmt: skip
+    sys.exit(1 if failed else 0)
 
 
 @main.command("load-cohort")
@@ -63,14 +111,15 @@ def init_db() -> None:
 def load_cohort_command(path: Path) -> None:
     """Load a cohort file in the cart_dev.csv format into the warehouse tables (idempotent)."""
     from prcrs_batch.cohort import load_cohort, read_cohort
-    from prcrs_batch.db import make_engine
+    from prcrs_batch.db import explained, make_engine
 
     settings = _settings()
     try:
         cohort = read_cohort(path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    counts = load_cohort(make_engine(settings.warehouse_url), cohort)
+    with _setup_errors(), explained("PRCRS_WAREHOUSE_URL", settings.warehouse_url):
+        counts = load_cohort(make_engine(settings.warehouse_url), cohort)
     click.echo(
         f"loaded {cohort['patient_id'].nunique()} patients from {path.name}; warehouse holds:"
     )
@@ -97,21 +146,73 @@ def _echo_summary(summary: RunSummary) -> None:
         click.echo(f"  report    {summary.report_path}")
     click.echo(f"  email     {summary.email}")
     if summary.error:
-        click.echo(f"  error     {summary.error}")
+        click.echo(f"  {'stale' if summary.status == 'stale_data' else 'error':<9} {summary.error}")
 
 
-def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
-    """Run the nights, printing each one's summary; True when every night went well."""
+def _run_dates(
+    settings: Settings,
+    dates: list[date],
+    send_email: bool,
+    *,
+    as_json: bool = False,
+    progress: bool = False,
+) -> bool:
+    """Run the nights, printing each one's summary (or JSON line, or a progress bar and a
+    total); True when every night went well."""
     from prcrs_batch import pipeline
+    from prcrs_batch.run_metrics import record
 
-    all_ok = True
+    started = time.perf_counter()
+    nights = pipeline.run_nights(settings, dates, send_email=send_email)
+    done: list[RunSummary] = []
     try:
-        for summary in pipeline.run_nights(settings, dates, send_email=send_email):
-            _echo_summary(summary)
-            all_ok = all_ok and summary.ok
+        with _setup_errors():
+            for summary in _with_progress(nights, len(dates)) if progress else nights:
+                done.append(summary)
+                if as_json:
+                    click.echo(json.dumps(record(summary)))
+                elif not progress:
+                    _echo_summary(summary)
     except pipeline.ModelsUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
-    return all_ok
+    if progress:
+        statuses = ", ".join(f"{n} {s}" for s, n in Counter(s.status for s in done).items())
+        click.echo(
+            f"{len(done)} nights from {dates[0]} to {dates[-1]} in "
+            f"{time.perf_counter() - started:.0f} s: {statuses}; "
+            f"{sum(s.n_alerts for s in done)} alerts; reports in {settings.report_dir}",
+            err=as_json,  # stdout stays JSON lines only
+        )
+    return all(s.ok for s in done)
+
+
+def _with_progress(nights: Iterator[RunSummary], total: int) -> Iterator[RunSummary]:
+    """One progress bar on a terminal (night n of N, time left), with a line for each night
+    that did not go well; elsewhere (a log) one short line per night."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    started = time.perf_counter()
+    bar = tqdm(total=total, desc="backfill", unit="night", file=sys.stderr, disable=None)
+    with bar, logging_redirect_tqdm():
+        for n, summary in enumerate(nights, start=1):
+            bar.set_postfix_str(f"{summary.as_of} {summary.status}", refresh=False)
+            bar.update()
+            if bar.disable or not summary.ok:
+                left = (time.perf_counter() - started) / n * (total - n)
+                why = f": {summary.error}" if summary.error else ""
+                tqdm.write(
+                    f"night {n}/{total} {summary.as_of} {summary.status} "
+                    f"({summary.n_alerts} alerts, email {summary.email}){why}; "
+                    f"about {left:.0f} s left",
+                    file=sys.stderr,
+                )
+            yield summary
+
+
+_JSON = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON line per night instead (stdout)."
+)
 
 
 @main.command()
@@ -121,11 +222,12 @@ def _run_dates(settings: Settings, dates: list[date], send_email: bool) -> bool:
     help="Night to score (default: today in PRCRS_TIMEZONE).",
 )
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
-def run(as_of: datetime | None, no_email: bool) -> None:
+@_JSON
+def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     """Score all active patients once, store the results, write and email the report."""
     settings = _settings()
     night = as_of.date() if as_of else settings.today()
-    if not _run_dates(settings, [night], send_email=not no_email):
+    if not _run_dates(settings, [night], send_email=not no_email, as_json=as_json):
         sys.exit(1)
 
 
@@ -137,14 +239,18 @@ def run(as_of: datetime | None, no_email: bool) -> None:
     "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
 )
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
-def backfill(start: datetime, end: datetime, email: bool) -> None:
-    """Score every night in a date range with the models loaded once (validation on history)."""
+@_JSON
+def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None:
+    """Score every night in a date range with the models loaded once (validation on history).
+
+    A progress bar (night n of N, time left) on standard error, then the total.
+    """
     settings = _settings()
     if end < start:
         raise click.BadParameter("--end is before --start")
     days = (end.date() - start.date()).days + 1
     dates = [start.date() + timedelta(days=i) for i in range(days)]
-    if not _run_dates(settings, dates, send_email=email):
+    if not _run_dates(settings, dates, send_email=email, as_json=as_json, progress=True):
         sys.exit(1)
 
 
@@ -161,11 +267,14 @@ def schedule() -> None:
 def demo(seed: int) -> None:
     """Fill the embedded SQLite warehouse with the development cohort in treatment today; run."""
     from prcrs_batch import pipeline
+    from prcrs_batch.db import explained
 
     settings = _settings()
     today = settings.today()
+    setting = "PRCRS_RESULTS_URL" if settings.results_url else "PRCRS_WAREHOUSE_URL"
     try:
-        counts = pipeline.prepare_demo(settings, today=today, seed=seed)
+        with _setup_errors(), explained(setting, settings.results_database_url):
+            counts = pipeline.prepare_demo(settings, today=today, seed=seed)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

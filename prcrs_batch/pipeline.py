@@ -21,13 +21,15 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from prcrs_batch import alerts, artifacts, cohort, mailer, outbox, report, results, scoring
-from prcrs_batch.db import make_engine, migrate
+from prcrs_batch.db import make_engine, migrate, require_usable
 from prcrs_batch.errors import describe
 from prcrs_batch.features import lab_matrix
+from prcrs_batch.freshness import FeedState, assess_feed
 from prcrs_batch.labs import clean_labs
 from prcrs_batch.panel import already_severe
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
+from prcrs_batch.run_metrics import export_metrics
 from prcrs_batch.settings import Settings
 from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, latest_labs
 
@@ -51,6 +53,8 @@ class RunSummary(RunInfo):
     seconds: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
     email: str = "not sent"
+    n_model_errors: int = 0
+    feed: FeedState | None = None  # the warehouse feed's freshness (stale_data)
 
     @property
     def ok(self) -> bool:
@@ -135,8 +139,13 @@ def run_nightly(
             with _stage(summary, "load models"):
                 bundle = artifacts.load_models(settings.model_dir, device=settings.device)
         summary.model_version = bundle.model_version
+        summary.n_model_errors = len(bundle.errors())
         with _stage(summary, "read warehouse"):
             night = with_db_retries(lambda: read_night(warehouse, window), "read warehouse")
+        with _stage(summary, "read feed"):
+            summary.feed, stale = with_db_retries(
+                lambda: assess_feed(warehouse, settings, as_of), "read feed freshness"
+            )
         with _stage(summary, "clean labs"):
             clean, issues = clean_labs(night.labs, now=pd.Timestamp(datetime.now()))
         with _stage(summary, "features"):
@@ -172,7 +181,8 @@ def run_nightly(
         summary.status_counts = dict(Counter(scores["status"]))
         summary.data_issue_counts = dict(Counter(issues["reason"]))
         with _stage(summary, "write results"):
-            summary.status = "succeeded"
+            summary.status = "stale_data" if stale else "succeeded"
+            summary.error = "; ".join(stale) or None  # a stale night says why on its run row
             summary.finished_at = datetime.now(timezone.utc)
 
             def write() -> None:
@@ -216,7 +226,9 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
 
     Raises ModelsUnavailableError before the first night when the models cannot be read.
     """
+    require_usable(settings)  # a set-up mistake stops here, before the models load
     artifacts.set_torch_threads(settings.torch_threads)
+    log.info("loading the models from %s (device %s)", settings.model_dir, settings.device)
     try:
         bundle = artifacts.load_models(settings.model_dir, device=settings.device)
     except Exception as exc:
@@ -227,7 +239,7 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
     results_db = make_engine(settings.results_database_url)
     try:
         for as_of in dates:
-            yield run_nightly(
+            summary = run_nightly(
                 settings,
                 as_of=as_of,
                 warehouse=warehouse,
@@ -235,6 +247,8 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
                 bundle=bundle,
                 send_email=send_email,
             )
+            export_metrics(settings, summary)
+            yield summary
     finally:
         warehouse.dispose()
         results_db.dispose()
@@ -255,6 +269,7 @@ def run_claimed_night(settings: Settings, host: str) -> RunSummary | None:
             log.info("night %s already claimed by another scheduler; skipping", as_of.isoformat())
             return None
         summary = run_nightly(settings, as_of=as_of, warehouse=warehouse, results_db=results_db)
+        export_metrics(settings, summary)
         log.info("night %s: %s (%d alerts)", as_of.isoformat(), summary.status, summary.n_alerts)
         return summary
     finally:

@@ -133,6 +133,7 @@ def build_report(
         "trend_size": TREND_SIZE_PX,
         "trend_days": HISTORY_DAYS,
         "max_charts": MAX_CHARTS,
+        "stale_data": run.error if run.status == "stale_data" else None,  # freshness.py's why
     }
     env = template_environment(template_dir)
     html = env.get_template("report.html").render(context)

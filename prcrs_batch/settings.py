@@ -5,16 +5,28 @@ Built once by the CLI (or a test) and passed down; there is no module-level inst
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
+from dotenv import dotenv_values
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from prcrs_batch import resources
+
+log = logging.getLogger(__name__)
+PREFIX = "PRCRS_"
+ENV_FILE = ".env"
 
 
 class SettingsError(ValueError):
@@ -23,11 +35,12 @@ class SettingsError(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PRCRS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=PREFIX, env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore"
     )
 
     warehouse_url: str = "sqlite:///prcrs.db"
     results_url: str | None = None  # None: same database as the warehouse
+    migrator_url: str | None = None  # init-db only (the schema's owner); None: results_url
     model_dir: Path = Field(default_factory=resources.model_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(0, ge=0, le=256)  # CPU threads for scoring; 0: PyTorch's default
@@ -35,6 +48,12 @@ class Settings(BaseSettings):
     lookback_hours: int = Field(72, ge=1, le=24 * 14)
     alert_threshold: float = Field(0.30, gt=0.0, le=1.0)
     report_dir: Path = Path("reports")
+    metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
+    # The expected feed: a night whose active patients' newest lab is older than this is
+    # stored with status stale_data; so is one whose newest infusion is older than
+    # max_infusion_age_days (0: no limit).
+    max_lab_age_hours: int = Field(48, ge=1, le=24 * 60)
+    max_infusion_age_days: int = Field(0, ge=0, le=3650)
     schedule_cron: str = "0 2 * * *"
     timezone: str = "UTC"
 
@@ -48,23 +67,35 @@ class Settings(BaseSettings):
     alert_from: str = "prcrs-batch@localhost"
     alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("warehouse_url", "results_url")
+    @field_validator("warehouse_url", "results_url", "migrator_url")
     @classmethod
     def _normalise_url(cls, url: str | None) -> str | None:
         if url is None or url == "":
             return None
-        return normalise_database_url(url)
+        url = normalise_database_url(url)
+        try:
+            make_url(url).get_dialect()
+        except (ArgumentError, NoSuchModuleError):  # their text may quote the password
+            raise ValueError(
+                "not a database URL (e.g. postgresql://user@host:5432/db or sqlite:///file.db)"
+            ) from None
+        return url
 
-    @field_validator("smtp_ca_file", mode="before")
+    @field_validator("smtp_ca_file", "metrics_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return resources.model_dir() if value == "" else value
+
     @field_validator("alert_to", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str):  # "a@x.org, b@x.org" or "a@x.org; b@x.org"
+            return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
         return value
 
     @field_validator("alert_to")
@@ -108,6 +139,11 @@ class Settings(BaseSettings):
         return self.results_url or self.warehouse_url
 
     @property
+    def migration_url(self) -> str:
+        """Where init-db runs the migrations: the schema owner's login when set."""
+        return self.migrator_url or self.results_database_url
+
+    @property
     def email_enabled(self) -> bool:
         """Without an SMTP host the report is written but not sent."""
         return bool(self.smtp_host)
@@ -132,8 +168,35 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ENV_FILE
+) -> list[str]:
+    """One line per PRCRS_ variable (environment or .env) that is not a setting, with the
+    closest setting's name: a misspelt variable is otherwise silently ignored.
+
+    >>> unknown_variables({"PRCRS_WAREHOUSE_ULR": "x", "PRCRS_DEVICE": "cpu"}, None)
+    ['PRCRS_WAREHOUSE_ULR is not a setting and is ignored (did you mean PRCRS_WAREHOUSE_URL?)']
+    """
+    known = [PREFIX + name.upper() for name in Settings.model_fields]
+    names: Iterable[str] = os.environ if environ is None else environ
+    found = {n.upper() for n in names if n.upper().startswith(PREFIX)}
+    if env_file is not None and Path(env_file).is_file():
+        found |= {n.upper() for n in dotenv_values(env_file) if n.upper().startswith(PREFIX)}
+    lines = []
+    for name in sorted(found - set(known)):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{name} is not a setting and is ignored{hint}")
+    return lines
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings, turning a validation error into one line per bad variable."""
+    """Build Settings, turning a validation error into one line per bad variable.
+
+    Unknown PRCRS_ variables are logged as warnings (they would otherwise be ignored).
+    """
+    for line in unknown_variables():
+        log.warning("%s", line)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -95,7 +95,8 @@ def test_backfill_gives_the_same_rows_as_single_runs(
         main, ["backfill", "--start", str(nights[0]), "--end", str(nights[-1])]
     )
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.output.count("SUCCEEDED") == 3
+    assert "night 3/3" in outcome.output and "3 nights from" in outcome.output
+    assert "3 succeeded" in outcome.output
     with warehouse.connect() as connection:
         backfilled = pd.concat(
             [results.stored_scores(connection=connection, as_of=n) for n in nights]
