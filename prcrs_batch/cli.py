@@ -142,9 +142,11 @@ def _echo_summary(summary: RunSummary) -> None:
     )
     click.echo(f"  models    {summary.model_version or '-'}")
     click.echo("  time      " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items()))
-    if summary.report_path:
-        click.echo(f"  report    {summary.report_path}")
+    if summary.report_path or summary.report_error:
+        click.echo(f"  report    {summary.report_error or summary.report_path}")
     click.echo(f"  email     {summary.email}")
+    for note in summary.notes:  # CRS grades unavailable, models in error
+        click.echo(f"  note      {note}")
     if summary.error:
         click.echo(f"  {'stale' if summary.status == 'stale_data' else 'error':<9} {summary.error}")
 

@@ -2,7 +2,10 @@
 
 Each value is parsed, converted and checked on its own; a value that cannot be trusted
 becomes missing and the decision is recorded with a reason, so one bad result never
-stops a night. Training and the nightly run both clean their labs here.
+stops a night. Training and the nightly run both clean their labs here. The night uses
+each analyte's latest *usable* result in the lookback window (`clean_labs(...,
+latest_only=True)`): a newer result that is set aside is recorded and the next older one
+is tried. Patient ids and analyte codes are checked by screening.py.
 """
 
 from __future__ import annotations
@@ -15,18 +18,31 @@ from functools import lru_cache
 import pandas as pd
 
 from prcrs_batch.panel import BY_CODE
+from prcrs_batch.screening import (
+    ANALYTE_NORMALISED,
+    ISSUE_COLUMNS,
+    MAX_CODE_CHARS,
+    MISSING_PATIENT_ID,
+    canonical_code,
+    excerpt,
+    is_missing,
+    patient_id_problem,
+)
 
 # Reasons recorded in data_quality_issues.reason
-MISSING_PATIENT_ID = "missing_patient_id"
 UNKNOWN_ANALYTE = "unknown_analyte"
 FUTURE_TIMESTAMP = "future_timestamp"
-MISSING_TIMESTAMP = "missing_timestamp"
+MISSING_TIMESTAMP = "missing_timestamp"  # NULL or unreadable collection time
 NO_NUMBER = "no_number"  # "hemolyzed", "see comment", empty
+NON_ASCII_NUMBER = "non_ascii_digits"  # "１２": digits other than 0-9 are not read
+VALUE_TOO_LONG = "value_too_long"  # over MAX_VALUE_CHARS: not parsed
 CENSORED = "censored_bound_used"  # "<0.5" -> 0.5 (kept, but recorded)
 UNKNOWN_UNIT = "unknown_unit"
 IMPLAUSIBLE = "implausible_value"
 DUPLICATE = "duplicate_result"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+MAX_VALUE_CHARS = 64  # "< 0.5", "1.2e3": a result longer than this is not a number we read
 
 # Plausibility limits in the models' units: wide limits of what a living patient can
 # show, not reference intervals. They catch unit mix-ups and decimal-shift entry errors
@@ -124,22 +140,33 @@ UNIT_FACTORS: dict[tuple[str, str], float] = {
 for _code in ("neutrophil_pct", "lymphocyte_pct", "monocyte_pct", "blast_fraction"):
     UNIT_FACTORS[(_code, "%")] = 0.01
 
-_NUMBER = re.compile(r"^(?P<op><=|>=|<|>|≤|≥)?\s*(?P<num>[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)$")
+# Linear in its input: no two quantifiers can match the same characters (a value of a
+# million digits is refused by length first anyway). ASCII digits only.
+_NUMBER = re.compile(
+    r"(?P<op><=|>=|<|>|≤|≥)?\s*(?P<num>\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+)
 
 
 @lru_cache(maxsize=1024)
-def canonical_unit(unit: str | None) -> str | None:
-    """Lower-case, space-free spelling of a unit, with aliases folded.
+def _canonical_unit_text(text: str) -> str | None:
+    text = "".join(text.split()).lower().replace("µ", "u").replace("μ", "u")
+    if text in ("", "none", "null"):
+        return None
+    return _CANONICAL.get(text, text)
+
+
+def canonical_unit(unit: object) -> str | None:
+    """Lower-case, whitespace-free spelling of a unit, with aliases folded.
 
     >>> canonical_unit(" x10^9/L ")
     '10^9/l'
     """
-    if unit is None or (isinstance(unit, float) and math.isnan(unit)):
+    if is_missing(unit):
         return None
-    text = str(unit).strip().lower().replace(" ", "").replace("µ", "u").replace("μ", "u")
-    if text in ("", "none", "null"):
-        return None
-    return _CANONICAL.get(text, text)
+    text = str(unit)
+    if len(text) > MAX_CODE_CHARS:
+        return "?" + text[:MAX_CODE_CHARS]  # unknown to every analyte
+    return _canonical_unit_text(text)
 
 
 @dataclass(frozen=True)
@@ -153,17 +180,24 @@ def parse_value(raw: object) -> ParsedValue:
 
     >>> parse_value("< 0.5")
     ParsedValue(value=0.5, reason='censored_bound_used')
-    >>> parse_value("hemolyzed")
-    ParsedValue(value=None, reason='no_number')
+    >>> parse_value("hemolyzed").reason, parse_value("１２").reason
+    ('no_number', 'non_ascii_digits')
     """
-    if raw is None:
+    if is_missing(raw):
         return ParsedValue(None, NO_NUMBER)
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            return ParsedValue(None, NO_NUMBER)
         return ParsedValue(number, None) if math.isfinite(number) else ParsedValue(None, NO_NUMBER)
-    match = _NUMBER.match(str(raw).strip())
+    text = str(raw).strip()
+    if len(text) > MAX_VALUE_CHARS:
+        return ParsedValue(None, VALUE_TOO_LONG)
+    match = _NUMBER.fullmatch(text)
     if match is None:
-        return ParsedValue(None, NO_NUMBER)
+        other_digits = any(ch.isdigit() and not ch.isascii() for ch in text)
+        return ParsedValue(None, NON_ASCII_NUMBER if other_digits else NO_NUMBER)
     number = float(match["num"])
     if not math.isfinite(number):
         return ParsedValue(None, NO_NUMBER)
@@ -191,22 +225,24 @@ def is_plausible(analyte: str, value: float) -> bool:
     return low <= value <= high
 
 
-ISSUE_COLUMNS = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
 CLEAN_COLUMNS = ["patient_id", "collected_at", "analyte", "value"]
 
 
 def clean_labs(
-    raw: pd.DataFrame, now: pd.Timestamp | None = None
+    raw: pd.DataFrame, now: pd.Timestamp | None = None, *, latest_only: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clean long-format lab rows.
 
     Args:
         raw: columns patient_id, collected_at, analyte, value (text or number), unit.
         now: results collected after this moment are rejected as future-dated.
+        latest_only: keep each patient's latest usable result per analyte (the night's
+            inputs). Rows are judged newest first; once a usable result is found, older
+            rows of that analyte are neither judged nor recorded.
 
     Returns:
-        (clean, issues): clean has patient_id, collected_at, analyte, value (float, model
-        units); issues has one row per decision, columns ISSUE_COLUMNS.
+        (clean, issues): clean has patient_id, collected_at, analyte (panel code), value
+        (float, model units); issues has one row per decision, columns ISSUE_COLUMNS.
 
     >>> raw = pd.DataFrame({"patient_id": ["p1", "p1"], "analyte": ["il6", "crp"],
     ...     "collected_at": pd.to_datetime(["2026-01-01 06:00"] * 2),
@@ -215,44 +251,80 @@ def clean_labs(
     >>> clean["value"].tolist(), issues["reason"].tolist()
     ([2.0], ['censored_bound_used', 'no_number'])
     """
+    frame = raw[["patient_id", "collected_at", "analyte", "value", "unit"]].reset_index(drop=True)
+    names = frame["analyte"].dropna().unique()
+    spellings = {name: canonical_code(name) for name in names}
+    frame["code"] = frame["analyte"].map({k: v[0] for k, v in spellings.items()})
+    frame["normalised"] = frame["analyte"].map({k: v[1] for k, v in spellings.items()})
+    ids = frame["patient_id"].dropna().unique()
+    problems = frame["patient_id"].map({p: patient_id_problem(p) for p in ids})
+    frame["id_problem"] = problems.where(frame["patient_id"].notna(), MISSING_PATIENT_ID)
+    if not latest_only:
+        return _clean(frame, now)
+    keyed = frame["id_problem"].isna() & frame["code"].notna() & frame["collected_at"].notna()
+    clean, issues = _clean(frame[~keyed], now)  # these rows can never be a value
+    cleans, issue_parts = [clean], [issues]
+    pending = frame[keyed].assign(key=lambda f: f["patient_id"].astype(str) + "\x1f" + f["code"])
+    while not pending.empty:  # newest rows of each analyte first, older only while unusable
+        newest = pending.groupby("key", sort=False)["collected_at"].transform("max")
+        at_newest = pending["collected_at"] == newest
+        clean, issues = _clean(pending[at_newest], now)
+        cleans.append(clean)
+        issue_parts.append(issues)
+        found = set(clean["patient_id"].astype(str) + "\x1f" + clean["analyte"])
+        pending = pending[~at_newest & ~pending["key"].isin(found)]
+    return _concat(cleans, CLEAN_COLUMNS), _concat(issue_parts, ISSUE_COLUMNS)
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def _clean(frame: pd.DataFrame, now: pd.Timestamp | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each row judged on its own, then duplicates resolved (see clean_labs)."""
     kept: list[tuple] = []
-    issues: list[tuple] = []
-    for pid, collected, analyte, value, unit in raw[
-        ["patient_id", "collected_at", "analyte", "value", "unit"]
-    ].itertuples(index=False, name=None):
-        unit = None if pd.isna(unit) else unit
-        raw_text = (
-            None
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else str(value)
-        )
-        issue = (pid, analyte, collected, raw_text, unit)
-        if pid is None or pd.isna(pid) or str(pid).strip() == "":
-            issues.append((None, *issue[1:], MISSING_PATIENT_ID))
+    raw: list[tuple] = []  # (row, reason): made into issue rows (excerpts) at the end
+    names = ["patient_id", "collected_at", "analyte", "value", "unit", "code", "normalised"]
+    columns = [frame[name].to_numpy(dtype=object) for name in [*names, "id_problem"]]
+    for *row, id_problem in zip(*columns):  # plain objects: pandas' per-item access is slow
+        pid, collected, _, value, unit, code, normalised = row
+        unit = None if is_missing(unit) else unit
+        collected = None if is_missing(collected) else collected
+        if isinstance(id_problem, str):
+            raw.append((row, id_problem))
             continue
-        if analyte not in BY_CODE:
-            issues.append((*issue, UNKNOWN_ANALYTE))
+        if not isinstance(code, str):
+            raw.append((row, UNKNOWN_ANALYTE))
             continue
-        if collected is None or pd.isna(collected):
-            issues.append((*issue, MISSING_TIMESTAMP))
+        if collected is None:
+            raw.append((row, MISSING_TIMESTAMP))
             continue
         if now is not None and collected > now:
-            issues.append((*issue, FUTURE_TIMESTAMP))
+            raw.append((row, FUTURE_TIMESTAMP))
             continue
         parsed = parse_value(value)
         if parsed.value is None:
-            issues.append((*issue, parsed.reason))
+            raw.append((row, parsed.reason))
+            continue
+        converted = to_model_unit(code, parsed.value, unit)
+        if converted is None:
+            raw.append((row, UNKNOWN_UNIT))
+            continue
+        if not is_plausible(code, converted):
+            raw.append((row, IMPLAUSIBLE))
             continue
         if parsed.reason == CENSORED:
-            issues.append((*issue, CENSORED))
-        converted = to_model_unit(analyte, parsed.value, unit)
-        if converted is None:
-            issues.append((*issue, UNKNOWN_UNIT))
-            continue
-        if not is_plausible(analyte, converted):
-            issues.append((*issue, IMPLAUSIBLE))
-            continue
-        kept.append((str(pid), collected, analyte, converted))
+            raw.append((row, CENSORED))
+        if normalised is True:
+            raw.append((row, ANALYTE_NORMALISED))
+        kept.append((str(pid), collected, code, converted))
+    issues = [
+        (excerpt(p), excerpt(a), None if is_missing(t) else t, excerpt(v), excerpt(u), reason)
+        for (p, t, a, v, u, _, _), reason in raw
+    ]
 
     clean = pd.DataFrame(kept, columns=CLEAN_COLUMNS)
     clean, duplicate_issues = _resolve_duplicates(clean)

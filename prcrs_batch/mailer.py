@@ -8,17 +8,21 @@ The message is the usual HTML mail with a text fallback and inline images:
         text/html               the report's HTML, images referenced as cid:<id>
         image/png (inline)      one per content-id in report.images
 
-Transient failures (connection refused or dropped, timeouts, 4xx replies) are retried
-with exponential backoff; permanent ones (bad credentials, every recipient refused,
-STARTTLS not offered) fail at once. Either way the caller gets one `MailError`, whose
-message never contains the password. Logs carry counts, never patient data.
+Each attempt has an overall deadline (connection and conversation together, not only per
+socket operation: a server trickling one byte every few seconds never trips a socket
+timeout). Transient failures (connection refused or dropped, timeouts, a missed deadline,
+4xx replies) are retried with exponential backoff; permanent ones (bad credentials, every
+recipient refused, STARTTLS not offered) fail at once. Either way the caller gets one
+`MailError`, whose message never contains the password. Logs carry counts, never patient data.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import socket
 import ssl as ssl_lib
+import threading
 import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -40,8 +44,19 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# One delivery: up to ATTEMPTS attempts, BACKOFF_SECONDS * 2 ** (n - 1) apart, each ending
+# within DEADLINE_SECONDS from connecting to the server's last reply: at most about 6 min.
+ATTEMPTS = 3
+BACKOFF_SECONDS = 2.0
+DEADLINE_SECONDS = 120.0
+
+
 class MailError(RuntimeError):
     """The report could not be sent; the message names the server, never the password."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """A delivery attempt outlived its deadline (a stalled or trickling server)."""
 
 
 def build_message(report: Report, *, sender: str, recipients: list[str]) -> EmailMessage:
@@ -105,9 +120,10 @@ def send_message(
     starttls: bool = True,
     ssl: bool = False,
     ca_file: str | None = None,
-    attempts: int = 3,
-    backoff_seconds: float = 2.0,
+    attempts: int | None = None,
+    backoff_seconds: float | None = None,
     timeout: float = 30,
+    deadline: float | None = None,
 ) -> None:
     """Send a built message (a report, or one saved by an earlier night) by SMTP, retrying
     transient failures with exponential backoff.
@@ -122,14 +138,19 @@ def send_message(
         ssl: connect with implicit TLS (SMTP_SSL, usually port 465).
         ca_file: PEM bundle of the CA(s) that signed the server's certificate (a hospital's
             internal CA); None trusts the system's CAs. The certificate is always verified.
-        attempts: tries in all; waits `backoff_seconds * 2 ** (try - 1)` between them.
+        attempts: tries in all (None: ATTEMPTS); waits `backoff_seconds * 2 ** (try - 1)`
+            between them (None: BACKOFF_SECONDS).
         timeout: seconds for the connection and each SMTP command.
+        deadline: seconds for a whole attempt (None: DEADLINE_SECONDS); a missed
+            deadline is retried like a timeout.
 
     Raises:
         MailError: after the last attempt, or at once on a permanent failure.
     """
     if not recipients:
         raise MailError("no recipients: set PRCRS_ALERT_TO")
+    attempts = ATTEMPTS if attempts is None else attempts
+    backoff_seconds = BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     last: Exception | None = None
@@ -147,6 +168,7 @@ def send_message(
                 use_ssl=ssl,
                 ca_file=ca_file,
                 timeout=timeout,
+                deadline=DEADLINE_SECONDS if deadline is None else deadline,
             )
         except (smtplib.SMTPException, OSError) as exc:
             if not _is_permanent(exc):
@@ -174,9 +196,37 @@ def send_message(
     raise _mail_error(last, host, port, attempts, password) from _cause(last, password)
 
 
-def _deliver(
+def _deliver(message: EmailMessage, *, deadline: float, **conversation: Any) -> None:
+    """One attempt, in a worker thread: past the deadline its socket is shut down (which
+    ends the thread) and DeadlineExceeded raised here, whatever the server does."""
+    state: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def attempt() -> None:
+        try:
+            _converse(message, state=state, **conversation)
+        except BaseException as exc:  # handed to the caller's thread below
+            state["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=attempt, name="prcrs-smtp", daemon=True).start()
+    if not finished.wait(deadline):
+        for sock in (getattr(state.get("smtp"), "sock", None), state.get("sock")):
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        raise DeadlineExceeded(f"no complete answer within the {deadline:g} s deadline")
+    if "error" in state:
+        raise state["error"]
+
+
+def _converse(
     message: EmailMessage,
     *,
+    state: dict[str, Any],
     host: str,
     port: int,
     sender: str,
@@ -189,11 +239,18 @@ def _deliver(
     timeout: float,
 ) -> None:
     context = ssl_lib.create_default_context(cafile=ca_file)
-    smtp: smtplib.SMTP
-    if use_ssl:
-        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
-    else:
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    base: type[smtplib.SMTP] = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
+
+    class Tracked(base):  # type: ignore[valid-type,misc]
+        """Publishes its socket as soon as it is connected, for the deadline to shut."""
+
+        def _get_socket(self, *args: Any) -> socket.socket:
+            state["sock"] = super()._get_socket(*args)
+            return state["sock"]
+
+    options: dict[str, Any] = {"context": context} if use_ssl else {}
+    smtp = Tracked(host, port, timeout=timeout, **options)
+    state["smtp"] = smtp
     with smtp:
         smtp.ehlo()
         if starttls and not use_ssl:

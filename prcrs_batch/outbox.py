@@ -2,7 +2,9 @@
 
 The HTML is written atomically to the report folder first. A message to be sent is kept
 beside it (`.eml`) until the SMTP server accepted it; a later night resends what an
-earlier one could not, and the run row records when a report went out.
+earlier one could not, and the run row records when a report went out. A report folder
+that cannot be written costs the HTML copy, never the mail; each failure is said as
+what it was.
 """
 
 from __future__ import annotations
@@ -11,18 +13,106 @@ import base64
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from prcrs_batch import mailer, results
-from prcrs_batch.report import Report, safe_token
+from prcrs_batch.errors import describe
+from prcrs_batch.report import Report, build_failure_notice, safe_token
+from prcrs_batch.results import RunInfo
 from prcrs_batch.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What became of a night's report."""
+
+    report_path: Path | None  # the HTML copy; None when it could not be written
+    report_error: str | None  # why not
+    email: str  # what happened to the mail, in words ("sent to 2 recipient(s)", "failed: ...")
+
+    @property
+    def ok(self) -> bool:
+        return self.report_error is None and not self.email.startswith("failed")
+
+
+def publish(
+    settings: Settings,
+    results_db: Engine,
+    report: Report,
+    *,
+    as_of: date,
+    run_id: str,
+    send_email: bool,
+) -> Published:
+    """Write the HTML copy, keep the message beside it, send it, then resend earlier
+    nights' undelivered reports (only once tonight's went out: a dead server is not
+    asked again for each of them)."""
+    sending = send_email and settings.email_enabled
+    message = (
+        mailer.build_message(report, sender=settings.alert_from, recipients=settings.alert_to)
+        if sending
+        else None
+    )
+    path: Path | None = None
+    report_error = None
+    kept = False
+    try:
+        path = write_html(report, settings.report_dir, as_of, run_id)
+    except OSError as exc:
+        report_error = f"report not written to {settings.report_dir}: {describe(exc)}"
+        logger.error("run %s: %s", run_id, report_error)
+    if path is not None:
+        if message is not None:
+            try:
+                keep(path, message)
+                kept = True
+            except OSError as exc:
+                logger.error("run %s: message not kept for resending: %s", run_id, describe(exc))
+        _mark(results_db, run_id, path=str(path))
+    if message is None:
+        if not settings.email_enabled:
+            return Published(
+                path, report_error, "disabled (no PRCRS_SMTP_HOST): report written only"
+            )
+        return Published(path, report_error, "not sent (--no-email or backfill)")
+    failure = send(settings, message)
+    if failure is not None:
+        unkept = "" if kept else " (not kept: no later night can resend it)"
+        return Published(path, report_error, f"failed: {failure}{unkept}")
+    _mark(results_db, run_id, sent_at=datetime.now(timezone.utc))
+    if path is not None:
+        path.with_suffix(".eml").unlink(missing_ok=True)
+    resend_undelivered(settings, results_db, before=as_of)
+    return Published(path, report_error, f"sent to {len(settings.alert_to)} recipient(s)")
+
+
+def send_failure_notice(settings: Settings, run: RunInfo) -> str:
+    """Tell the on-call team that a night failed (silence must not read as all clear)."""
+    notice = build_failure_notice(run=run, error=run.error or "unknown error")
+    message = mailer.build_message(notice, sender=settings.alert_from, recipients=settings.alert_to)
+    failure = send(settings, message)
+    return f"failed: {failure}" if failure else f"sent to {len(settings.alert_to)} recipient(s)"
+
+
+def _mark(
+    results_db: Engine, run_id: str, path: str | None = None, sent_at: datetime | None = None
+) -> None:
+    """Record the report's path or sending time on the run row; a failure is logged only
+    (the report itself is out; at worst a later night resends it)."""
+    try:
+        with results_db.begin() as connection:
+            results.mark_report(connection=connection, run_id=run_id, path=path, sent_at=sent_at)
+    except SQLAlchemyError as exc:
+        logger.error("run %s: report not recorded on the run row: %s", run_id, describe(exc))
 
 
 def write_html(report: Report, report_dir: Path, as_of: date, run_id: str) -> Path:
@@ -87,21 +177,23 @@ def send_kept(settings: Settings, results_db: Engine, run_id: str, report_path: 
     message = message_from_bytes(saved.read_bytes(), policy=policy.default)
     failure = send(settings, message)
     if failure is None:
-        with results_db.begin() as connection:
-            results.mark_report(
-                connection=connection, run_id=run_id, sent_at=datetime.now(timezone.utc)
-            )
+        _mark(results_db, run_id, sent_at=datetime.now(timezone.utc))
         saved.unlink(missing_ok=True)
     return failure
 
 
 def resend_undelivered(settings: Settings, results_db: Engine, before: date) -> None:
-    """Send the kept messages of earlier nights whose report never went out."""
-    with results_db.connect() as connection:
-        pending = results.undelivered_reports(connection=connection, before=before)
-    for run in pending:
-        report_path = Path(run["report_path"])
-        if not report_path.with_suffix(".eml").exists():  # a backfilled night, not to be sent
-            continue
-        if send_kept(settings, results_db, run["run_id"], report_path) is None:
+    """Send the kept messages of earlier nights whose report never went out, oldest first,
+    until the server fails again; a problem here is logged, never tonight's failure."""
+    try:
+        with results_db.connect() as connection:
+            pending = results.undelivered_reports(connection=connection, before=before)
+        for run in pending:
+            report_path = Path(run["report_path"])
+            if not report_path.with_suffix(".eml").exists():  # a backfilled night: not sent
+                continue
+            if send_kept(settings, results_db, run["run_id"], report_path) is not None:
+                return  # the server failed again: the rest wait for the next night
             logger.info("resent the undelivered report of %s", run["as_of"])
+    except (SQLAlchemyError, OSError) as exc:
+        logger.error("earlier undelivered reports not resent: %s", describe(exc))

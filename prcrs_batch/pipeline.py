@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from prcrs_batch import alerts, artifacts, cohort, mailer, outbox, report, results, scoring
+from prcrs_batch import alerts, artifacts, cohort, outbox, report, results, scoring
 from prcrs_batch.db import make_engine, migrate, require_usable
 from prcrs_batch.errors import describe
 from prcrs_batch.features import lab_matrix
@@ -30,14 +30,16 @@ from prcrs_batch.panel import already_severe
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
 from prcrs_batch.run_metrics import export_metrics
+from prcrs_batch.screening import screen_patients
 from prcrs_batch.settings import Settings
-from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, latest_labs
+from prcrs_batch.warehouse import Window, active_cohort, latest_labs, optional_crs_grades
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DB_ATTEMPTS = 3
 DB_BACKOFF_SECONDS = 2.0
+ALREADY_RUNNING = "already_running"  # a summary's status only: another run holds the night
 
 
 class ModelsUnavailableError(RuntimeError):
@@ -53,12 +55,15 @@ class RunSummary(RunInfo):
     seconds: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
     email: str = "not sent"
+    report_error: str | None = None  # why the report was not built or its HTML not written
     n_model_errors: int = 0
     feed: FeedState | None = None  # the warehouse feed's freshness (stale_data)
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded" and not self.email.startswith("failed")
+        delivered = not self.email.startswith("failed") and self.report_error is None
+        complete = self.status == "succeeded" and delivered and not self.n_model_errors
+        return complete or self.status == ALREADY_RUNNING  # stopped cleanly: not a failure
 
 
 @contextmanager
@@ -96,18 +101,21 @@ def with_db_retries(action: Callable[[], T], what: str, attempts: int = DB_ATTEM
 class NightInputs:
     patients: pd.DataFrame
     labs: pd.DataFrame
+    issues: pd.DataFrame  # patients set aside, grades not read (screening.screen_patients)
+    notes: list[str]  # e.g. CRS grades unavailable
 
 
 def read_night(warehouse: Engine, window: Window) -> NightInputs:
-    """Active cohort, latest labs and latest CRS grades, read in one warehouse connection."""
+    """Active cohort, lab rows and latest CRS grades (optional: read last), in one
+    warehouse connection; patients whose ids cannot key their rows are set aside."""
     with warehouse.connect() as connection:
         patients = active_cohort(connection=connection, window=window)
         labs = latest_labs(connection=connection, window=window)
-        grades = latest_crs_grades(connection=connection, window=window)
+        grades, grades_note = optional_crs_grades(connection=connection, window=window)
     patients = patients.merge(grades[["patient_id", "grade"]], on="patient_id", how="left")
-    patients = patients.rename(columns={"grade": "crs_grade"})
-    patients["crs_grade"] = patients["crs_grade"].astype("Int64")
-    return NightInputs(patients=patients, labs=labs)
+    patients, issues = screen_patients(patients.rename(columns={"grade": "crs_grade"}))
+    notes = [grades_note] if grades_note else []
+    return NightInputs(patients=patients, labs=labs, issues=issues, notes=notes)
 
 
 def run_nightly(
@@ -122,10 +130,16 @@ def run_nightly(
     """Score every active patient for one as-of date, store the night, write and send the report.
 
     Never raises for a failed night: the summary says what failed, the failure is stored
-    on a scoring_runs row, and nothing partial is left in crs_risk_scores.
+    on a scoring_runs row, and nothing partial is left in crs_risk_scores. A run of a
+    night that another run is doing stops at once (status already_running): nothing is
+    written or sent.
     """
     window = Window(
-        as_of=as_of, active_days=settings.active_days, lookback_hours=settings.lookback_hours
+        as_of=as_of,
+        active_days=settings.active_days,
+        lookback_hours=settings.lookback_hours,
+        timezone=settings.timezone,
+        now=datetime.now(settings.zone).replace(tzinfo=None),  # warehouse wall-clock time
     )
     summary = RunSummary(
         run_id=str(uuid.uuid4()),
@@ -133,13 +147,35 @@ def run_nightly(
         started_at=datetime.now(timezone.utc),
         data_cutoff=window.end - timedelta(seconds=1),
     )
+    with results.night_lock(results_db, as_of) as held:
+        if held:
+            return _run_locked(settings, summary, window, warehouse, results_db, bundle, send_email)
+    log.warning("night %s is already running in another run: nothing done", as_of.isoformat())
+    summary.status = ALREADY_RUNNING
+    summary.email = "not sent (night already running)"
+    return summary
+
+
+def _run_locked(
+    settings: Settings,
+    summary: RunSummary,
+    window: Window,
+    warehouse: Engine,
+    results_db: Engine,
+    bundle: artifacts.ModelBundle | None,
+    send_email: bool,
+) -> RunSummary:
+    as_of = window.as_of
     log.info("run %s: scoring as of %s", summary.run_id, as_of.isoformat())
     try:
         if bundle is None:  # run_nights loads them once for all the nights it runs
             with _stage(summary, "load models"):
-                bundle = artifacts.load_models(settings.model_dir, device=settings.device)
+                bundle = _load_models(settings)
         summary.model_version = bundle.model_version
         summary.n_model_errors = len(bundle.errors())
+        summary.notes += [
+            f"model {m} {h}d in error: {why}" for (m, h), why in bundle.errors().items()
+        ]
         with _stage(summary, "read warehouse"):
             night = with_db_retries(lambda: read_night(warehouse, window), "read warehouse")
         with _stage(summary, "read feed"):
@@ -147,7 +183,10 @@ def run_nightly(
                 lambda: assess_feed(warehouse, settings, as_of), "read feed freshness"
             )
         with _stage(summary, "clean labs"):
-            clean, issues = clean_labs(night.labs, now=pd.Timestamp(datetime.now()))
+            now = pd.Timestamp(window.now or datetime.now())
+            clean, issues = clean_labs(night.labs, now=now, latest_only=True)
+            issues = pd.concat([night.issues, issues], ignore_index=True)
+            summary.notes += night.notes
         with _stage(summary, "features"):
             features = lab_matrix(clean, night.patients["patient_id"].tolist())
             collected = clean.groupby("patient_id")["collected_at"].agg(["min", "max"])
@@ -205,10 +244,22 @@ def run_nightly(
                 data_issues=summary.data_issue_counts,
                 threshold=settings.alert_threshold,
             )
-        _publish(settings, results_db, summary, alert_report, send_email)
     except Exception as exc:  # the scores are stored; only the report is missing
-        summary.email = f"failed: report not written: {describe(exc)}"
-        log.error("run %s: %s", summary.run_id, summary.email)
+        summary.report_error = f"report not built: {describe(exc)}"
+        summary.email = "not sent: no report"
+        log.error("run %s: %s", summary.run_id, summary.report_error)
+    else:
+        with _stage(summary, "write and send report"):
+            published = outbox.publish(
+                settings,
+                results_db,
+                alert_report,
+                as_of=as_of,
+                run_id=summary.run_id,
+                send_email=send_email,
+            )
+        summary.report_path, summary.email = published.report_path, published.email
+        summary.report_error = published.report_error
     log.info(
         "run %s %s: %d patients, %d scores, %d alerts, %d data-quality decisions",
         summary.run_id,
@@ -224,17 +275,18 @@ def run_nightly(
 def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> Iterator[RunSummary]:
     """Run each night in turn with the models loaded once; yields each night's summary.
 
-    Raises ModelsUnavailableError before the first night when the models cannot be read.
+    Models that cannot be loaded at all fail each night like any other failure (a
+    recorded failed run and a failure notice), each night trying them again.
     """
     require_usable(settings)  # a set-up mistake stops here, before the models load
     artifacts.set_torch_threads(settings.torch_threads)
     log.info("loading the models from %s (device %s)", settings.model_dir, settings.device)
+    bundle: artifacts.ModelBundle | None
     try:
-        bundle = artifacts.load_models(settings.model_dir, device=settings.device)
-    except Exception as exc:
-        raise ModelsUnavailableError(
-            f"cannot load the models from {settings.model_dir}: {describe(exc)}"
-        ) from None
+        bundle = _load_models(settings)
+    except ModelsUnavailableError as exc:
+        log.error("%s: each night records the failure", exc)
+        bundle = None
     warehouse = make_engine(settings.warehouse_url)
     results_db = make_engine(settings.results_database_url)
     try:
@@ -303,34 +355,13 @@ def _read_history(results_db: Engine, as_of: date, trend_patients: list[str]) ->
         )
 
 
-def _publish(
-    settings: Settings,
-    results_db: Engine,
-    summary: RunSummary,
-    alert_report: report.Report,
-    send_email: bool,
-) -> None:
-    """Write the HTML report, then send it (and any earlier undelivered one)."""
-    sending = send_email and settings.email_enabled
-    with _stage(summary, "write report"):
-        path = outbox.write_html(alert_report, settings.report_dir, summary.as_of, summary.run_id)
-        summary.report_path = path
-        if sending:
-            message = mailer.build_message(
-                alert_report, sender=settings.alert_from, recipients=settings.alert_to
-            )
-            outbox.keep(path, message)
-        with results_db.begin() as connection:
-            results.mark_report(connection=connection, run_id=summary.run_id, path=str(path))
-    if sending:
-        with _stage(summary, "send email"):
-            outbox.resend_undelivered(settings, results_db, before=summary.as_of)
-            failure = outbox.send_kept(settings, results_db, summary.run_id, path)
-            summary.email = _email_status(settings, failure)
-    elif not settings.email_enabled:
-        summary.email = "disabled (no PRCRS_SMTP_HOST): report written only"
-    else:
-        summary.email = "not sent (--no-email or backfill)"
+def _load_models(settings: Settings) -> artifacts.ModelBundle:
+    try:
+        return artifacts.load_models(settings.model_dir, device=settings.device)
+    except Exception as exc:
+        raise ModelsUnavailableError(
+            f"cannot load the models from {settings.model_dir}: {describe(exc)}"
+        ) from None
 
 
 def _fail(
@@ -352,12 +383,4 @@ def _fail(
     except Exception as record_exc:  # the results database itself may be what failed
         log.error("run %s: could not record the failure: %s", summary.run_id, describe(record_exc))
     if send_email and settings.email_enabled:
-        notice = report.build_failure_notice(run=summary, error=summary.error)
-        message = mailer.build_message(
-            notice, sender=settings.alert_from, recipients=settings.alert_to
-        )
-        summary.email = _email_status(settings, outbox.send(settings, message))
-
-
-def _email_status(settings: Settings, failure: str | None) -> str:
-    return f"failed: {failure}" if failure else f"sent to {len(settings.alert_to)} recipient(s)"
+        summary.email = outbox.send_failure_notice(settings, summary)

@@ -2,24 +2,35 @@
 
 A run row and all its rows commit in one transaction (the caller's), and re-running an
 as-of date replaces that date's rows, so a night is never duplicated nor half-written.
+Two runs of one night never overlap: `night_lock` is held for a whole run (the second
+stops), and the write itself is serialised per night on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from prcrs_batch import scoring
+from prcrs_batch.errors import describe
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
 
+log = logging.getLogger(__name__)
 SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
 ISSUE_COLUMNS = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
 MAX_ERROR_CHARS = 2000  # of a failed night's error kept on its run row
+MAX_CLAIMED_BY_CHARS = 128  # night_claims.claimed_by: a host name, cut to fit
+# PostgreSQL advisory-lock classes ("PRCS" and the next): a whole run, and a night's write.
+RUN_LOCK, WRITE_LOCK = 0x50524353, 0x50524354
 
 
 @dataclass
@@ -38,6 +49,7 @@ class RunInfo:
     n_alerts: int = 0
     n_data_issues: int = 0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the report must say about the night
 
     def row(self) -> dict[str, object]:
         """The scoring_runs columns."""
@@ -65,6 +77,7 @@ def replace_night(
 ) -> None:
     """Replace everything stored for run.as_of by this run, its scores and its issues."""
     as_of = run.as_of
+    _serialise_night(connection, as_of)
     old_runs = select(scoring_runs.c.run_id).where(scoring_runs.c.as_of == as_of)
     connection.execute(delete(crs_risk_scores).where(crs_risk_scores.c.as_of == as_of))
     connection.execute(
@@ -98,8 +111,9 @@ def replace_night(
             "collected_at": None
             if pd.isna(collected_at)
             else pd.Timestamp(collected_at).to_pydatetime(),
-            "raw_value": None if raw_value is None else str(raw_value)[:200],
-            "unit": None if unit is None or pd.isna(unit) else str(unit)[:32],
+            # Whole: labs/screening already cut long text to an excerpt stating its length.
+            "raw_value": None if raw_value is None or pd.isna(raw_value) else str(raw_value),
+            "unit": None if unit is None or pd.isna(unit) else str(unit),
             "reason": reason,
         }
         for patient_id, analyte, collected_at, raw_value, unit, reason in issues[
@@ -132,7 +146,81 @@ def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None
 
 def record_failed_run(*, connection: Connection, run: RunInfo) -> None:
     """Keep a failed night's run row (with its error); the date's earlier rows stay untouched."""
+    _serialise_night(connection, run.as_of)
     connection.execute(insert(scoring_runs), [run.row()])
+
+
+def _serialise_night(connection: Connection, as_of: date) -> None:
+    """PostgreSQL: wait for any other transaction writing this night (until it commits), so
+    that a rerun replaces what it wrote instead of colliding on the unique key. SQLite
+    serialises writers by itself."""
+    if connection.dialect.name == "postgresql":
+        statement = text("SELECT pg_advisory_xact_lock(:kind, :night)")
+        connection.execute(statement, {"kind": WRITE_LOCK, "night": as_of.toordinal()})
+
+
+@contextmanager
+def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
+    """Hold one night's run lock for a whole run; yields False when another run holds it.
+
+    PostgreSQL: a session advisory lock on a connection of its own, released when that
+    connection ends (a killed run never leaves it behind). SQLite: an flock on a file
+    beside the database file. When the lock cannot be taken at all (database down, folder
+    read-only) the run goes on unguarded (True): its write is still serialised.
+    """
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, as_of) as held:
+            yield held
+        return
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield True
+        return
+    try:
+        handle = open(f"{database}.night-{as_of.isoformat()}.lock", "a")
+    except OSError as exc:
+        log.warning("night %s: no run lock (%s); running unguarded", as_of, describe(exc))
+        yield True
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, as_of: date) -> Iterator[bool]:
+    key = {"kind": RUN_LOCK, "night": as_of.toordinal()}
+    connection: Connection | None = None
+    try:
+        connection = engine.connect()
+        held = connection.execute(text("SELECT pg_try_advisory_lock(:kind, :night)"), key)
+        got = bool(held.scalar_one())
+        connection.commit()  # the lock is the session's: no transaction stays open
+    except SQLAlchemyError as exc:
+        if connection is not None:
+            connection.invalidate()
+            connection.close()
+        log.warning("night %s: no run lock (%s); running unguarded", as_of, describe(exc))
+        yield True
+        return
+    try:
+        yield got
+    finally:
+        try:
+            if got:
+                connection.execute(text("SELECT pg_advisory_unlock(:kind, :night)"), key)
+                connection.commit()
+        except SQLAlchemyError:
+            connection.invalidate()  # closing the session releases its locks
+        finally:
+            connection.close()
 
 
 def score_history(
@@ -222,7 +310,9 @@ def claim_night(*, connection: Connection, as_of: date, claimed_by: str, now: da
     try:
         with connection.begin_nested():
             connection.execute(
-                insert(night_claims).values(as_of=as_of, claimed_by=claimed_by, claimed_at=now)
+                insert(night_claims).values(
+                    as_of=as_of, claimed_by=claimed_by[:MAX_CLAIMED_BY_CHARS], claimed_at=now
+                )
             )
     except IntegrityError:
         return False

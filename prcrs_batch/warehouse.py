@@ -2,18 +2,27 @@
 
 The contract (README "Warehouse contract"): cart_infusions, lab_results, crs_assessments.
 A site maps its own warehouse onto these names with views, or edits the files in sql/.
+Views type their columns as they like: ids may be integers, values numbers, timestamps
+`timestamptz` or text. Every value read is normalised here, in one place: ids to text,
+timestamps to naive wall-clock time in PRCRS_TIMEZONE (a PostgreSQL session reads its
+`timestamptz` columns in that zone too), dates to dates; an unreadable one becomes NULL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import Connection, Date, DateTime, Integer, String, TextualSelect, bindparam, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Date, DateTime, TextClause, bindparam, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
+from prcrs_batch.errors import describe
 from prcrs_batch.resources import sql_dir
 
 
@@ -28,6 +37,12 @@ class Window:
     as_of: date
     active_days: int
     lookback_hours: int
+    timezone: str = "UTC"  # of the warehouse's wall-clock times (PRCRS_TIMEZONE)
+    now: datetime | None = None  # results dated later are read, to be set aside as future
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def end(self) -> datetime:
@@ -40,6 +55,7 @@ class Window:
             "first_infusion": self.as_of - timedelta(days=self.active_days),
             "window_start": self.end - timedelta(hours=self.lookback_hours),
             "window_end": self.end,
+            "now": self.now,
         }
 
 
@@ -49,69 +65,183 @@ _PARAM_TYPES = {
     "last_infusion": Date,
     "window_start": DateTime,
     "window_end": DateTime,
+    "now": DateTime,
 }
 
 
 @cache
-def _query(name: str, **columns: type) -> TextualSelect:
+def _query(name: str) -> TextClause:
     sql = (sql_dir() / f"{name}.sql").read_text("utf-8")
-    statement = text(sql)
     binds = [bindparam(p, type_=t()) for p, t in _PARAM_TYPES.items() if f":{p}" in sql]
-    return statement.bindparams(*binds).columns(**{k: v() for k, v in columns.items()})
+    return text(sql).bindparams(*binds)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """A lost connection or a server-side condition worth a retry, not a contract problem
+    (SQLite reports a missing table as an OperationalError too)."""
+    if exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError) and "no such " not in str(exc.orig)
+
+
+def _rows(connection: Connection, name: str, params: dict, zone: ZoneInfo) -> list[tuple]:
+    statement = _query(name)
+    used = {k: v for k, v in params.items() if f":{k}" in statement.text}
+    try:
+        if connection.dialect.name == "postgresql":  # timestamptz read and compared in the zone
+            connection.execute(
+                text("SELECT set_config('TimeZone', :zone, true)"), {"zone": str(zone)}
+            )
+        return [tuple(row) for row in connection.execute(statement, used)]  # tuples: fast
+    except DBAPIError as exc:
+        if _transient(exc):
+            raise  # pipeline.with_db_retries retries it
+        raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
+    except SQLAlchemyError as exc:
+        raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
 
 
 def _frame(
-    connection: Connection, statement: TextualSelect, params: dict, columns: list[str]
+    rows: list[tuple], columns: dict[str, Callable[[pd.Series], Any] | None]
 ) -> pd.DataFrame:
-    sql = str(statement.element)
-    used = {k: v for k, v in params.items() if f":{k}" in sql}
-    try:
-        rows = connection.execute(statement, used).all()
-    except SQLAlchemyError as exc:
-        raise WarehouseError(
-            f"warehouse query failed: {exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
-        ) from exc
-    # Plain tuples: pandas inspects each Row object otherwise, ten times slower.
-    return pd.DataFrame([tuple(row) for row in rows], columns=columns)
+    """Rows -> frame, each column normalised by its function (None: kept as read)."""
+    frame = pd.DataFrame(rows, columns=list(columns), dtype=object)
+    for name, normalise in columns.items():
+        if normalise is not None:
+            frame[name] = normalise(frame[name])
+    return frame
+
+
+def _each_distinct(column: pd.Series, convert: Callable[[Any], Any]) -> list[Any]:
+    """convert() of each value, computed once per distinct value."""
+    seen: dict[Any, Any] = {}
+    out = []
+    for value in column:
+        try:
+            if value not in seen:
+                seen[value] = convert(value)
+            out.append(seen[value])
+        except TypeError:  # unhashable (a JSON column)
+            out.append(convert(value))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    """An id, code or unit as text: 12, 12.0 and Decimal("12") are all "12"."""
+    if value is None or value is pd.NA or isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return str(int(value))
+    return str(value)
+
+
+def _texts(column: pd.Series) -> pd.Series:
+    if pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+        return column
+    return pd.Series(_each_distinct(column, _text), index=column.index, dtype=object)
+
+
+def _timestamp(value: Any, zone: ZoneInfo) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.astimezone(zone).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    if isinstance(value, str):
+        try:
+            return _timestamp(datetime.fromisoformat(value.strip()), zone)
+        except ValueError:
+            return None
+    return None
+
+
+def _timestamps(zone: ZoneInfo) -> Callable[[pd.Series], pd.Series]:
+    def normalise(column: pd.Series) -> pd.Series:
+        if pd.api.types.infer_dtype(column, skipna=True) in ("datetime", "empty"):
+            try:  # all datetime objects: naive, or aware in one zone
+                converted = pd.to_datetime(column)
+            except (ValueError, TypeError):  # offsets differ: one by one below
+                pass
+            else:
+                if converted.dt.tz is not None:
+                    converted = converted.dt.tz_convert(zone).dt.tz_localize(None)
+                return converted.astype("datetime64[us]")
+        values = _each_distinct(column, lambda v: _timestamp(v, zone))
+        return pd.Series(values, index=column.index, dtype="datetime64[us]")
+
+    return normalise
+
+
+def _dates(zone: ZoneInfo) -> Callable[[pd.Series], pd.Series]:
+    def one(value: Any) -> date | None:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        stamp = _timestamp(value, zone)
+        return None if stamp is None else stamp.date()
+
+    return lambda column: pd.Series(_each_distinct(column, one), index=column.index, dtype=object)
 
 
 def active_cohort(*, connection: Connection, window: Window) -> pd.DataFrame:
     """patient_id, infusion_date, day_since_infusion of every active patient."""
-    statement = _query("active_cohort", patient_id=String, infusion_date=Date)
-    frame = _frame(connection, statement, window.params(), ["patient_id", "infusion_date"])
-    frame["patient_id"] = frame["patient_id"].astype(str)
-    frame["day_since_infusion"] = [(window.as_of - d).days for d in frame["infusion_date"]]
+    rows = _rows(connection, "active_cohort", window.params(), window.zone)
+    frame = _frame(rows, {"patient_id": _texts, "infusion_date": _dates(window.zone)})
+    frame["day_since_infusion"] = [
+        None if d is None else (window.as_of - d).days for d in frame["infusion_date"]
+    ]
     return frame
 
 
 def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
-    """Raw (uncleaned) latest result per active patient and analyte in the lookback window."""
-    statement = _query(
-        "latest_labs",
-        patient_id=String,
-        collected_at=DateTime,
-        analyte=String,
-        value=String,
-        unit=String,
-    )
-    return _frame(
-        connection,
-        statement,
-        window.params(),
-        ["patient_id", "collected_at", "analyte", "value", "unit"],
-    )
+    """The raw (uncleaned) results labs.clean_labs chooses from: every result of the active
+    patients in the lookback window, those dated after `window.now`, those without a
+    collection time, and the window's results without a patient id."""
+    rows = _rows(connection, "latest_labs", window.params(), window.zone)
+    columns = {
+        "patient_id": _texts,
+        "collected_at": _timestamps(window.zone),
+        "analyte": _texts,
+        "value": None,  # text or number: labs.parse_value reads it
+        "unit": _texts,
+    }
+    return _frame(rows, columns)
 
 
 def latest_crs_grades(*, connection: Connection, window: Window) -> pd.DataFrame:
-    """patient_id, assessed_on, grade: the latest assessment on or before the as-of date."""
-    statement = _query("latest_crs_grades", patient_id=String, assessed_on=Date, grade=Integer)
-    return _frame(connection, statement, window.params(), ["patient_id", "assessed_on", "grade"])
+    """patient_id, assessed_on, grade: the latest assessment on or before the as-of date.
+
+    The grade is as read (screening.screen_patients checks it)."""
+    rows = _rows(connection, "latest_crs_grades", window.params(), window.zone)
+    columns = {"patient_id": _texts, "assessed_on": _dates(window.zone), "grade": None}
+    return _frame(rows, columns).drop_duplicates("patient_id")
+
+
+def optional_crs_grades(
+    *, connection: Connection, window: Window
+) -> tuple[pd.DataFrame, str | None]:
+    """latest_crs_grades, or no grades and why when crs_assessments (optional for scoring)
+    cannot be read or holds none for the active patients. Run it last on a connection:
+    on PostgreSQL a failed query ends the transaction."""
+    try:
+        grades = latest_crs_grades(connection=connection, window=window)
+    except WarehouseError as exc:
+        empty = pd.DataFrame(columns=["patient_id", "assessed_on", "grade"])
+        return empty, f"CRS grades unavailable: {exc}"
+    if grades.empty:
+        return grades, "CRS grades unavailable: crs_assessments holds none for the active patients"
+    return grades, None
 
 
 def crs_assessments(
     *, connection: Connection, first_infusion: date, last_infusion: date
 ) -> pd.DataFrame:
     """Every assessment of the patients infused in a date range (training labels)."""
-    statement = _query("crs_assessments", patient_id=String, assessed_on=Date, grade=Integer)
     params = {"first_infusion": first_infusion, "last_infusion": last_infusion}
-    return _frame(connection, statement, params, ["patient_id", "assessed_on", "grade"])
+    rows = _rows(connection, "crs_assessments", params, ZoneInfo("UTC"))
+    columns = {"patient_id": _texts, "assessed_on": _dates(ZoneInfo("UTC")), "grade": None}
+    return _frame(rows, columns)
