@@ -8,7 +8,6 @@ stops), and the write itself is serialised per night on PostgreSQL.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 from collections.abc import Iterator
@@ -177,8 +176,10 @@ def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
         yield True
         return
     try:
+        import fcntl  # POSIX only: elsewhere SQLite runs unguarded (its writes serialise)
+
         handle = open(f"{database}.night-{as_of.isoformat()}.lock", "a")
-    except OSError as exc:
+    except (ImportError, OSError) as exc:
         log.warning("night %s: no run lock (%s); running unguarded", as_of, describe(exc))
         yield True
         return
