@@ -35,7 +35,7 @@ from prcrs_batch import __version__, features
 from prcrs_batch.calibration import apply_calibration
 from prcrs_batch.networks import PrCRS, PrCRSConfig, predict
 from prcrs_batch.panel import BY_CODE, min_observed
-from prcrs_batch.resources import SOURCE_ROOT, bundled_data
+from prcrs_batch.resources import SOURCE_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -100,27 +100,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return __version__
-
-
-def data_fingerprint(
-    frame: pd.DataFrame, cohort_path: Path | None, covid_path: Path | None
-) -> dict[str, Any]:
-    """Hashes of the training files and of the feature frame, plus its extent."""
-    cart = Path(cohort_path or bundled_data("cart_dev.csv"))
-    covid = Path(covid_path or bundled_data("covid19.csv"))
-    frame_hash = hashlib.sha256(
-        pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
-    ).hexdigest()
-    return {
-        "cart_file": cart.name,
-        "cart_sha256": sha256(cart),
-        "covid19_file": covid.name,
-        "covid19_sha256": sha256(covid),
-        "feature_frame_sha256": frame_hash,
-        "patient_days": int(len(frame)),
-        "patients": int(frame["patient_id"].nunique()),
-        "last_as_of": str(max(frame["as_of"])),
-    }
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor]) -> str:

@@ -13,15 +13,18 @@ The task, as training sees it:
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import tempfile
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from prcrs_batch.artifacts import sha256
 from prcrs_batch.cohort import load_cohort, read_cohort
 from prcrs_batch.db import make_engine
 from prcrs_batch.features import lab_matrix
@@ -146,3 +149,25 @@ def covid_frame(path: Path | None = None) -> pd.DataFrame:
     )
     wide = lab_matrix(clean, raw["sample_id"].tolist()).reset_index(drop=True)
     return pd.concat([raw[["subject_id", "sample_id", "max_severity"]], wide], axis=1)
+
+
+def fingerprint(
+    frame: pd.DataFrame, cohort_path: Path | None, covid_path: Path | None
+) -> dict[str, Any]:
+    """Hashes of the training files and of the feature frame, plus its extent: the
+    manifest's record of what the models learned from."""
+    cart = Path(cohort_path or bundled_data("cart_dev.csv"))
+    covid = Path(covid_path or bundled_data("covid19.csv"))
+    frame_hash = hashlib.sha256(
+        pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    ).hexdigest()
+    return {
+        "cart_file": cart.name,
+        "cart_sha256": sha256(cart),
+        "covid19_file": covid.name,
+        "covid19_sha256": sha256(covid),
+        "feature_frame_sha256": frame_hash,
+        "patient_days": int(len(frame)),
+        "patients": int(frame["patient_id"].nunique()),
+        "last_as_of": str(max(frame["as_of"])),
+    }

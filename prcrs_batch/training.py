@@ -377,7 +377,7 @@ def train(
         entries=entries,
         seed=seed,
         train_config=asdict(cfg) | {"quick": quick},
-        data_info=artifacts.data_fingerprint(frame, cohort_path, covid_path),
+        data_info=datasets.fingerprint(frame, cohort_path, covid_path),
         train_seconds=seconds,
     )
     logger.info("trained %d models in %.0f s -> %s", len(entries), seconds, output_dir)
