@@ -243,6 +243,7 @@ def _run_context(run: RunInfo) -> dict[str, Any]:
         "data_cutoff": format_datetime(run.data_cutoff),
         "n_patients": run.n_patients,
         "n_scores": run.n_scores,
+        "notes": list(run.notes),  # e.g. grades unavailable, models in error
     }
 
 

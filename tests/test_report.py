@@ -11,7 +11,7 @@ import pytest
 
 from prcrs_batch.alerts import HISTORY_DAYS
 from prcrs_batch.outbox import write_html
-from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice
+from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice, build_report
 from tests.support.report_data import (
     AS_OF,
     EMPTY_HISTORY,
@@ -262,3 +262,18 @@ def test_patients_already_severe_are_listed_apart_never_as_alerts():
     others = report.text.split("Other active patients")[1]
     assert "SYN-SEVERE" not in others and "SYN-QUIET" in others
     assert "not scorable" not in report.text.split("\n")[2]  # the severe patient is not counted so
+
+
+def test_the_nights_notes_head_the_report():
+    run = replace(make_run(1), notes=["CRS grades unavailable: crs_assessments is missing"])
+    report = build_report(
+        run=run,
+        summaries=summarise(
+            make_patients(["SYN-1"]), make_scores({"SYN-1": {}}), EMPTY_HISTORY, THRESHOLD
+        ),
+        history=EMPTY_HISTORY,
+        data_issues={},
+        threshold=THRESHOLD,
+    )
+    for part in (report.html, report.text):
+        assert "CRS grades unavailable: crs_assessments is missing" in part
