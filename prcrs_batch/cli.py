@@ -260,8 +260,12 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
 def schedule() -> None:
     """Run the nightly job on PRCRS_SCHEDULE_CRON until stopped (SIGTERM finishes cleanly)."""
     from prcrs_batch import scheduler
+    from prcrs_batch.db import require_usable
 
-    scheduler.serve(_settings())
+    settings = _settings()
+    with _setup_errors():
+        require_usable(settings)  # a set-up mistake stops the start, not the first night
+    scheduler.serve(settings)
 
 
 @main.command()

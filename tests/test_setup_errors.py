@@ -149,3 +149,11 @@ def test_a_url_that_is_not_one_names_the_variable_not_the_password(settings_env,
     monkeypatch.setenv("PRCRS_RESULTS_URL", "postgress://u:pw-Secret-9@db/prcrs")
     line = one_line(invoke("init-db"))
     assert "PRCRS_RESULTS_URL: not a database URL" in line and "pw-Secret-9" not in line
+
+
+def test_schedule_does_not_start_on_a_missing_schema(settings_env, monkeypatch, db_url):
+    engine = make_engine(db_url)
+    load_cohort(engine, COHORT)
+    engine.dispose()
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
+    assert "no results schema: run `prcrs-batch init-db`" in one_line(invoke("schedule"))
