@@ -10,6 +10,7 @@ import threading
 from datetime import datetime, timedelta
 
 from prcrs_batch import pipeline, scheduler
+from prcrs_batch.db import migrate
 from prcrs_batch.settings import load_settings
 from prcrs_batch.tables import crs_risk_scores, night_claims
 from tests.support.nightly import AS_OF, count_rows
@@ -44,7 +45,9 @@ def test_second_scheduler_does_not_score_the_same_night(settings, warehouse, mon
 
 
 def test_schedule_command_stops_cleanly_on_sigterm(settings_env, tmp_path):
-    env = {**os.environ, "PRCRS_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    migrate(url)  # `schedule` refuses to start without the results schema
+    env = {**os.environ, "PRCRS_WAREHOUSE_URL": url}
     process = subprocess.Popen(
         [sys.executable, "-m", "prcrs_batch", "schedule"],
         env=env,
