@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-THRESHOLD = 0.30  # the alert threshold (Settings.alert_threshold default), on calibrated risk
+THRESHOLD = 0.27  # Settings.alert_threshold's default (evaluation.default_threshold's rule)
 N_BOOT = 300  # bootstrap resamples of patients
 
 

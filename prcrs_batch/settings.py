@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, le=256)  # CPU threads for scoring; 0: PyTorch's default
     active_days: int = Field(30, ge=1, le=365)
     lookback_hours: int = Field(72, ge=1, le=24 * 14)
-    alert_threshold: float = Field(0.30, gt=0.0, le=1.0)
+    alert_threshold: float = Field(0.27, gt=0.0, le=1.0)  # EVALUATION.md's rule, `all` model
     report_dir: Path = Path("reports")
     metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
     # The expected feed: a night whose active patients' newest lab is older than this is
