@@ -167,16 +167,13 @@ def _run_dates(
     started = time.perf_counter()
     nights = pipeline.run_nights(settings, dates, send_email=send_email)
     done: list[RunSummary] = []
-    try:
-        with _setup_errors():
-            for summary in _with_progress(nights, len(dates)) if progress else nights:
-                done.append(summary)
-                if as_json:
-                    click.echo(json.dumps(record(summary)))
-                elif not progress:
-                    _echo_summary(summary)
-    except pipeline.ModelsUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
+    with _setup_errors():
+        for summary in _with_progress(nights, len(dates)) if progress else nights:
+            done.append(summary)
+            if as_json:
+                click.echo(json.dumps(record(summary)))
+            elif not progress:
+                _echo_summary(summary)
     if progress:
         statuses = ", ".join(f"{n} {s}" for s, n in Counter(s.status for s in done).items())
         click.echo(

@@ -115,7 +115,7 @@ def build_report(
         key=lambda s: (not s.scorable, -(s.max_risk or 0.0), s.patient_id),
     )
     images, numbered_alerts = _charts(run, alerts, history, threshold)
-    subject = make_subject(run.as_of, len(alerts))
+    subject = make_subject(run.as_of, len(alerts), stale=run.status == "stale_data")
     context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run),
@@ -169,15 +169,21 @@ def _charts(
     return images, numbered + alerts[MAX_CHARTS:]
 
 
-def make_subject(as_of: date, n_alerts: int) -> str:
-    """The mail subject: as-of date in ISO form and the number of alerts.
+def make_subject(as_of: date, n_alerts: int, stale: bool = False) -> str:
+    """The mail subject: as-of date in ISO form and the number of alerts; a night on a feed
+    that looks dead never reads "all clear".
 
     >>> make_subject(date(2026, 11, 26), 2), make_subject(date(2026, 11, 26), 0)
     ('PrCRS 2026-11-26 - 2 alerts', 'PrCRS 2026-11-26 - all clear')
+    >>> make_subject(date(2026, 11, 26), 0, stale=True)
+    'PrCRS 2026-11-26 - STALE DATA, no alerts'
     """
+    day = as_of.isoformat()
+    if stale:
+        return f"PrCRS {day} - STALE DATA, {n_alerts or 'no'} alert{'s' if n_alerts != 1 else ''}"
     if n_alerts == 0:
-        return f"PrCRS {as_of.isoformat()} - all clear"
-    return f"PrCRS {as_of.isoformat()} - {n_alerts} alert{'s' if n_alerts != 1 else ''}"
+        return f"PrCRS {day} - all clear"
+    return f"PrCRS {day} - {n_alerts} alert{'s' if n_alerts != 1 else ''}"
 
 
 def template_environment(template_dir: Path | None = None) -> Environment:

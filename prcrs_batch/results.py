@@ -296,7 +296,7 @@ def undelivered_reports(*, connection: Connection, before: date) -> list[dict]:
     query = (
         select(scoring_runs.c.run_id, scoring_runs.c.as_of, scoring_runs.c.report_path)
         .where(
-            scoring_runs.c.status == "succeeded",
+            scoring_runs.c.status.in_(("succeeded", "stale_data")),  # both were reported
             scoring_runs.c.report_path.is_not(None),
             scoring_runs.c.report_sent_at.is_(None),
             scoring_runs.c.as_of < before,

@@ -53,6 +53,7 @@ def test_labs_older_than_the_limit_store_the_night_as_stale_and_say_so_first(
     assert status == "stale_data" and error == summary.error
     assert summary.email.startswith("sent")
     message = smtp_sink.messages[0]
+    assert "STALE DATA" in message["Subject"] and "all clear" not in message["Subject"]
     text = message.get_body(("plain",)).get_content()
     assert text.splitlines()[1].startswith("STALE DATA: the warehouse feed looks dead")
     html = message.get_body(("html",)).get_content()
