@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,13 +38,14 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
 
-from prcrs_batch import artifacts, labs, mailer, pipeline, results, screening
+from prcrs_batch import artifacts, labs, mailer, pipeline, results, scoring, screening
 from prcrs_batch.cli import main
 from prcrs_batch.cohort import warehouse_rows
 from prcrs_batch.db import make_engine, migrate
 from prcrs_batch.report import Report
 from prcrs_batch.settings import Settings, load_settings
 from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
+from tests.support.databases import fresh_database
 from tests.support.nightly import AS_OF, COHORT, count_rows
 from tests.support.smtp import free_port
 
@@ -120,31 +120,6 @@ def insert(engine: Engine, table: str, rows: list[dict]) -> None:
 def fill(engine: Engine, rows: dict[str, list[dict]]) -> None:
     for table, table_rows in rows.items():
         insert(engine, table, table_rows)
-
-
-@contextmanager
-def database(backend: str, folder: Path) -> Iterator[str]:
-    """A brand-new database (as tests/support/databases.py makes them), dropped after."""
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / f'{uuid.uuid4().hex[:8]}.db'}"
-        return
-    admin_url = os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
-        pytest.skip("TEST_DATABASE_URL not set: PostgreSQL tests skipped")
-    name = f"prcrs_hostile_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def hostile_settings(url: str, models: Path, folder: Path, **extra: Any) -> Settings:
@@ -226,7 +201,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def fresh(backend: str, tmp_path: Path, quick_models: Path) -> Iterator[tuple[Settings, Engine]]:
     """A migrated empty database and settings for today's night on it."""
-    with database(backend, tmp_path) as url:
+    with fresh_database(backend, tmp_path) as url:
         migrate(url)
         engine = make_engine(url)
         try:
@@ -301,7 +276,7 @@ def hostile(
     bundle: artifacts.ModelBundle,
 ) -> Iterator[Outcome]:
     folder = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    with database(request.param, folder) as url:
+    with fresh_database(request.param, folder) as url:
         migrate(url)
         engine = make_engine(url)
         settings = hostile_settings(url, quick_models, folder)
@@ -412,17 +387,7 @@ def test_nothing_good_is_lost_around_hostile_rows(hostile):
     """Each hostile row was newer than a valid result: the older one is used, so both
     patients score exactly as they did without any hostile row."""
     assert hostile.summary.status == "succeeded", hostile.summary.error
-    columns = [
-        "patient_id",
-        "model",
-        "horizon_days",
-        "probability",
-        "calibrated_risk",
-        "status",
-        "inputs_observed",
-        "inputs_expected",
-        "detail",
-    ]
+    columns = scoring.COLUMNS
     before = hostile.baseline[columns].reset_index(drop=True)
     after = hostile.scores[hostile.scores["patient_id"].isin(PATIENTS)][columns]
     pd.testing.assert_frame_equal(before, after.reset_index(drop=True))
@@ -515,7 +480,7 @@ def clean_scores(
 ) -> pd.DataFrame:
     """Today's scores of the two patients from a plain warehouse (TEXT, TIMESTAMP)."""
     folder = tmp_path_factory.mktemp("clean")
-    with database("sqlite", folder) as url:
+    with fresh_database("sqlite", folder) as url:
         migrate(url)
         engine = make_engine(url)
         settings = hostile_settings(url, quick_models, folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,26 +16,22 @@ from prcrs_batch.db import make_engine, migrate
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def _postgres_admin_url() -> str | None:
-    return os.environ.get("TEST_DATABASE_URL")
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a brand-new empty database, dropped after the test."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+@contextmanager
+def fresh_database(backend: str, folder: Path) -> Iterator[str]:
+    """URL of a brand-new empty database on `backend`, dropped afterwards (SQLite: a file in
+    `folder`; PostgreSQL: skipped unless TEST_DATABASE_URL names a server to create it on)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / f'{uuid.uuid4().hex[:8]}.db'}"
         return
-    admin_url = _postgres_admin_url()
+    admin_url = os.environ.get("TEST_DATABASE_URL")
     if not admin_url:
         pytest.skip("TEST_DATABASE_URL not set: PostgreSQL tests skipped")
     name = f"prcrs_test_{uuid.uuid4().hex[:12]}"
     admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    base = admin.url.set(database=name)
     try:
-        yield base.render_as_string(hide_password=False)
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(
@@ -43,6 +40,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             )
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a brand-new empty database, dropped after the test."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
