@@ -7,8 +7,6 @@ the report folder gets a temporary file that is removed at once.
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, column, false, inspect, select, table
 from sqlalchemy.types import Date, DateTime, Integer, NullType, Numeric, String, TypeEngine
 
-from prcrs_batch import db, freshness
+from prcrs_batch import db, freshness, mailer
 from prcrs_batch.cohort import warehouse_metadata
 from prcrs_batch.errors import describe, redact_url
 from prcrs_batch.settings import Settings, unknown_variables
@@ -224,36 +222,24 @@ def check_models(model_dir: Path) -> Check:
 
 
 def check_smtp(settings: Settings) -> Check:
-    """Connect, EHLO, STARTTLS and log in as configured; send nothing."""
+    """Connect, EHLO, STARTTLS and log in as configured (mailer.probe); send nothing."""
     if not settings.smtp_host:
         return Check("smtp", True, "not configured (PRCRS_SMTP_HOST unset): reports not sent")
     host, port = settings.smtp_host, settings.smtp_port
-    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-    done = []
     try:
-        context = ssl.create_default_context(
-            cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+        steps = mailer.probe(
+            host=host,
+            port=port,
+            user=settings.smtp_user,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+            ssl=settings.smtp_ssl,
+            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+            timeout=SMTP_TIMEOUT_SECONDS,
         )
-        smtp: smtplib.SMTP
-        if settings.smtp_ssl:
-            smtp = smtplib.SMTP_SSL(host, port, timeout=SMTP_TIMEOUT_SECONDS, context=context)
-            done.append("TLS")
-        else:
-            smtp = smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT_SECONDS)
-        with smtp:
-            smtp.ehlo()
-            done.append("EHLO")
-            if settings.smtp_starttls and not settings.smtp_ssl:
-                smtp.starttls(context=context)
-                smtp.ehlo()
-                done.append("STARTTLS")
-            if settings.smtp_user:
-                smtp.login(settings.smtp_user, password or "")
-                done.append(f"login as {settings.smtp_user}")
-    except (smtplib.SMTPException, OSError) as exc:
-        after = f" after {', '.join(done)}" if done else ""
-        return Check("smtp", False, f"{host}:{port}{after}: {describe(exc, secrets=[password])}")
-    return Check("smtp", True, f"{host}:{port}: {', '.join(done)} accepted (nothing sent)")
+    except mailer.ProbeError as exc:
+        return Check("smtp", False, str(exc))
+    return Check("smtp", True, f"{host}:{port}: {', '.join(steps)} accepted (nothing sent)")
 
 
 # ------------------------------------------------------------------ folders, freshness

@@ -196,10 +196,62 @@ def send_message(
     raise _mail_error(last, host, port, attempts, password) from _cause(last, password)
 
 
-def _deliver(message: EmailMessage, *, deadline: float, **conversation: Any) -> None:
+def probe(
+    *,
+    host: str,
+    port: int,
+    user: str | None = None,
+    password: str | None = None,
+    starttls: bool = True,
+    ssl: bool = False,
+    ca_file: str | None = None,
+    timeout: float = 10,
+    deadline: float | None = None,
+) -> list[str]:
+    """Go through a delivery's conversation up to the login, and send nothing: what
+    `prcrs-batch check` asks of the SMTP server. Returns the steps that succeeded.
+
+    Raises:
+        ProbeError: the step that failed, after the ones that did (password never shown).
+    """
+    steps: list[str] = []
+    try:
+        _deliver(
+            None,
+            steps=steps,
+            host=host,
+            port=port,
+            sender="",
+            recipients=[],
+            user=user,
+            password=password,
+            starttls=starttls,
+            use_ssl=ssl,
+            ca_file=ca_file,
+            timeout=timeout,
+            deadline=DEADLINE_SECONDS if deadline is None else deadline,
+        )
+    except (smtplib.SMTPException, OSError) as exc:
+        after = f" after {', '.join(steps)}" if steps else ""
+        raise ProbeError(f"{host}:{port}{after}: {describe(exc, secrets=[password])}") from None
+    return steps
+
+
+class ProbeError(RuntimeError):
+    """The SMTP server did not get through the conversation; the message says where."""
+
+
+def _deliver(
+    message: EmailMessage | None,
+    *,
+    deadline: float,
+    steps: list[str] | None = None,
+    **conversation: Any,
+) -> None:
     """One attempt, in a worker thread: past the deadline its socket is shut down (which
-    ends the thread) and DeadlineExceeded raised here, whatever the server does."""
-    state: dict[str, Any] = {}
+    ends the thread) and DeadlineExceeded raised here, whatever the server does. `steps`
+    collects the conversation's steps as they succeed; no message: stop after the login."""
+    state: dict[str, Any] = {"steps": [] if steps is None else steps}
     finished = threading.Event()
 
     def attempt() -> None:
@@ -224,7 +276,7 @@ def _deliver(message: EmailMessage, *, deadline: float, **conversation: Any) -> 
 
 
 def _converse(
-    message: EmailMessage,
+    message: EmailMessage | None,
     *,
     state: dict[str, Any],
     host: str,
@@ -249,15 +301,23 @@ def _converse(
             return state["sock"]
 
     options: dict[str, Any] = {"context": context} if use_ssl else {}
+    steps: list[str] = state["steps"]
     smtp = Tracked(host, port, timeout=timeout, **options)
     state["smtp"] = smtp
     with smtp:
+        if use_ssl:
+            steps.append("TLS")
         smtp.ehlo()
+        steps.append("EHLO")
         if starttls and not use_ssl:
             smtp.starttls(context=context)  # raises SMTPNotSupportedError if not offered
             smtp.ehlo()
+            steps.append("STARTTLS")
         if user:
             smtp.login(user, password or "")
+            steps.append(f"login as {user}")
+        if message is None:  # a probe: nothing is sent
+            return
         refused = smtp.send_message(message, from_addr=sender, to_addrs=recipients)
     if refused:
         logger.warning("%d of %d recipient(s) refused the report", len(refused), len(recipients))
