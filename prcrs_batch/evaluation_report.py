@@ -251,6 +251,34 @@ def _calibration_section(cal: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _candidate_section(summary: pd.DataFrame) -> list[str]:
+    """Whether the PrCRS + logistic regression average meets the rule fixed before looking:
+    it ships only if its AUROC beats both PrCRS transfer and logistic regression at every
+    horizon for `all` (mean over CV repeats)."""
+    all_set = summary[summary["factor_set"] == "all"].set_index(["method", "horizon"])["auroc"]
+    if "prcrs_logistic" not in all_set.index.get_level_values("method"):
+        return []
+    gains = [
+        (
+            h,
+            all_set[("prcrs_logistic", h)] - all_set[("prcrs_transfer", h)],
+            all_set[("prcrs_logistic", h)] - all_set[("logistic", h)],
+        )
+        for h in sorted(set(all_set.index.get_level_values("horizon")))
+    ]
+    met = all(a > 0 and b > 0 for _, a, b in gains)
+    detail = "; ".join(f"{h} d: {a:+.3f} vs PrCRS, {b:+.3f} vs logistic" for h, a, b in gains)
+    verdict = "meets it" if met else "does NOT meet it, so PrCRS transfer alone ships"
+    return [
+        "## Candidate: PrCRS and logistic regression averaged",
+        "",
+        "Rule fixed before the comparison: the average ships only if its AUROC beats both "
+        "PrCRS (transfer) and logistic regression at every horizon for `all`. It "
+        f"{verdict} ({detail}).",
+        "",
+    ]
+
+
 @dataclass(frozen=True)
 class Extras:
     """The sections after the per-model tables."""
@@ -357,6 +385,7 @@ def write_report(
             sub = summary[(summary["factor_set"] == fs) & (summary["horizon"] == h)]
             if not sub.empty:
                 lines += _horizon_section(sub, h)
+    lines += _candidate_section(summary)
     cal = summary[summary["method"] == "prcrs_transfer"]
     if not cal.empty:
         lines += _calibration_section(cal)

@@ -106,3 +106,15 @@ def test_summary_has_one_row_per_method_with_intervals_around_the_estimate(metho
     row = summary[summary["method"] == method].iloc[0]
     assert row["auroc_ci"][0] <= row["auroc"] <= row["auroc_ci"][1]
     assert row["n"] == 240 and row["n_patients"] == 60
+
+
+def test_the_averaged_candidate_is_judged_by_its_stated_rule(tmp_path):
+    strong = _render(
+        _oof({"prcrs_transfer": 0.5, "logistic": 0.4, "prcrs_logistic": 0.8}), tmp_path
+    )
+    assert "## Candidate: PrCRS and logistic regression averaged" in strong
+    assert "It meets it (1 d: +" in strong
+    weak = _render(_oof({"prcrs_transfer": 0.8, "logistic": 0.4, "prcrs_logistic": 0.5}), tmp_path)
+    assert "does NOT meet it, so PrCRS transfer alone ships" in weak
+    # a candidate, never the best baseline
+    assert "the best baseline, PrCRS transfer and logistic regression" not in strong
