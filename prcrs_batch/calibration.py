@@ -25,6 +25,7 @@ Only `fit_*` touch sklearn; `apply_calibration` needs numpy and the saved dict.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -226,15 +227,40 @@ def compare(
     probabilities: np.ndarray, labels: np.ndarray, folds: np.ndarray
 ) -> dict[str, dict[str, float]]:
     """Cross-fitted Brier and ECE per method on the labelled rows, and 'raw' uncalibrated."""
+    return _compared(probabilities, labels, folds)[0]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A model's calibrator as the rule chose it, with what the choice rested on."""
+
+    method: str  # one of SHIPPABLE
+    comparison: dict[str, dict[str, float]]  # compare()'s figures
+    calibrated: np.ndarray  # every row's risk, cross-fitted with `method`
+
+
+def choose_cross_fitted(probabilities: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> Choice:
+    """compare(), choose() and the chosen method's cross-fitted risks, each fitted once:
+    how `train` and `evaluate` calibrate out-of-fold predictions."""
+    comparison, calibrated = _compared(probabilities, labels, folds)
+    method = choose(comparison)
+    return Choice(method, comparison, calibrated[method])
+
+
+def _compared(
+    probabilities: np.ndarray, labels: np.ndarray, folds: np.ndarray
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     y = np.asarray(labels, float)
     labelled = ~np.isnan(y)
     p = np.asarray(probabilities, float)
     yl = y[labelled].astype(int)
     out = {"raw": {"brier": brier(p[labelled], yl), "ece": ece(p[labelled], yl)}}
+    calibrated = {}
     for method in METHODS:
-        cal = cross_fitted(method, p, y, folds)[labelled]
+        calibrated[method] = cross_fitted(method, p, y, folds)
+        cal = calibrated[method][labelled]
         out[method] = {"brier": brier(cal, yl), "ece": ece(cal, yl)}
-    return out
+    return out, calibrated
 
 
 def choose(comparison: dict[str, dict[str, float]]) -> str:

@@ -71,13 +71,12 @@ def cross_validate(
                 key = {"seed": seed, "factor_set": factor_set, "method": name}
                 cal = []
                 for h in HORIZONS:
-                    comparison = calibration.compare(raw[h], data.y(h), data.folds)
-                    best = calibration.choose(comparison)
-                    cal.append(calibration.cross_fitted(best, raw[h], data.y(h), data.folds))
+                    choice = calibration.choose_cross_fitted(raw[h], data.y(h), data.folds)
+                    cal.append(choice.calibrated)
                     chosen.append(
                         key
-                        | {"horizon": h, "chosen": best}
-                        | {f"{k}_{m}": v[k] for m, v in comparison.items() for k in v}
+                        | {"horizon": h, "chosen": choice.method}
+                        | {f"{k}_{m}": v[k] for m, v in choice.comparison.items() for k in v}
                     )
                 shipped = calibration.cumulative(np.column_stack(cal))
                 for j, h in enumerate(HORIZONS):

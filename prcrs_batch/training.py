@@ -319,16 +319,10 @@ def train(
         stats = cv.fit_set_stats(frame, factor_set)
         data = cv.FoldedRows.select(frame, folds, factor_set)
         oof = {h: cv.out_of_fold(data, method, h, seed) for h in HORIZONS}
-        comparisons = {h: calibration.compare(oof[h], data.y(h), data.folds) for h in HORIZONS}
-        chosen = {h: calibration.choose(comparisons[h]) for h in HORIZONS}
-        shipped = calibration.cumulative(
-            np.column_stack(
-                [
-                    calibration.cross_fitted(chosen[h], oof[h], data.y(h), data.folds)
-                    for h in HORIZONS
-                ]
-            )
-        )
+        choices = {
+            h: calibration.choose_cross_fitted(oof[h], data.y(h), data.folds) for h in HORIZONS
+        }
+        shipped = calibration.cumulative(np.column_stack([choices[h].calibrated for h in HORIZONS]))
         for i, horizon in enumerate(HORIZONS):
             bar.set_postfix_str(f"{factor_set} h{horizon}")
             labelled = data.labelled(horizon)
@@ -343,8 +337,8 @@ def train(
                     "members": members,
                     "input_stats": stats,
                     "calibration": {
-                        "default": chosen[horizon],
-                        "comparison": comparisons[horizon],
+                        "default": choices[horizon].method,
+                        "comparison": choices[horizon].comparison,
                         **{m: calibration.fit(m, p[labelled], y) for m in calibration.METHODS},
                     },
                     "cv_metrics": {
@@ -365,7 +359,7 @@ def train(
                 entries[-1]["cv_metrics"]["raw"]["auroc"],
                 entries[-1]["cv_metrics"]["calibrated"]["auroc"],
                 entries[-1]["cv_metrics"]["calibrated"]["ece"],
-                chosen[horizon],
+                choices[horizon].method,
             )
             bar.update(1)
     bar.close()
