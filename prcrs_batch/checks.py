@@ -227,16 +227,7 @@ def check_smtp(settings: Settings) -> Check:
         return Check("smtp", True, "not configured (PRCRS_SMTP_HOST unset): reports not sent")
     host, port = settings.smtp_host, settings.smtp_port
     try:
-        steps = mailer.probe(
-            host=host,
-            port=port,
-            user=settings.smtp_user,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls,
-            ssl=settings.smtp_ssl,
-            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
-            timeout=SMTP_TIMEOUT_SECONDS,
-        )
+        steps = mailer.probe(**mailer.server_options(settings), timeout=SMTP_TIMEOUT_SECONDS)
     except mailer.ProbeError as exc:
         return Check("smtp", False, str(exc))
     return Check("smtp", True, f"{host}:{port}: {', '.join(steps)} accepted (nothing sent)")

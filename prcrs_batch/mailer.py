@@ -30,6 +30,7 @@ from typing import Any
 
 from prcrs_batch.errors import describe
 from prcrs_batch.report import Report
+from prcrs_batch.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,19 @@ def send_message(
             return
     assert last is not None
     raise _mail_error(last, host, port, attempts, password) from _cause(last, password)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The SMTP server's PRCRS_SMTP_* settings as `send_message` and `probe` take them."""
+    return {
+        "host": settings.smtp_host or "",
+        "port": settings.smtp_port,
+        "user": settings.smtp_user,
+        "password": settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        "starttls": settings.smtp_starttls,
+        "ssl": settings.smtp_ssl,
+        "ca_file": str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+    }
 
 
 def probe(

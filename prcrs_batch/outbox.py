@@ -151,19 +151,12 @@ def keep(report_path: Path, message: EmailMessage) -> None:
 
 def send(settings: Settings, message: EmailMessage) -> str | None:
     """Send by SMTP with the mailer's retries; None when sent, else why not (logged)."""
-    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     try:
         mailer.send_message(
             message,
-            host=settings.smtp_host or "",
-            port=settings.smtp_port,
             sender=settings.alert_from,
             recipients=settings.alert_to,
-            user=settings.smtp_user,
-            password=password,
-            starttls=settings.smtp_starttls,
-            ssl=settings.smtp_ssl,
-            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+            **mailer.server_options(settings),
         )
     except mailer.MailError as exc:
         logger.error("%s not sent: %s", message["Subject"], exc)
