@@ -178,7 +178,7 @@ def _summarise(
 ) -> PatientSummary:
     results = _model_results(rows)
     chosen = recommend_model(results)
-    not_scorable = PatientSummary(
+    unscored = PatientSummary(  # what every patient has; the branches fill in the rest
         patient_id=pid,
         day_since_infusion=optional_int(patient.get("day_since_infusion")),
         crs_grade=optional_int(patient.get("crs_grade")),
@@ -186,20 +186,20 @@ def _summarise(
         risks=(None,) * len(HORIZONS),
         max_risk=None,
         alert=False,
-        why=_not_scorable_reason(results),
+        why="",
         inputs_observed=None,
         inputs_expected=None,
         others=tuple(results),
         labs_collected=_collection_window(patient.get("labs_from"), patient.get("labs_to")),
     )
     if any(s == "already_severe" for r in results for s in r.statuses):
-        return replace(not_scorable, why=SEVERE_WHY, already_severe=True)
+        return replace(unscored, why=SEVERE_WHY, already_severe=True)
     if chosen is None:
-        return not_scorable
+        return replace(unscored, why=_not_scorable_reason(results))
     present = [r for r in chosen.risks if r is not None]
     max_risk = max(present) if present else None
     return replace(
-        not_scorable,
+        unscored,
         model=chosen.model,
         risks=chosen.risks,
         max_risk=max_risk,
