@@ -156,6 +156,7 @@ def threshold_table(
     is flagged when any horizon's risk reaches the threshold: the 3-day risk, since the risks
     are cumulative). Mean over CV repeats. `risks` is one (factor set, method)."""
     out = []
+    onsets = _one_day_onset_risks(risks)
     for thr in thresholds:
         row: dict[str, float] = {"threshold": thr}
         for h in HORIZONS:
@@ -164,7 +165,7 @@ def threshold_table(
             ]
             for k in ("sensitivity", "ppv", "alerts_per_100"):
                 row[f"{k}_{h}"] = float(np.nanmean([m[k] for m in per_seed]))
-        row["alert_sensitivity_1"] = _alert_sensitivity_1d(risks, thr)
+        row["alert_sensitivity_1"] = _alert_sensitivity_1d(onsets, thr)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -182,14 +183,21 @@ def _at_threshold(s: pd.DataFrame, thr: float) -> dict[str, float]:
     }
 
 
-def _alert_sensitivity_1d(risks: pd.DataFrame, thr: float) -> float:
-    """Share of the patient-days with an onset within 1 day whose 3-day risk reached `thr`."""
-    values = []
+def _one_day_onset_risks(risks: pd.DataFrame) -> list[np.ndarray]:
+    """Per CV repeat, the 3-day risk (the alert's, risks being cumulative) of each
+    patient-day with an onset within 1 day."""
+    out = []
     for _, s in risks.groupby("seed"):
         wide = s.pivot_table(index="row", columns="horizon", values=["y", "c"])
         onset = wide[("y", 1)] == 1
         if onset.any():
-            values.append(float((wide.loc[onset, ("c", max(HORIZONS))] >= thr).mean()))
+            out.append(wide.loc[onset, ("c", max(HORIZONS))].to_numpy())
+    return out
+
+
+def _alert_sensitivity_1d(onset_risks: list[np.ndarray], thr: float) -> float:
+    """Share of the onsets within 1 day that the alert flags at `thr`, mean over repeats."""
+    values = [float((r >= thr).mean()) for r in onset_risks]
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -197,7 +205,8 @@ def default_threshold(risks: pd.DataFrame) -> float:
     """The rule, fixed before looking: the highest threshold (0.01 steps) at which the alert
     still catches at least `MIN_SENSITIVITY_1D` of the onsets within 1 day."""
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
-    passing = [t for t in grid if _alert_sensitivity_1d(risks, float(t)) >= MIN_SENSITIVITY_1D]
+    onsets = _one_day_onset_risks(risks)
+    passing = [t for t in grid if _alert_sensitivity_1d(onsets, float(t)) >= MIN_SENSITIVITY_1D]
     return float(max(passing)) if passing else float(grid[0])
 
 
