@@ -140,7 +140,7 @@ def _probabilities(
     out: dict[int, np.ndarray] = {}
     pending = dict(models)
     while pending:
-        first_horizon, first = next(iter(pending.items()))
+        first = next(iter(pending.values()))
         group = {h: m for h, m in pending.items() if _shares_body(first, m)}
         for h in group:
             del pending[h]
