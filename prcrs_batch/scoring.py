@@ -76,15 +76,7 @@ def score(
         enough = scorable(n_obs, factor_set) & ~severe
         models = {h: bundle.models.get((factor_set, h), "model not in manifest") for h in HORIZONS}
         ready = {h: m for h, m in models.items() if not isinstance(m, str)}
-        raw = _probabilities(ready, features.loc[enough], dev) if enough.any() else {}
-        risks = cumulative(
-            np.column_stack(
-                [
-                    ready[h].calibrate(raw[h]) if h in raw else np.full(enough.sum(), np.nan)
-                    for h in HORIZONS
-                ]
-            )
-        )
+        raw, risks = risks_for(ready, features.loc[enough], dev)
         status = np.where(enough, "ok", "insufficient_inputs").astype(object)
         detail = np.where(
             enough, "", f"fewer than {min_observed(factor_set)} inputs observed"
@@ -118,6 +110,21 @@ def score(
     return out
 
 
+def risks_for(
+    models: dict[int, LoadedModel], frame: pd.DataFrame, device: torch.device
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """One factor set's raw probabilities per horizon and its calibrated, cumulative risks
+    (N, len(HORIZONS)) for the rows of `frame`; NaN columns for horizons without a model.
+
+    The one path from feature rows to risks: `score` and explanations.py both use it.
+    """
+    raw = probabilities(models, frame, device) if len(frame) else {}
+    calibrated = [
+        models[h].calibrate(raw[h]) if h in raw else np.full(len(frame), np.nan) for h in HORIZONS
+    ]
+    return raw, cumulative(np.column_stack(calibrated))
+
+
 def _shares_body(a: LoadedModel, b: LoadedModel) -> bool:
     """Same inputs, same normalisation and the same frozen body weights (by SHA-256)."""
     return (
@@ -128,7 +135,7 @@ def _shares_body(a: LoadedModel, b: LoadedModel) -> bool:
 
 
 @torch.inference_mode()
-def _probabilities(
+def probabilities(
     models: dict[int, LoadedModel], frame: pd.DataFrame, device: torch.device
 ) -> dict[int, np.ndarray]:
     """Each horizon's ensemble probability for the rows of `frame`.
