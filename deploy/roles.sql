@@ -14,12 +14,15 @@
 --   prcrs_reader    SELECT on the warehouse contract: cart_infusions, lab_results,
 --                   crs_assessments (tables or views). Nothing else.
 --   prcrs_writer    SELECT, INSERT, UPDATE, DELETE on the results tables scoring_runs,
---                   crs_risk_scores, data_quality_issues, night_claims, and their id
---                   sequences; SELECT on alembic_version (the schema's revision). No
---                   DDL: cannot create, alter, drop or truncate tables.
+--                   crs_risk_scores, crs_patient_nights, crs_risk_explanations,
+--                   data_quality_issues, night_claims, and their id sequences; SELECT on
+--                   the views and alembic_version (the schema's revision). No DDL:
+--                   cannot create, alter, drop or truncate tables.
 --   prcrs_migrator  Owns the results schema; `prcrs-batch init-db` (Alembic) runs as it.
---   prcrs_bi        SELECT on crs_risk_scores, crs_risk_latest and scoring_runs only:
---                   BI tools never see lab values or data-quality rows (raw values).
+--   prcrs_bi        SELECT on crs_risk_scores, crs_patient_nights, crs_risk_explanations,
+--                   scoring_runs and the views only: BI sees the labs the report names
+--                   (at most 5 per flagged patient and horizon, as the email shows them),
+--                   never the warehouse's lab values or data-quality rows (raw text).
 --
 -- The nightly job's login is a member of prcrs_reader and prcrs_writer.
 --
@@ -102,8 +105,9 @@ SELECT format('ALTER %s %I.%I OWNER TO %I',
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = :'schema'
-  AND c.relname IN ('scoring_runs', 'crs_risk_scores', 'data_quality_issues',
-                    'night_claims', 'crs_risk_latest', 'alembic_version')
+  AND c.relname IN ('scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
+                    'crs_risk_explanations', 'data_quality_issues', 'night_claims',
+                    'crs_risk_latest', 'crs_risk_newest_per_patient', 'alembic_version')
   AND pg_get_userbyid(c.relowner) <> :'migrator'
 \gexec
 
@@ -121,18 +125,21 @@ WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 -- 5. prcrs_writer: rows in the results tables, no DDL (it owns nothing, and has no
 -- CREATE on the schema). TRUNCATE, REFERENCES and TRIGGER are not granted.
 SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO %I', :'schema', t, :'writer')
-FROM unnest(ARRAY['scoring_runs', 'crs_risk_scores', 'data_quality_issues', 'night_claims']) AS t
+FROM unnest(ARRAY['scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
+                   'crs_risk_explanations', 'data_quality_issues', 'night_claims']) AS t
 WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 \gexec
--- The view is read by the job's report and by tests; SELECT only.
-SELECT format('GRANT SELECT ON %I.crs_risk_latest TO %I', :'schema', :'writer')
-WHERE to_regclass(format('%I.crs_risk_latest', :'schema')) IS NOT NULL
+-- The views are read by the job's checks and by tests; SELECT only.
+SELECT format('GRANT SELECT ON %I.%I TO %I', :'schema', v, :'writer')
+FROM unnest(ARRAY['crs_risk_latest', 'crs_risk_newest_per_patient']) AS v
+WHERE to_regclass(format('%I.%I', :'schema', v)) IS NOT NULL
 \gexec
 -- Serial id columns: INSERT needs nextval (USAGE) on their sequences.
 SELECT format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', s, :'writer')
 FROM (
     SELECT pg_get_serial_sequence(format('%I.%I', :'schema', t), 'id') AS s
-    FROM unnest(ARRAY['crs_risk_scores', 'data_quality_issues']) AS t
+    FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
+                      'data_quality_issues']) AS t
     WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 ) AS seqs
 WHERE s IS NOT NULL
@@ -154,10 +161,11 @@ SELECT format('GRANT SELECT ON %I.alembic_version TO %I', :'schema', :'writer')
 WHERE to_regclass(format('%I.alembic_version', :'schema')) IS NOT NULL
 \gexec
 
--- 6. prcrs_bi: the scores, the latest-score view and the run rows. Not the lab values,
--- not data_quality_issues (it holds raw lab text), not the warehouse.
+-- 6. prcrs_bi: the scores, the patient nights, the labs the report named, the views and
+-- the run rows. Not the warehouse, not data_quality_issues (it holds raw lab text).
 SELECT format('GRANT SELECT ON %I.%I TO %I', :'schema', t, :'bi')
-FROM unnest(ARRAY['crs_risk_scores', 'crs_risk_latest', 'scoring_runs']) AS t
+FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
+                  'crs_risk_latest', 'crs_risk_newest_per_patient', 'scoring_runs']) AS t
 WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 \gexec
 \endif

@@ -7,8 +7,8 @@
   threshold (a risk exactly at the threshold is an alert);
 - a patient already severe (latest grade >= 3) is listed apart, never as an alert: the
   risks are of onset, among patients not yet severe;
-- the report compares an alert with the latest earlier night on the same model within
-  `HISTORY_DAYS`, and charts its trend over that window: only alerts need history.
+- another model is told only when it disagrees materially (`disagreement`);
+- how tonight compares with earlier nights is history.py's.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for, min_observed
 
 logger = logging.getLogger(__name__)
 
-HISTORY_DAYS = 7  # earlier nights read for the "previous run" line and the trend charts
-HISTORY_COLUMNS = ["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
 MODELS: tuple[str, ...] = tuple(FACTOR_SETS)
 SEVERE_WHY = "already severe (CRS grade ≥ 3): not scored as a warning"
+DISAGREEMENT = 0.10  # another model's highest risk this far off, across the threshold, is told
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,10 @@ class PatientSummary:
     trend_cid: str | None = None  # content-id of the trend chart, set by the report
     labs_collected: str | None = None  # when the results used were collected
     already_severe: bool = False  # latest grade >= 3: not scored as a warning
+    alert_state: str = "none"  # one of ALERT_STATES (`with_previous` sets it)
+    crs_grade_on: date | None = None  # when the latest CRS grade was assessed
+    labs_latest_at: datetime | None = None  # the newest result used
+    set_aside: tuple[str, ...] = ()  # this patient's values set aside: "analyte: reason"
 
     @property
     def scorable(self) -> bool:
@@ -144,33 +147,20 @@ def alert_ids(summaries: Sequence[PatientSummary]) -> list[str]:
     return [s.patient_id for s in summaries if s.alert]
 
 
-def recent_history(history: pd.DataFrame | None, as_of: date) -> pd.DataFrame:
-    """History rows of the `HISTORY_DAYS` days before `as_of` (tonight's own rows dropped),
-    typed for speed: str ids and models, datetime64 as_of (midnight), float risks."""
-    if history is None or history.empty:
-        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in HISTORY_COLUMNS})
-        frame["as_of"] = pd.Series(dtype="datetime64[ns]")
-        return frame
-    nights = pd.to_datetime(history["as_of"]).dt.normalize()
-    tonight = pd.Timestamp(as_of)
-    keep = (nights < tonight) & (nights >= tonight - pd.Timedelta(days=HISTORY_DAYS))
-    frame = history.loc[keep, HISTORY_COLUMNS].copy()
-    frame["as_of"] = nights[keep]
-    frame["patient_id"] = frame["patient_id"].astype(str)
-    frame["model"] = frame["model"].astype(str)
-    frame["calibrated_risk"] = pd.to_numeric(frame["calibrated_risk"], errors="coerce")
-    return frame
-
-
-def with_previous(
-    summaries: Sequence[PatientSummary], recent: pd.DataFrame
-) -> list[PatientSummary]:
-    """Each alert with its latest earlier night on the same model (from `recent_history`)."""
-    previous = _previous_night_max(recent)
-    return [
-        replace(s, previous=previous.get((s.patient_id, s.model))) if s.alert and s.model else s
-        for s in summaries
-    ]
+def disagreement(summary: PatientSummary, threshold: float) -> ModelResult | None:
+    """The first other model (recommended order) whose highest risk is on the other side of
+    the threshold and at least `DISAGREEMENT` away from the recommended model's; else None."""
+    if summary.max_risk is None:
+        return None
+    for other in summary.others:
+        present = [r for r in other.risks if r is not None]
+        if not present:
+            continue
+        highest = max(present)
+        crosses = (highest >= threshold) != summary.alert
+        if crosses and abs(highest - summary.max_risk) >= DISAGREEMENT - 1e-12:
+            return other
+    return None
 
 
 def _summarise(
@@ -191,6 +181,9 @@ def _summarise(
         inputs_expected=None,
         others=tuple(results),
         labs_collected=_collection_window(patient.get("labs_from"), patient.get("labs_to")),
+        crs_grade_on=_optional_date(patient.get("crs_grade_on")),
+        labs_latest_at=_optional_datetime(patient.get("labs_to")),
+        set_aside=tuple(patient.get("set_aside") or ()),
     )
     if any(s == "already_severe" for r in results for s in r.statuses):
         return replace(unscored, why=SEVERE_WHY, already_severe=True)
@@ -288,19 +281,6 @@ def _not_scorable_reason(results: Sequence[ModelResult]) -> str:
     return "; ".join(parts) or "not scored"
 
 
-def _previous_night_max(recent: pd.DataFrame) -> dict[tuple[str, str], tuple[date, float]]:
-    """(patient, model) -> (date, max risk over horizons) of the latest earlier night."""
-    if recent.empty:
-        return {}
-    last = recent.groupby(["patient_id", "model"])["as_of"].transform("max")
-    latest = recent[recent["as_of"] == last]
-    out = latest.groupby(["patient_id", "model", "as_of"])["calibrated_risk"].max().dropna()
-    return {
-        (str(p), str(m)): (pd.Timestamp(night).date(), float(v))
-        for (p, m, night), v in zip(out.index.tolist(), out.tolist(), strict=True)
-    }
-
-
 def _collection_window(first: Any, last: Any) -> str | None:
     """ "2026-11-25 06:00 to 2026-11-26 06:00", or one time, or None when nothing was used."""
     if first is None or last is None or pd.isna(first) or pd.isna(last):
@@ -309,6 +289,14 @@ def _collection_window(first: Any, last: Any) -> str | None:
     if first == last:
         return format_datetime(last)
     return f"{format_datetime(first)} to {format_datetime(last)}"
+
+
+def _optional_date(value: Any) -> date | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).date()
+
+
+def _optional_datetime(value: Any) -> datetime | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
 
 
 def format_datetime(value: Any) -> str:
@@ -346,3 +334,37 @@ def records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     columns = [str(c) for c in frame.columns]
     values = [frame[c].tolist() for c in frame.columns]
     return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+NIGHT_COLUMNS = [
+    "patient_id",
+    "day_since_infusion",
+    "crs_grade",
+    "recommended_model",
+    "max_risk",
+    "alert",
+    "alert_state",
+    "previous_max_risk",
+    "labs_latest_at",
+    "n_inputs_set_aside",
+]
+
+
+def night_rows(summaries: Sequence[PatientSummary]) -> pd.DataFrame:
+    """One crs_patient_nights row per patient: what the report says about each."""
+    rows = [
+        (
+            s.patient_id,
+            s.day_since_infusion,
+            s.crs_grade,
+            s.model,
+            s.max_risk,
+            s.alert,
+            s.alert_state,
+            s.previous[1] if s.previous else None,
+            s.labs_latest_at,
+            len(s.set_aside),
+        )
+        for s in summaries
+    ]
+    return pd.DataFrame(rows, columns=NIGHT_COLUMNS, dtype=object)

@@ -3,12 +3,14 @@ what a database error at set-up means for the operator (which setting, what to d
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -21,6 +23,9 @@ from prcrs_batch.cohort import warehouse_metadata
 from prcrs_batch.errors import describe, redact_url
 from prcrs_batch.settings import Settings, normalise_database_url
 from prcrs_batch.tables import metadata as results_metadata
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RESULTS_TABLES = tuple(results_metadata.tables)
 CONTRACT_TABLES = tuple(warehouse_metadata.tables)
@@ -275,3 +280,29 @@ create it or map your warehouse onto it (README, Warehouse contract)'
             "in the URL and that the server is running"
         )
     return f"{where}: {message}"
+
+
+DB_ATTEMPTS = 3
+DB_BACKOFF_SECONDS = 2.0
+
+
+def with_db_retries(action: Callable[[], T], what: str, attempts: int = DB_ATTEMPTS) -> T:
+    """Run a database action, retrying lost or refused connections with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (OperationalError, DBAPIError) as exc:
+            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not transient or attempt == attempts:
+                raise
+            wait = DB_BACKOFF_SECONDS * 2 ** (attempt - 1)
+            log.warning(
+                "%s: database error (%s), retry %d/%d in %.0fs",
+                what,
+                type(exc.orig).__name__,
+                attempt,
+                attempts - 1,
+                wait,
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")

@@ -13,21 +13,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import pandas as pd
 
-from prcrs_batch.panel import BY_CODE
 from prcrs_batch.screening import (
     ANALYTE_NORMALISED,
     ISSUE_COLUMNS,
-    MAX_CODE_CHARS,
     MISSING_PATIENT_ID,
     canonical_code,
     excerpt,
     is_missing,
     patient_id_problem,
 )
+from prcrs_batch.units import to_model_unit
 
 # Reasons recorded in data_quality_issues.reason
 UNKNOWN_ANALYTE = "unknown_analyte"
@@ -94,79 +92,11 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "il17a": (0.0, 1_000_000.0),
 }
 
-# Spellings of one unit that mean the same thing, after lower-casing and removing spaces.
-_UNIT_ALIASES = {
-    "10^9/l": (
-        "10*9/l",
-        "10e9/l",
-        "x10^9/l",
-        "x10e9/l",
-        "g/l_cells",
-        "10^3/ul",
-        "x10^3/ul",
-        "k/ul",
-        "10^3/mm3",
-    ),
-    "10^12/l": ("10*12/l", "10e12/l", "x10^12/l", "t/l", "10^6/ul", "x10^6/ul", "m/ul"),
-    "u/l": ("iu/l", "units/l"),
-    "mmol/l": ("meq/l",),
-    "umol/l": ("µmol/l", "μmol/l"),
-    "pg/ml": ("ng/l",),
-    "ng/ml": ("ug/l", "µg/l", "μg/l"),
-    "mg/lfeu": ("ug/mlfeu", "µg/mlfeu", "mg/l", "ug/ml"),
-    "s": ("sec", "secs", "second", "seconds"),
-    "fraction": ("ratio", "1", "l/l"),
-}
-_CANONICAL = {alias: canon for canon, aliases in _UNIT_ALIASES.items() for alias in aliases}
-
-# (analyte, canonical unit) -> factor into the model's unit, where the units differ.
-UNIT_FACTORS: dict[tuple[str, str], float] = {
-    ("fibrinogen", "mg/dl"): 0.01,
-    ("calcium", "mg/dl"): 1 / 4.008,
-    ("glucose", "mg/dl"): 1 / 18.016,
-    ("albumin", "g/dl"): 10.0,
-    ("creatinine", "mg/dl"): 88.42,
-    ("hemoglobin", "g/dl"): 10.0,
-    ("uric_acid", "mg/dl"): 59.48,
-    ("triglyceride", "mg/dl"): 0.01129,
-    ("crp", "mg/dl"): 10.0,
-    ("prealbumin", "mg/dl"): 10.0,
-    ("prealbumin", "g/l"): 1000.0,
-    ("d_dimer", "ng/mlfeu"): 0.001,
-    ("d_dimer", "ug/lfeu"): 0.001,
-    ("platelet", "/ul"): 0.001,
-    ("wbc", "/ul"): 0.001,
-}
-for _code in ("neutrophil_pct", "lymphocyte_pct", "monocyte_pct", "blast_fraction"):
-    UNIT_FACTORS[(_code, "%")] = 0.01
-
 # Linear in its input: no two quantifiers can match the same characters (a value of a
 # million digits is refused by length first anyway). ASCII digits only.
 _NUMBER = re.compile(
     r"(?P<op><=|>=|<|>|≤|≥)?\s*(?P<num>\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 )
-
-
-@lru_cache(maxsize=1024)
-def _canonical_unit_text(text: str) -> str | None:
-    text = "".join(text.split()).lower().replace("µ", "u").replace("μ", "u")
-    if text in ("", "none", "null"):
-        return None
-    return _CANONICAL.get(text, text)
-
-
-def canonical_unit(unit: object) -> str | None:
-    """Lower-case, whitespace-free spelling of a unit, with aliases folded.
-
-    >>> canonical_unit(" x10^9/L ")
-    '10^9/l'
-    """
-    if is_missing(unit):
-        return None
-    text = str(unit)
-    if len(text) > MAX_CODE_CHARS:
-        return "?" + text[:MAX_CODE_CHARS]  # unknown to every analyte
-    return _canonical_unit_text(text)
 
 
 @dataclass(frozen=True)
@@ -204,22 +134,6 @@ def parse_value(raw: object) -> ParsedValue:
     return ParsedValue(number, CENSORED if match["op"] else None)
 
 
-def to_model_unit(analyte: str, value: float, unit: object) -> float | None:
-    """Convert a value into the model's unit; None when the unit is not known for the analyte.
-
-    A missing unit is taken to be the model's unit (the warehouse contract allows NULL).
-
-    >>> round(to_model_unit("glucose", 90.0, "mg/dL"), 2)
-    5.0
-    """
-    given = canonical_unit(unit)
-    model = canonical_unit(BY_CODE[analyte].unit)
-    if given is None or given == model or analyte == "chloride" and given == "mmol/l":
-        return value
-    factor = UNIT_FACTORS.get((analyte, given))
-    return None if factor is None else value * factor
-
-
 def is_plausible(analyte: str, value: float) -> bool:
     low, high = PLAUSIBLE_RANGES[analyte]
     return low <= value <= high
@@ -251,6 +165,41 @@ def clean_labs(
     >>> clean["value"].tolist(), issues["reason"].tolist()
     ([2.0], ['censored_bound_used', 'no_number'])
     """
+    frame = _prepared(raw)
+    if not latest_only:
+        return _clean(frame, now)
+    keyed = _keyed(frame)
+    clean, issues = _clean(frame[~keyed], now)  # these rows can never be a value
+    latest, latest_issues = _newest_usable(frame[keyed], now)
+    return _concat([clean, latest], CLEAN_COLUMNS), _concat([issues, latest_issues], ISSUE_COLUMNS)
+
+
+def previous_results(
+    raw: pd.DataFrame, latest: pd.DataFrame, now: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The usable result before each of `latest`'s (clean_labs(..., latest_only=True)), from
+    the same raw rows and judged the same way: what the report compares a value with. Not
+    a model input, so nothing is recorded about the older rows judged here.
+
+    >>> raw = pd.DataFrame({"patient_id": ["p1"] * 3, "analyte": ["il6"] * 3,
+    ...     "collected_at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"]),
+    ...     "value": ["85", "hemolyzed", "1240"], "unit": ["pg/mL"] * 3})
+    >>> latest, _ = clean_labs(raw, latest_only=True)
+    >>> previous_results(raw, latest)[["collected_at", "value"]].values.tolist()
+    [[Timestamp('2026-01-01 00:00:00'), 85.0]]
+    """
+    if latest.empty:
+        return pd.DataFrame(columns=CLEAN_COLUMNS)
+    frame = _prepared(raw)
+    frame = frame[_keyed(frame)]
+    newest = latest.set_index(latest["patient_id"].astype(str) + "\x1f" + latest["analyte"])
+    keys = frame["patient_id"].astype(str) + "\x1f" + frame["code"]
+    older = frame["collected_at"] < keys.map(newest["collected_at"])
+    return _newest_usable(frame[older.fillna(False).astype(bool)], now)[0]
+
+
+def _prepared(raw: pd.DataFrame) -> pd.DataFrame:
+    """The raw rows with their panel code, whether the code was normalised, and any id problem."""
     frame = raw[["patient_id", "collected_at", "analyte", "value", "unit"]].reset_index(drop=True)
     names = frame["analyte"].dropna().unique()
     spellings = {name: canonical_code(name) for name in names}
@@ -259,13 +208,22 @@ def clean_labs(
     ids = frame["patient_id"].dropna().unique()
     problems = frame["patient_id"].map({p: patient_id_problem(p) for p in ids})
     frame["id_problem"] = problems.where(frame["patient_id"].notna(), MISSING_PATIENT_ID)
-    if not latest_only:
-        return _clean(frame, now)
-    keyed = frame["id_problem"].isna() & frame["code"].notna() & frame["collected_at"].notna()
-    clean, issues = _clean(frame[~keyed], now)  # these rows can never be a value
-    cleans, issue_parts = [clean], [issues]
-    pending = frame[keyed].assign(key=lambda f: f["patient_id"].astype(str) + "\x1f" + f["code"])
-    while not pending.empty:  # newest rows of each analyte first, older only while unusable
+    return frame
+
+
+def _keyed(frame: pd.DataFrame) -> pd.Series:
+    """Rows that can be a patient's value of an analyte at a time."""
+    return frame["id_problem"].isna() & frame["code"].notna() & frame["collected_at"].notna()
+
+
+def _newest_usable(
+    keyed: pd.DataFrame, now: pd.Timestamp | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each patient's newest usable result per analyte: rows judged newest first, older ones
+    only while the newer were unusable; (clean, issues of the rows judged)."""
+    cleans, issue_parts = [], []
+    pending = keyed.assign(key=lambda f: f["patient_id"].astype(str) + "\x1f" + f["code"])
+    while not pending.empty:
         newest = pending.groupby("key", sort=False)["collected_at"].transform("max")
         at_newest = pending["collected_at"] == newest
         clean, issues = _clean(pending[at_newest], now)
@@ -360,3 +318,21 @@ def _resolve_duplicates(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return clean[~repeated & ~conflicting].reset_index(drop=True), pd.concat(
         records, ignore_index=True
     )
+
+
+KEPT_REASONS = (CENSORED, ANALYTE_NORMALISED, DUPLICATE)  # recorded, but a value was used
+
+
+def set_aside_by_patient(issues: pd.DataFrame) -> dict[str, list[str]]:
+    """Each patient's lab values set aside tonight, as "analyte as written: reason".
+
+    >>> set_aside_by_patient(pd.DataFrame({"patient_id": ["p1", "p1"], "analyte": ["IL6", "crp"],
+    ...     "reason": ["unknown_unit", "censored_bound_used"]}))
+    {'p1': ['IL6: unknown unit']}
+    """
+    out: dict[str, list[str]] = {}
+    for pid, analyte, reason in zip(issues["patient_id"], issues["analyte"], issues["reason"]):
+        if is_missing(pid) or reason in KEPT_REASONS or is_missing(analyte):
+            continue
+        out.setdefault(str(pid), []).append(f"{analyte}: {str(reason).replace('_', ' ')}")
+    return out

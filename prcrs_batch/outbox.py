@@ -130,23 +130,28 @@ def write_html(report: Report, report_dir: Path, as_of: date, run_id: str) -> Pa
     for cid, png in report.images.items():
         data_uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         html = html.replace(f"cid:{cid}", data_uri)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = report_dir / f"prcrs-{as_of.isoformat()}-{safe_token(run_id)}.html"
-    fd, tmp = tempfile.mkstemp(dir=report_dir, prefix=".prcrs-", suffix=".html.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_private(path, html.encode("utf-8"))
     logger.info("report written to %s", path)
     return path
 
 
 def keep(report_path: Path, message: EmailMessage) -> None:
     """Keep the message beside its report until it is sent, so a later night can resend it."""
-    report_path.with_suffix(".eml").write_bytes(bytes(message))
+    _write_private(report_path.with_suffix(".eml"), bytes(message))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace `path` atomically by a file only the job's user can read (0600: patient data)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".prcrs-", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def send(settings: Settings, message: EmailMessage) -> str | None:

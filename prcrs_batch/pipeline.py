@@ -1,6 +1,7 @@
 """The nightly job: the only module that knows the order of the stages, and the nights loop.
 
-read warehouse -> clean labs -> features -> score -> alerts -> write results -> report -> send
+read warehouse -> clean labs -> features -> score -> alerts -> explain -> write results
+-> report -> send
 """
 
 from __future__ import annotations
@@ -9,36 +10,40 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TypeVar
 
 import pandas as pd
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from prcrs_batch import alerts, artifacts, cohort, outbox, report, results, scoring
-from prcrs_batch.db import make_engine, migrate, require_usable
+from prcrs_batch import (
+    alerts,
+    artifacts,
+    cohort,
+    explanations,
+    history,
+    outbox,
+    report,
+    results,
+    scoring,
+)
+from prcrs_batch.db import make_engine, migrate, require_usable, with_db_retries
 from prcrs_batch.errors import describe
 from prcrs_batch.features import lab_matrix
 from prcrs_batch.freshness import FeedState, assess_feed
-from prcrs_batch.labs import clean_labs
+from prcrs_batch.labs import clean_labs, previous_results, set_aside_by_patient
 from prcrs_batch.panel import already_severe
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
 from prcrs_batch.run_metrics import export_metrics
-from prcrs_batch.screening import screen_patients
 from prcrs_batch.settings import Settings
-from prcrs_batch.warehouse import Window, active_cohort, latest_labs, optional_crs_grades
+from prcrs_batch.warehouse import Window, read_night
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-DB_ATTEMPTS = 3
-DB_BACKOFF_SECONDS = 2.0
 ALREADY_RUNNING = "already_running"  # a summary's status only: another run holds the night
 
 
@@ -73,49 +78,6 @@ def _stage(summary: RunSummary, name: str) -> Iterator[None]:
         yield
     finally:
         summary.seconds[name] = summary.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def with_db_retries(action: Callable[[], T], what: str, attempts: int = DB_ATTEMPTS) -> T:
-    """Run a database action, retrying lost or refused connections with exponential backoff."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except (OperationalError, DBAPIError) as exc:
-            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
-            if not transient or attempt == attempts:
-                raise
-            wait = DB_BACKOFF_SECONDS * 2 ** (attempt - 1)
-            log.warning(
-                "%s: database error (%s), retry %d/%d in %.0fs",
-                what,
-                type(exc.orig).__name__,
-                attempt,
-                attempts - 1,
-                wait,
-            )
-            time.sleep(wait)
-    raise AssertionError("unreachable")
-
-
-@dataclass
-class NightInputs:
-    patients: pd.DataFrame
-    labs: pd.DataFrame
-    issues: pd.DataFrame  # patients set aside, grades not read (screening.screen_patients)
-    notes: list[str]  # e.g. CRS grades unavailable
-
-
-def read_night(warehouse: Engine, window: Window) -> NightInputs:
-    """Active cohort, lab rows and latest CRS grades (optional: read last), in one
-    warehouse connection; patients whose ids cannot key their rows are set aside."""
-    with warehouse.connect() as connection:
-        patients = active_cohort(connection=connection, window=window)
-        labs = latest_labs(connection=connection, window=window)
-        grades, grades_note = optional_crs_grades(connection=connection, window=window)
-    patients = patients.merge(grades[["patient_id", "grade"]], on="patient_id", how="left")
-    patients, issues = screen_patients(patients.rename(columns={"grade": "crs_grade"}))
-    notes = [grades_note] if grades_note else []
-    return NightInputs(patients=patients, labs=labs, issues=issues, notes=notes)
 
 
 def run_nightly(
@@ -185,14 +147,18 @@ def _run_locked(
         with _stage(summary, "clean labs"):
             now = pd.Timestamp(window.now or datetime.now())
             clean, issues = clean_labs(night.labs, now=now, latest_only=True)
+            previous = previous_results(night.labs, clean, now=now)
             issues = pd.concat([night.issues, issues], ignore_index=True)
             summary.notes += night.notes
         with _stage(summary, "features"):
             features = lab_matrix(clean, night.patients["patient_id"].tolist())
             collected = clean.groupby("patient_id")["collected_at"].agg(["min", "max"])
+            ids = night.patients["patient_id"]
+            set_aside = set_aside_by_patient(issues)
             patients = night.patients.assign(
-                labs_from=night.patients["patient_id"].map(collected["min"]),
-                labs_to=night.patients["patient_id"].map(collected["max"]),
+                labs_from=ids.map(collected["min"]),
+                labs_to=ids.map(collected["max"]),
+                set_aside=ids.map(lambda pid: set_aside.get(str(pid), [])),
             )
         with _stage(summary, "score"):
             severe = [
@@ -205,14 +171,25 @@ def _run_locked(
             summaries = alerts.summarise_patients(
                 patients=patients, scores=scores, threshold=settings.alert_threshold
             )
-            history = alerts.recent_history(
+            recent = history.recent_history(
                 with_db_retries(
                     lambda: _read_history(results_db, as_of, alerts.alert_ids(summaries)),
                     "read score history",
                 ),
                 as_of,
             )
-            summaries = alerts.with_previous(summaries, history)
+            summaries = history.with_previous(summaries, recent, settings.alert_threshold)
+        with _stage(summary, "explain"):
+            explained = explanations.explain(
+                bundle,
+                features,
+                {
+                    s.patient_id: s.model
+                    for s in summaries
+                    if s.model and (s.alert or settings.explain_all)
+                },
+                device=settings.device,
+            )
         summary.n_patients = len(night.patients)
         summary.n_scores = len(scores)
         summary.n_alerts = len(alerts.alert_ids(summaries))
@@ -227,7 +204,12 @@ def _run_locked(
             def write() -> None:
                 with results_db.begin() as connection:
                     results.replace_night(
-                        connection=connection, run=summary, scores=scores, issues=issues
+                        connection=connection,
+                        run=summary,
+                        scores=scores,
+                        issues=issues,
+                        patient_nights=alerts.night_rows(summaries),
+                        explanations=explained,
                     )
 
             with_db_retries(write, "write results")
@@ -240,7 +222,8 @@ def _run_locked(
             alert_report = report.build_report(
                 run=summary,
                 summaries=summaries,
-                history=history,
+                history=recent,
+                reasons=explanations.lab_lines(explained, clean, previous),
                 data_issues=summary.data_issue_counts,
                 threshold=settings.alert_threshold,
             )
@@ -349,7 +332,7 @@ def _read_history(results_db: Engine, as_of: date, trend_patients: list[str]) ->
     with results_db.connect() as connection:
         return results.score_history(
             connection=connection,
-            since=as_of - timedelta(days=alerts.HISTORY_DAYS),
+            since=as_of - timedelta(days=history.HISTORY_DAYS),
             before=as_of,
             trend_patients=trend_patients,
         )

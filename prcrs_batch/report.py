@@ -2,12 +2,15 @@
 
 Render and send are separate: this module returns a `Report` (subject, HTML, plain text
 and the trend charts as PNG bytes keyed by content-id); `outbox` keeps it on disk and
-`mailer` sends it. What the report says about each patient is decided by `alerts`.
+`mailer` sends it. What the report says about each patient is decided by `alerts` and
+`history`; why, by `explanations`.
 
-Alerts come highest first (max risk over horizons), then a compact table of every other
-active patient, then a footer saying on which data the report rests. The HTML is e-mail
-HTML: tables for layout, inline CSS only, no scripts, no remote resources or fonts;
-images are referenced as `cid:<content-id>`.
+New and rising alerts come first, then continuing and falling ones (each group highest
+risk first), each card with its three risks, the labs that raised them, the data behind
+them and a trend chart where there is history; then the patients already severe; then one
+compact table of every other active patient; a footer says on which data it rests. The
+HTML is e-mail HTML for a phone: tables for layout, inline CSS only, no scripts, no remote
+resources or fonts; images are referenced as `cid:<content-id>`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +34,11 @@ from jinja2 import (
     select_autoescape,
 )
 
-from prcrs_batch.alerts import (
-    HISTORY_COLUMNS,
-    HISTORY_DAYS,
-    MODELS,
-    PatientSummary,
-    format_datetime,
-)
+from prcrs_batch.alerts import MODELS, PatientSummary, disagreement, format_datetime
 from prcrs_batch.charts import TREND_SIZE_PX, TrendChart, trend_series
 from prcrs_batch.errors import scrub_secrets
+from prcrs_batch.explanations import LabLine
+from prcrs_batch.history import HISTORY_COLUMNS, HISTORY_DAYS
 from prcrs_batch.panel import HORIZONS, SEVERE_GRADE
 from prcrs_batch.resources import template_dir as default_template_dir
 from prcrs_batch.results import RunInfo
@@ -49,6 +48,9 @@ logger = logging.getLogger(__name__)
 MAX_CHARTS = 20  # trend charts for the highest alerts only: keeps the mail small and quick
 TOP_DATA_ISSUES = 3  # data-quality reasons named in the footer
 MAX_ERROR_CHARS = 600  # of an error message quoted in a failure notice
+STALE_LAB_HOURS = 24  # a card says so when its newest lab is older at the data cut-off
+FIRST_STATES = ("new", "rising")  # listed first; then continuing and falling
+STATE_LABELS = {"new": "NEW", "rising": "RISING", "continuing": "CONTINUING", "falling": "FALLING"}
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,20 @@ def build_report(
     history: pd.DataFrame,
     data_issues: Mapping[str, int],
     threshold: float,
+    reasons: Mapping[str, Sequence[LabLine]] | None = None,
     template_dir: Path | None = None,
 ) -> Report:
     """Render the night's alert report (HTML and plain text) with its trend charts.
 
     Args:
         run: the night's run (id, as-of date, model version, data cut-off, counts).
-        summaries: one per active patient, from `alerts.summarise_patients` (and
-            `alerts.with_previous` for the alerts' earlier nights).
-        history: the earlier nights, as `alerts.recent_history` returns them (read for
-            the last `alerts.HISTORY_DAYS` days); the alerts' trend charts come from it.
+        summaries: one per active patient, from `alerts.summarise_patients` and
+            `history.with_previous` (earlier nights and alert states).
+        history: the earlier nights, as `history.recent_history` returns them (read for
+            the last `HISTORY_DAYS` days); the alerts' trend charts come from it.
         data_issues: this night's data-quality decisions per reason.
         threshold: alert threshold on calibrated risk, in [0, 1].
+        reasons: patient_id -> the labs that raised the risk (`explanations.lab_lines`).
         template_dir: folder holding report.html, report.txt and base.html.
 
     Returns:
@@ -106,24 +110,33 @@ def build_report(
     ...              threshold=0.3).subject
     'PrCRS 2026-11-26 - all clear'
     """
+    reasons = reasons or {}
     alerts = sorted(
-        (s for s in summaries if s.alert), key=lambda s: (-(s.max_risk or 0.0), s.patient_id)
+        (s for s in summaries if s.alert),
+        key=lambda s: (s.alert_state not in FIRST_STATES, -(s.max_risk or 0.0), s.patient_id),
     )
     severe = sorted((s for s in summaries if s.already_severe), key=lambda s: s.patient_id)
     others = sorted(
         (s for s in summaries if not s.alert and not s.already_severe),
         key=lambda s: (not s.scorable, -(s.max_risk or 0.0), s.patient_id),
     )
-    images, numbered_alerts = _charts(run, alerts, history, threshold)
-    subject = make_subject(run.as_of, len(alerts), stale=run.status == "stale_data")
+    images, charted = _charts(run, alerts, history, threshold)
+    cards = [_card(s, run, reasons.get(s.patient_id, ()), threshold) for s in charted]
+    n_new = sum(1 for s in alerts if s.alert_state == "new")
+    subject = make_subject(run.as_of, len(alerts), stale=run.status == "stale_data", n_new=n_new)
     context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run),
         "threshold": threshold,
         "threshold_pct": f"{threshold * 100:g}%",
-        "alerts": numbered_alerts,
+        "first": [c for c in cards if c["state"] in FIRST_STATES],
+        "later": [c for c in cards if c["state"] not in FIRST_STATES],
+        "n_alerts": len(alerts),
         "others": others,
-        "severe": severe,
+        "severe": [
+            {"summary": s, "grade_on": _day(s.crs_grade_on, run.as_of) if s.crs_grade_on else None}
+            for s in severe
+        ],
         "n_patients": len(summaries),
         "n_not_scorable": sum(1 for s in summaries if not s.scorable and not s.already_severe),
         "horizons": HORIZONS,
@@ -132,58 +145,150 @@ def build_report(
         "data_issues": _data_issue_context(run, data_issues),
         "trend_size": TREND_SIZE_PX,
         "trend_days": HISTORY_DAYS,
-        "max_charts": MAX_CHARTS,
         "stale_data": run.error if run.status == "stale_data" else None,  # freshness.py's why
     }
     env = template_environment(template_dir)
     html = env.get_template("report.html").render(context)
     text = env.get_template("report.txt").render(context)
     logger.info(
-        "report built: %d patients, %d alerts, %d not scorable, %d charts",
+        "report built: %d patients, %d alerts (%d new), %d not scorable, %d charts",
         len(summaries),
         len(alerts),
+        n_new,
         context["n_not_scorable"],
         len(images),
     )
     return Report(subject=subject, html=html, text=text, images=images, n_alerts=len(alerts))
 
 
+def _card(
+    s: PatientSummary, run: RunInfo, labs: Sequence[LabLine], threshold: float
+) -> dict[str, Any]:
+    """What an alert card says, as plain strings (the HTML and the text share them)."""
+    issues = [f"Values set aside: {'; '.join(s.set_aside)}"] if s.set_aside else []
+    if s.labs_latest_at is not None:
+        age = (run.data_cutoff - s.labs_latest_at).total_seconds() / 3600
+        if age > STALE_LAB_HOURS:
+            issues.append(f"Newest lab used is {age:.0f} h old at the data cut-off")
+    other = disagreement(s, threshold)
+    return {
+        "summary": s,
+        "state": s.alert_state,
+        "state_label": STATE_LABELS.get(s.alert_state, s.alert_state),
+        "grade": _grade_text(s, run.as_of),
+        "labs": [_lab_text(line, run.as_of) for line in labs],
+        "labs_horizon": labs[0].horizon_days if labs else None,
+        "issues": issues,
+        "previous": (
+            f"{_day(s.previous[0], run.as_of)}: highest {format_pct(s.previous[1])}, "
+            f"tonight {format_pct(s.max_risk)}"
+            if s.previous
+            else None
+        ),
+        "disagreement": (
+            f"The {other.model} model, on other labs, gives "
+            f"{' / '.join(format_pct(r) for r in other.risks)}: "
+            f"{'under' if s.alert else 'over'} the alert threshold."
+            if other
+            else None
+        ),
+    }
+
+
+def _grade_text(s: PatientSummary, as_of: date) -> str:
+    if s.crs_grade is None:
+        return "CRS grade not assessed"
+    when = f" ({_day(s.crs_grade_on, as_of)})" if s.crs_grade_on else ""
+    return f"CRS grade {s.crs_grade}{when}"
+
+
+def _lab_text(line: LabLine, as_of: date) -> str:
+    """ "IL-6 1,240 pg/mL, 06:10 today, up from 85 yesterday"."""
+    text = f"{line.name} {format_value(line.value, line.unit)}"
+    if line.collected_at is not None:
+        text += f", {_moment(line.collected_at, as_of)}"
+    if line.previous_value is not None and line.previous_at is not None:
+        before = format_value(line.previous_value, line.unit, with_unit=False)
+        now = format_value(line.value, line.unit, with_unit=False)
+        change = (
+            "unchanged from"
+            if before == now
+            else ("up from" if line.value > line.previous_value else "down from")
+        )
+        text += f", {change} {before} {_day(line.previous_at.date(), as_of)}"
+    return text
+
+
+def format_value(value: float, unit: str, *, with_unit: bool = True) -> str:
+    """A lab value as a clinician writes it: fractions as percentages, thousands grouped.
+
+    >>> format_value(1240.0, "pg/mL"), format_value(0.697, "fraction"), format_value(6.12, "mmol/L")
+    ('1,240 pg/mL', '70%', '6.12 mmol/L')
+    """
+    if unit == "fraction":
+        return f"{value * 100:.0f}%"
+    if abs(value) >= 100:
+        number = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        number = f"{value:.1f}".removesuffix(".0")
+    else:
+        number = f"{value:.3g}"
+    return f"{number} {unit}" if with_unit else number
+
+
+def _day(day: date, as_of: date) -> str:
+    """today / yesterday / 24 Nov."""
+    if day == as_of:
+        return "today"
+    if day == as_of - timedelta(days=1):
+        return "yesterday"
+    return f"{day.day} {day.strftime('%b')}"
+
+
+def _moment(when: datetime, as_of: date) -> str:
+    return f"{when.strftime('%H:%M')} {_day(when.date(), as_of)}"
+
+
 def _charts(
     run: RunInfo, alerts: list[PatientSummary], history: pd.DataFrame, threshold: float
 ) -> tuple[dict[str, bytes], list[PatientSummary]]:
-    """Trend charts of the `MAX_CHARTS` highest alerts; the alerts, charted ones with a cid."""
-    if not alerts:
-        return {}, []
-    charted = alerts[:MAX_CHARTS]
+    """Trend charts of the `MAX_CHARTS` highest alerts that have earlier nights on their
+    model (a first night has nothing to draw); the alerts, charted ones with a cid."""
     history = history if not history.empty else pd.DataFrame(columns=HISTORY_COLUMNS)
+    with_history = [s for s in alerts if s.previous is not None]
+    charted = sorted(with_history, key=lambda s: -(s.max_risk or 0.0))[:MAX_CHARTS]
+    if not charted:
+        return {}, list(alerts)
     mine = history[history["patient_id"].isin([s.patient_id for s in charted])]
     trends = {key: frame for key, frame in mine.groupby(["patient_id", "model"])}
     chart = TrendChart(threshold)
     images: dict[str, bytes] = {}
-    numbered = []
+    cids: dict[str, str] = {}
     for number, summary in enumerate(charted, start=1):
         trend = trends.get((summary.patient_id, summary.model), mine.iloc[:0])
         cid = f"trend-{number}.{safe_token(run.run_id)}@prcrs-batch"
         images[cid] = chart.png(*trend_series(summary, trend, run.as_of))
-        numbered.append(replace(summary, trend_cid=cid))
-    return images, numbered + alerts[MAX_CHARTS:]
+        cids[summary.patient_id] = cid
+    return images, [replace(s, trend_cid=cids.get(s.patient_id)) for s in alerts]
 
 
-def make_subject(as_of: date, n_alerts: int, stale: bool = False) -> str:
-    """The mail subject: as-of date in ISO form and the number of alerts; a night on a feed
-    that looks dead never reads "all clear".
+def make_subject(as_of: date, n_alerts: int, stale: bool = False, n_new: int = 0) -> str:
+    """The mail subject: as-of date in ISO form, the number of alerts and how many are new;
+    a night on a feed that looks dead never reads "all clear".
 
-    >>> make_subject(date(2026, 11, 26), 2), make_subject(date(2026, 11, 26), 0)
-    ('PrCRS 2026-11-26 - 2 alerts', 'PrCRS 2026-11-26 - all clear')
+    >>> make_subject(date(2026, 11, 26), 2, n_new=1), make_subject(date(2026, 11, 26), 0)
+    ('PrCRS 2026-11-26 - 2 alerts, 1 new', 'PrCRS 2026-11-26 - all clear')
     >>> make_subject(date(2026, 11, 26), 0, stale=True)
     'PrCRS 2026-11-26 - STALE DATA, no alerts'
     """
     day = as_of.isoformat()
+    plural = "s" if n_alerts != 1 else ""
+    new = f", {n_new} new" if n_new else ""
     if stale:
-        return f"PrCRS {day} - STALE DATA, {n_alerts or 'no'} alert{'s' if n_alerts != 1 else ''}"
+        return f"PrCRS {day} - STALE DATA, {n_alerts or 'no'} alert{plural}{new}"
     if n_alerts == 0:
         return f"PrCRS {day} - all clear"
-    return f"PrCRS {day} - {n_alerts} alert{'s' if n_alerts != 1 else ''}"
+    return f"PrCRS {day} - {n_alerts} alert{plural}{new}"
 
 
 def template_environment(template_dir: Path | None = None) -> Environment:

@@ -21,7 +21,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from prcrs_batch import scoring
 from prcrs_batch.errors import describe
-from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
+from prcrs_batch.tables import (
+    REPORTED,
+    crs_patient_nights,
+    crs_risk_explanations,
+    crs_risk_scores,
+    data_quality_issues,
+    night_claims,
+    scoring_runs,
+)
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
@@ -72,18 +80,35 @@ def _none_if_nan(value: object) -> object:
 
 
 def replace_night(
-    *, connection: Connection, run: RunInfo, scores: pd.DataFrame, issues: pd.DataFrame
+    *,
+    connection: Connection,
+    run: RunInfo,
+    scores: pd.DataFrame,
+    issues: pd.DataFrame,
+    patient_nights: pd.DataFrame | None = None,
+    explanations: pd.DataFrame | None = None,
 ) -> None:
-    """Replace everything stored for run.as_of by this run, its scores and its issues."""
+    """Replace the rows stored for run.as_of by this run's: its scores, its patient nights
+    (PATIENT_NIGHT_COLUMNS), its explanations (explanations.COLUMNS) and its issues.
+
+    Earlier runs of the night are kept as `superseded` (with whether their report was
+    emailed); their rows go.
+    """
     as_of = run.as_of
     _serialise_night(connection, as_of)
     old_runs = select(scoring_runs.c.run_id).where(scoring_runs.c.as_of == as_of)
-    connection.execute(delete(crs_risk_scores).where(crs_risk_scores.c.as_of == as_of))
+    for table in (crs_risk_scores, crs_patient_nights, crs_risk_explanations):
+        connection.execute(delete(table).where(table.c.as_of == as_of))
     connection.execute(
         delete(data_quality_issues).where(data_quality_issues.c.run_id.in_(old_runs))
     )
-    connection.execute(delete(scoring_runs).where(scoring_runs.c.as_of == as_of))
+    connection.execute(
+        update(scoring_runs)
+        .where(scoring_runs.c.as_of == as_of, scoring_runs.c.status.in_(REPORTED))
+        .values(status="superseded")
+    )
     connection.execute(insert(scoring_runs), [run.row()])
+    night = {"run_id": run.run_id, "as_of": as_of}
     # Python ints and floats (object dtype) so that both drivers and COPY take them as they are.
     typed = (
         scores[SCORE_COLUMNS]
@@ -93,8 +118,7 @@ def replace_night(
     score_rows = [
         {
             **{k: _none_if_nan(v) for k, v in zip(SCORE_COLUMNS, row)},
-            "run_id": run.run_id,
-            "as_of": as_of,
+            **night,
             "target_date": as_of + timedelta(days=row[2]),
             "model_version": run.model_version,
             "created_at": run.finished_at,
@@ -102,6 +126,12 @@ def replace_night(
         for row in typed.itertuples(index=False, name=None)
     ]
     _insert_many(connection, crs_risk_scores, score_rows)
+    for table, frame in (
+        (crs_patient_nights, patient_nights),
+        (crs_risk_explanations, explanations),
+    ):
+        if frame is not None and len(frame):
+            _insert_many(connection, table, [{**night, **row} for row in _plain_rows(frame)])
     issue_rows = [
         {
             "run_id": run.run_id,
@@ -120,6 +150,24 @@ def replace_night(
         ].itertuples(index=False, name=None)
     ]
     _insert_many(connection, data_quality_issues, issue_rows)
+
+
+def _plain_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as dicts of plain Python values (None for NaN/NaT, datetime for Timestamp)."""
+    columns = [str(c) for c in frame.columns]
+    out = []
+    for row in frame.astype(object).itertuples(index=False, name=None):
+        values = []
+        for value in row:
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                value = None
+            elif isinstance(value, pd.Timestamp):
+                value = value.to_pydatetime()
+            elif hasattr(value, "item"):  # numpy scalar
+                value = value.item()
+            values.append(value)
+        out.append(dict(zip(columns, values, strict=True)))
+    return out
 
 
 def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None:
@@ -296,7 +344,7 @@ def undelivered_reports(*, connection: Connection, before: date) -> list[dict]:
     query = (
         select(scoring_runs.c.run_id, scoring_runs.c.as_of, scoring_runs.c.report_path)
         .where(
-            scoring_runs.c.status.in_(("succeeded", "stale_data")),  # both were reported
+            scoring_runs.c.status.in_(REPORTED),
             scoring_runs.c.report_path.is_not(None),
             scoring_runs.c.report_sent_at.is_(None),
             scoring_runs.c.as_of < before,

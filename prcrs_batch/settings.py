@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     active_days: int = Field(30, ge=1, le=365)
     lookback_hours: int = Field(72, ge=1, le=24 * 14)
     alert_threshold: float = Field(0.27, gt=0.0, le=1.0)  # EVALUATION.md's rule, `all` model
+    explain_all: bool = False  # explanations for every scored patient, not only the flagged
     report_dir: Path = Path("reports")
     metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
     # The expected feed: a night whose active patients' newest lab is older than this is

@@ -19,11 +19,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import Connection, Date, DateTime, TextClause, bindparam, text
+from sqlalchemy import Connection, Date, DateTime, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from prcrs_batch.errors import describe
 from prcrs_batch.resources import sql_dir
+from prcrs_batch.screening import screen_patients
 
 
 class WarehouseError(RuntimeError):
@@ -95,7 +96,7 @@ def _rows(connection: Connection, name: str, params: dict, zone: ZoneInfo) -> li
         return [tuple(row) for row in connection.execute(statement, used)]  # tuples: fast
     except DBAPIError as exc:
         if _transient(exc):
-            raise  # pipeline.with_db_retries retries it
+            raise  # db.with_db_retries retries it
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
     except SQLAlchemyError as exc:
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
@@ -245,3 +246,28 @@ def crs_assessments(
     rows = _rows(connection, "crs_assessments", params, ZoneInfo("UTC"))
     columns = {"patient_id": _texts, "assessed_on": _dates(ZoneInfo("UTC")), "grade": None}
     return _frame(rows, columns)
+
+
+@dataclass
+class NightInputs:
+    """What the night reads from the warehouse, patients screened."""
+
+    patients: pd.DataFrame  # active_cohort's columns + crs_grade, crs_grade_on
+    labs: pd.DataFrame
+    issues: pd.DataFrame  # patients set aside, grades not read (screening.screen_patients)
+    notes: list[str]  # e.g. CRS grades unavailable
+
+
+def read_night(warehouse: Engine, window: Window) -> NightInputs:
+    """Active cohort, lab rows and latest CRS grades (optional: read last), in one
+    warehouse connection; patients whose ids cannot key their rows are set aside."""
+    with warehouse.connect() as connection:
+        patients = active_cohort(connection=connection, window=window)
+        labs = latest_labs(connection=connection, window=window)
+        grades, grades_note = optional_crs_grades(connection=connection, window=window)
+    grades = grades[["patient_id", "grade", "assessed_on"]]
+    patients = patients.merge(grades, on="patient_id", how="left")
+    renamed = patients.rename(columns={"grade": "crs_grade", "assessed_on": "crs_grade_on"})
+    patients, issues = screen_patients(renamed)
+    notes = [grades_note] if grades_note else []
+    return NightInputs(patients=patients, labs=labs, issues=issues, notes=notes)

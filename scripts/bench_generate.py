@@ -10,7 +10,7 @@ their correlations look like the real cohort, including its known entry errors. 
 - about 0.2 % of results are text: "<0.5", "< 2.0", ">5000", "hemolyzed", "see comment";
 - about 2 % of glucose, creatinine, haemoglobin, albumin, calcium and uric acid results
   are in US units (mg/dL, g/dL), converted with the factors the job itself uses
-  (`labs.UNIT_FACTORS`).
+  (`units.UNIT_FACTORS`).
 
 A library: `Templates()` reads the cohort once, `generate_chunk` returns COPY text for
 one chunk of patients. bench_load.py loads it.
@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 
 from prcrs_batch.cohort import cart_infusions, crs_assessments, lab_results, read_cohort
-from prcrs_batch.labs import UNIT_FACTORS, canonical_unit
 from prcrs_batch.panel import ANALYTE_CODES, BY_CODE, GROUP_NAMES, inputs_for
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.settings import Settings
+from prcrs_batch.units import UNIT_FACTORS, canonical_unit
 
 # The contract tables; generate_chunk writes their columns in this order.
 WAREHOUSE_TABLES = {
@@ -47,7 +47,7 @@ CYTOKINE_EXTRA_MISSING = (0.0, 0.20)  # per cytokine, spread evenly: 35-48 % mis
 SINGLE_MISSING = 0.02
 TEXT_RATE = 0.002
 US_UNIT_RATE = 0.02
-# Analyte -> unit as a US laboratory writes it; the factor comes from labs.UNIT_FACTORS.
+# Analyte -> unit as a US laboratory writes it; the factor comes from units.UNIT_FACTORS.
 US_UNITS = {
     "glucose": "mg/dL",
     "creatinine": "mg/dL",

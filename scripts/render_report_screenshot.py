@@ -1,11 +1,14 @@
-"""Render a sample alert report from synthetic data, and screenshot it at phone width.
+"""Render the three kinds of alert report from synthetic data, and screenshot them at the
+width of a phone (390 px).
 
-    python scripts/render_report_screenshot.py [--out build/report-sample]
-        [--png docs/report-screenshot.png]
+    python scripts/render_report_screenshot.py [--out build/report-sample] [--docs docs]
 
-Writes the self-contained HTML (images inlined) and, when headless Chromium is
-installed (`apt-get install -y chromium`), a 420 px wide PNG of it for the README.
-All ids and values are synthetic; nothing here touches a database or the network.
+Writes each report's self-contained HTML (images inlined) and, when headless Chromium is
+installed (`apt-get install -y chromium`), a PNG of each: docs/report-first-night.png
+(alerts on a first night: no history, so no charts), docs/report-screenshot.png (the next
+night, with history: states and trend charts; the README shows it) and
+docs/report-all-clear.png. All ids and values are synthetic; nothing here touches a
+database or the network.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from typing import Any
 import pandas as pd
 
 from prcrs_batch import alerts
+from prcrs_batch.explanations import LabLine
+from prcrs_batch.history import HISTORY_COLUMNS, recent_history, with_previous
 from prcrs_batch.outbox import write_html
-from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for, min_observed
+from prcrs_batch.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for, min_observed
 from prcrs_batch.report import build_report
 from prcrs_batch.resources import SOURCE_ROOT as REPO
 from prcrs_batch.results import RunInfo
@@ -42,9 +47,11 @@ CHROMIUM_FLAGS = (
 )
 
 
-def synthetic_night(seed: int = 7) -> dict[str, Any]:
-    """A small synthetic night: 3 alerts, 8 quiet patients, 2 not scorable."""
+def synthetic_night(kind: str = "second", seed: int = 7) -> dict[str, Any]:
+    """A small synthetic night: 3 alerts (none for kind "clear"), 8 quiet patients, 2 not
+    scorable, 1 already severe; kind "first" has no earlier nights."""
     rng = random.Random(seed)
+    scale = 0.15 if kind == "clear" else 1.0
     plans = (
         # (patient, day, grade, base risk, observed fraction of `all`)
         ("SYN-0417", 3, 2, 0.71, 0.95),
@@ -60,17 +67,41 @@ def synthetic_night(seed: int = 7) -> dict[str, Any]:
         ("SYN-0359", 25, 0, 0.01, 0.9),
         ("SYN-0444", 0, None, None, 0.0),  # infused today, no labs yet
         ("SYN-0398", 28, None, None, 0.02),
+        ("SYN-0372", 7, 3, "severe", 0.9),
     )
     patients, scores, history = [], [], []
     for pid, day, grade, base, fraction in plans:
+        collected = datetime.combine(AS_OF, time(6, 10)) - timedelta(hours=40 * (pid == "SYN-0452"))
         patients.append(
             {
                 "patient_id": pid,
                 "infusion_date": AS_OF - timedelta(days=day),
                 "day_since_infusion": day,
                 "crs_grade": grade,
+                "crs_grade_on": AS_OF - timedelta(days=1) if grade is not None else None,
+                "labs_from": collected - timedelta(hours=3),
+                "labs_to": collected,
+                "set_aside": ["IL6: unknown unit"] if pid == "SYN-0388" else [],
             }
         )
+        if base == "severe":
+            scores += [
+                {
+                    "patient_id": pid,
+                    "model": model,
+                    "horizon_days": horizon,
+                    "probability": None,
+                    "calibrated_risk": float("nan"),
+                    "status": "already_severe",
+                    "inputs_observed": 30,
+                    "inputs_expected": len(inputs_for(model)),
+                    "detail": "CRS grade >= 3",
+                }
+                for model in FACTOR_SETS
+                for horizon in HORIZONS
+            ]
+            continue
+        base = None if base is None else base * scale
         for model in FACTOR_SETS:
             expected = len(inputs_for(model))
             share = fraction if model == "all" else min(1.0, fraction + 0.8 * (base is not None))
@@ -92,7 +123,7 @@ def synthetic_night(seed: int = 7) -> dict[str, Any]:
                         "detail": None if ok else "too few inputs",
                     }
                 )
-                if ok:
+                if ok and kind != "first" and pid != "SYN-0452":  # its first night over
                     for back in range(1, 8):
                         drift = 0.06 * back * (1 if (base or 0) > 0.3 else 0.3)
                         history.append(
@@ -119,16 +150,48 @@ def synthetic_night(seed: int = 7) -> dict[str, Any]:
         n_scores=len(scores),
         n_data_issues=sum(issues.values()),
     )
-    recent = alerts.recent_history(pd.DataFrame(history), AS_OF)
+    recent = recent_history(pd.DataFrame(history, columns=HISTORY_COLUMNS), AS_OF)
     summaries = alerts.summarise_patients(
         patients=patients_df, scores=pd.DataFrame(scores), threshold=THRESHOLD
     )
+    summaries = with_previous(summaries, recent, THRESHOLD)
     return {
         "run": run,
-        "summaries": alerts.with_previous(summaries, recent),
+        "summaries": summaries,
         "history": recent,
         "data_issues": issues,
+        "reasons": {
+            s.patient_id: _reasons(s.patient_id, s.labs_latest_at, rng)
+            for s in summaries
+            if s.alert
+        },
     }
+
+
+def _reasons(pid: str, morning: datetime | None, rng: random.Random) -> tuple[LabLine, ...]:
+    """Synthetic lab lines of the kind explanations.lab_lines gives."""
+    morning = morning or datetime.combine(AS_OF, time(6, 10))
+    labs = (
+        ("il6", 1240.0, 85.0, 0.14),
+        ("crp", 96.0, 41.0, 0.08),
+        ("ferritin", 2890.0, 2100.0, 0.05),
+        ("ldh", 512.0, None, 0.03),
+        ("platelet", 41.0, 63.0, 0.02),
+    )
+    return tuple(
+        LabLine(
+            analyte=code,
+            name=BY_CODE[code].display_name,
+            value=value * rng.uniform(0.8, 1.2),
+            unit=BY_CODE[code].unit,
+            collected_at=morning,
+            previous_value=before,
+            previous_at=None if before is None else morning - timedelta(days=1),
+            contribution=share,
+            horizon_days=3,
+        )
+        for code, value, before, share in labs[: 3 + len(pid) % 3]
+    )
 
 
 def screenshot(html_path: Path, png_path: Path, chromium: str, width: int, height: int) -> None:
@@ -149,24 +212,31 @@ def screenshot(html_path: Path, png_path: Path, chromium: str, width: int, heigh
         )
 
 
+KINDS = {  # kind -> PNG name in docs/
+    "first": "report-first-night.png",
+    "second": "report-screenshot.png",
+    "clear": "report-all-clear.png",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "report-sample")
-    parser.add_argument("--png", type=Path, default=REPO / "docs" / "report-screenshot.png")
-    parser.add_argument("--width", type=int, default=420)
-    parser.add_argument("--height", type=int, default=1400)
+    parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    parser.add_argument("--width", type=int, default=390)
+    parser.add_argument("--height", type=int, default=2400)
     args = parser.parse_args()
-
-    night = synthetic_night()
-    report = build_report(**night, threshold=THRESHOLD)
-    html_path = write_html(report, args.out, AS_OF, night["run"].run_id)
-    print(f"{report.subject}: {html_path}")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        print("chromium not found; skipped the screenshot (apt-get install -y chromium)")
-        return 0
-    screenshot(html_path, args.png, chromium, args.width, args.height)
-    print(f"screenshot: {args.png}")
+    for kind, png in KINDS.items():
+        night = synthetic_night(kind)
+        report = build_report(**night, threshold=THRESHOLD)
+        html_path = write_html(report, args.out / kind, AS_OF, night["run"].run_id)
+        print(f"{kind}: {report.subject}: {html_path}")
+        if chromium is None:
+            print("chromium not found; skipped the screenshot (apt-get install -y chromium)")
+            continue
+        screenshot(html_path, args.docs / png, chromium, args.width, args.height)
+        print(f"screenshot: {args.docs / png}")
     return 0
 
 

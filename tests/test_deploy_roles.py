@@ -32,7 +32,15 @@ from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, late
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROLES_SQL = DEPLOY / "roles.sql"
 WAREHOUSE_TABLES = ("cart_infusions", "lab_results", "crs_assessments")
-RESULTS_TABLES = ("scoring_runs", "crs_risk_scores", "data_quality_issues", "night_claims")
+RESULTS_TABLES = (
+    "scoring_runs",
+    "crs_risk_scores",
+    "crs_patient_nights",
+    "crs_risk_explanations",
+    "data_quality_issues",
+    "night_claims",
+)
+VIEWS = ("crs_risk_latest", "crs_risk_newest_per_patient")
 
 postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -185,7 +193,8 @@ def test_writer_replaces_a_night_but_has_no_ddl(db_url, roles):
 @postgres_only
 def test_bi_reads_scores_and_runs_only(db_url, roles):
     with _as(db_url, roles["bi"]) as conn:
-        for relation in ("crs_risk_scores", "crs_risk_latest", "scoring_runs"):
+        readable = ("crs_risk_scores", "crs_patient_nights", "crs_risk_explanations", *VIEWS)
+        for relation in (*readable, "scoring_runs"):
             conn.execute(f"SELECT * FROM {relation}")
         for relation in (
             "data_quality_issues",
@@ -206,10 +215,10 @@ def test_migrator_owns_the_results_schema(db_url, roles):
             conn.execute(
                 "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
                 " WHERE c.relname = ANY(%s)",
-                ([*RESULTS_TABLES, "crs_risk_latest", "alembic_version"],),
+                ([*RESULTS_TABLES, *VIEWS, "alembic_version"],),
             ).fetchall()
         )
-    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 6
+    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 9
     with _as(db_url, roles["migrator"]) as conn:
         conn.execute("ALTER TABLE crs_risk_scores ADD COLUMN migrated int")
         conn.execute("CREATE TABLE later_results (id serial PRIMARY KEY)")

@@ -410,7 +410,7 @@ def test_ids_that_cannot_key_results_are_set_aside_and_recorded(hostile):
 
 
 def test_every_decision_is_counted_on_the_run_row(hostile):
-    [run] = hostile.runs
+    [run] = [r for r in hostile.runs if r["status"] != "superseded"]  # the baseline run's is
     assert run["status"] == "succeeded"
     assert run["n_data_issues"] == len(hostile.issues) == hostile.summary.n_data_issues
     counted = pd.Series(hostile.summary.data_issue_counts).sort_index()
@@ -671,7 +671,8 @@ def test_a_second_run_of_a_running_night_stops_cleanly(fresh, bundle, smtp_sink)
     assert len(subjects) == 1 and "FAILED" not in subjects[0]  # no false failure mail
     again = night(settings, engine, bundle)  # nobody running: a rerun replaces the night
     assert again.status == "succeeded"
-    assert [r["run_id"] for r in runs(engine)] == [again.run_id]
+    kept = {r["run_id"]: r["status"] for r in runs(engine)}
+    assert kept == {outcome["a"].run_id: "superseded", again.run_id: "succeeded"}
 
 
 def test_concurrent_writes_of_one_night_replace_each_other(fresh, backend):
@@ -720,7 +721,10 @@ def test_concurrent_writes_of_one_night_replace_each_other(fresh, backend):
     first.close()
     worker.join(timeout=30)
     assert not failures, failures
-    assert [r["run_id"] for r in runs(engine)] == ["run-b"]
+    assert {r["run_id"]: r["status"] for r in runs(engine)} == {
+        "run-a": "superseded",
+        "run-b": "succeeded",
+    }
     assert count_rows(engine, crs_risk_scores) == 1
 
 

@@ -65,7 +65,7 @@ def test_email_arrives_with_text_html_and_inline_images(alert_report, smtp_sink)
     [(mail_from, rcpt_tos, _)] = smtp_sink.handler.received
     assert mail_from == SENDER and rcpt_tos == RECIPIENTS
     [message] = smtp_sink.messages
-    assert message["Subject"] == "PrCRS 2026-11-26 - 2 alerts"
+    assert message["Subject"] == "PrCRS 2026-11-26 - 2 alerts, 2 new"
     assert message.get_content_type() == "multipart/alternative"
     text_part, related = message.get_payload()
     assert text_part.get_content_type() == "text/plain"

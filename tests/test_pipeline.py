@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from prcrs_batch import artifacts, pipeline, results
-from prcrs_batch.alerts import HISTORY_DAYS
 from prcrs_batch.cli import main
 from prcrs_batch.db import make_engine
+from prcrs_batch.history import HISTORY_DAYS
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS
 from prcrs_batch.tables import crs_risk_scores, scoring_runs
 from tests.support.nightly import AS_OF, count_rows, run_night
@@ -41,10 +41,12 @@ def test_rerun_replaces_the_night(settings, warehouse):
     second = run_night(settings, warehouse)
     assert first.run_id != second.run_id
     assert count_rows(warehouse, crs_risk_scores, as_of=AS_OF) == second.n_scores
-    assert count_rows(warehouse, scoring_runs, as_of=AS_OF) == 1
     with warehouse.connect() as connection:
         run_ids = connection.execute(select(crs_risk_scores.c.run_id).distinct()).scalars().all()
+        runs = dict(connection.execute(select(scoring_runs.c.run_id, scoring_runs.c.status)).all())
     assert run_ids == [second.run_id]
+    # the earlier run stays on record, superseded (with whether its report was sent)
+    assert runs == {first.run_id: "superseded", second.run_id: "succeeded"}
 
 
 def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(settings, warehouse):
@@ -102,7 +104,8 @@ def test_backfill_gives_the_same_rows_as_single_runs(
             [results.stored_scores(connection=connection, as_of=n) for n in nights]
         )
     pd.testing.assert_frame_equal(single.reset_index(drop=True), backfilled.reset_index(drop=True))
-    assert count_rows(warehouse, scoring_runs) == 3
+    assert count_rows(warehouse, scoring_runs, status="succeeded") == 3
+    assert count_rows(warehouse, scoring_runs, status="superseded") == 3
 
 
 def _recommended_risks(stored: pd.DataFrame) -> dict[str, float]:

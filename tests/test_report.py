@@ -9,7 +9,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from prcrs_batch.alerts import HISTORY_DAYS
+from prcrs_batch.history import HISTORY_DAYS
 from prcrs_batch.outbox import write_html
 from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice, build_report
 from tests.support.report_data import (
@@ -41,7 +41,7 @@ def render(spec, *, ids=None, history=EMPTY_HISTORY, grades=None, threshold=THRE
 
 
 def alert_ids(report: Report) -> list[str]:
-    return re.findall(r"^ALERT \d+: (.+)$", report.text, flags=re.MULTILINE)
+    return re.findall(r"^(?:NEW|RISING|CONTINUING|FALLING): (.+)$", report.text, flags=re.MULTILINE)
 
 
 def summaries(spec, **kwargs):
@@ -67,7 +67,7 @@ def test_report_names_exactly_the_patients_at_or_above_threshold():
     }
     report = render(spec)
     assert alert_ids(report) == ["SYN-HIGH", "SYN-LATE", "SYN-AT"]  # highest first
-    assert report.subject == "PrCRS 2026-11-26 - 3 alerts" and report.n_alerts == 3
+    assert report.subject == "PrCRS 2026-11-26 - 3 alerts, 3 new" and report.n_alerts == 3
     html = report.html
     assert html.index("SYN-HIGH") < html.index("SYN-LATE") < html.index("SYN-AT")
     # the others are in the compact table, below the alerts
@@ -79,7 +79,7 @@ def test_report_names_exactly_the_patients_at_or_above_threshold():
 
 def test_single_alert_subject():
     report = render({"SYN-1": {"all": (0.4, 0.4, 0.4)}, "SYN-2": {"all": (0.1, 0.1, 0.1)}})
-    assert report.subject == "PrCRS 2026-11-26 - 1 alert"
+    assert report.subject == "PrCRS 2026-11-26 - 1 alert, 1 new"
 
 
 def test_recommended_model_falls_through_the_order():
@@ -144,32 +144,35 @@ def test_alert_card_shows_the_data_the_flag_rests_on():
         grades={"SYN-FALL": 1},
     )
     for part in (report.html, report.text):
-        assert "34 of 35 observed" in part
+        assert "34 of 35 inputs" in part
         assert "2026-11-26 23:59" in part  # the data cut-off
         assert "no_cytokines" in part and "40%" in part and "50%" in part and "60%" in part
         assert "0b7e2c8e-run-test" in part and "prcrs-2026.11-test" in part
         assert "Data-quality issues: 4" in part and "implausible_value 2" in part
-        assert "(2026-11-25): highest 27%, tonight 60%" in part  # 0.05 + 0.16 + 0.06
-    assert "CRS grade <strong>1</strong>" in report.html
+        assert "yesterday: highest 27%, tonight 60%" in part  # 0.05 + 0.16 + 0.06
+        assert "CRS grade 1" in part
 
 
 def test_trend_chart_is_a_small_png_referenced_by_cid():
     spec = {
         "SYN-A": {"all": (0.6, 0.6, 0.6)},
         "SYN-B": {"all": (0.5, 0.5, 0.5)},
-        "SYN-NEW": {"all": (0.4, 0.4, 0.4)},  # no earlier run: a chart of tonight only
+        "SYN-NEW": {"all": (0.4, 0.4, 0.4)},  # no earlier run: no chart
     }
     history = pd.concat([make_history("SYN-A", "all"), make_history("SYN-B", "all", nights=20)])
     # rows for tonight or later in history are ignored, not double counted
     future = make_history("SYN-A", "all", nights=1).assign(as_of=AS_OF + timedelta(days=1))
     report = render(spec, history=pd.concat([history, future]))
-    assert len(report.images) == 3
+    assert len(report.images) == 2
     referenced = set(re.findall(r'src="cid:([^"]+)"', report.html))
     assert referenced == set(report.images)
     for png in report.images.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) < 40_000
-    assert f"No earlier run on all within {HISTORY_DAYS} days: tonight only" in report.html
+    assert f"over up to {HISTORY_DAYS} nights" in report.html
+    states = re.findall(r"^(\w+): (SYN-\w+)$", report.text, flags=re.MULTILINE)
+    # SYN-A was under the threshold last night (27%): new; SYN-B fell from 87%
+    assert states == [("NEW", "SYN-A"), ("NEW", "SYN-NEW"), ("FALLING", "SYN-B")]
 
 
 def test_html_is_escaped_and_self_contained():
@@ -246,7 +249,8 @@ def test_only_the_highest_alerts_get_charts_and_history_types_are_normalised():
     report = render(spec, history=history)
     assert len(report.images) == MAX_CHARTS
     assert alert_ids(report)[:2] == ["SYN-00", "SYN-01"]
-    assert report.html.count("Trend chart omitted") == 2
+    charted = set(re.findall(r'src="cid:trend-\d+', report.html))
+    assert len(charted) == MAX_CHARTS  # the 2 lowest alerts have none
 
 
 def test_patients_already_severe_are_listed_apart_never_as_alerts():

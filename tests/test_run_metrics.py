@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from prcrs_batch import pipeline
+from prcrs_batch import db, pipeline
 from prcrs_batch.cli import main
 from tests.support.nightly import AS_OF, run_night
 
@@ -68,7 +68,7 @@ def test_run_json_is_one_line_and_the_metrics_file_describes_the_night(cli_env):
 
 def test_a_failed_night_is_in_the_metrics(settings, engine, tmp_path, monkeypatch):
     settings = settings.model_copy(update={"metrics_file": tmp_path / "m.prom"})
-    monkeypatch.setattr(pipeline, "DB_BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(db, "DB_BACKOFF_SECONDS", 0.0)
     # The warehouse tables are missing: the night fails and is recorded.
     summary = next(pipeline.run_nights(settings, [AS_OF], send_email=False))
     assert summary.status == "failed"

@@ -8,12 +8,26 @@ Create Date: 2026-11-26 03:49:57.837882
 import sqlalchemy as sa
 
 from alembic import op
-from prcrs_batch.tables import LATEST_VIEW_SQL
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+LATEST_VIEW_SQL = """
+CREATE VIEW crs_risk_latest AS
+SELECT s.*
+FROM crs_risk_scores AS s
+JOIN (
+    SELECT patient_id, model, horizon_days, MAX(as_of) AS as_of
+    FROM crs_risk_scores
+    GROUP BY patient_id, model, horizon_days
+) AS newest
+  ON s.patient_id = newest.patient_id
+ AND s.model = newest.model
+ AND s.horizon_days = newest.horizon_days
+ AND s.as_of = newest.as_of
+"""  # this revision's view, frozen here (tables.VIEWS holds the current ones)
 
 
 def upgrade() -> None:

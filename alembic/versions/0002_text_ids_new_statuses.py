@@ -11,12 +11,26 @@ Create Date: 2026-11-26 23:05:00
 import sqlalchemy as sa
 
 from alembic import op
-from prcrs_batch.tables import LATEST_VIEW_SQL
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+LATEST_VIEW_SQL = """
+CREATE VIEW crs_risk_latest AS
+SELECT s.*
+FROM crs_risk_scores AS s
+JOIN (
+    SELECT patient_id, model, horizon_days, MAX(as_of) AS as_of
+    FROM crs_risk_scores
+    GROUP BY patient_id, model, horizon_days
+) AS newest
+  ON s.patient_id = newest.patient_id
+ AND s.model = newest.model
+ AND s.horizon_days = newest.horizon_days
+ AND s.as_of = newest.as_of
+"""  # this revision's view, frozen here (tables.VIEWS holds the current ones)
 
 SCORE_STATUSES = {
     "old": "status IN ('ok', 'insufficient_inputs', 'error')",

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from prcrs_batch import alerts
+from prcrs_batch.history import recent_history, with_previous
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
 from prcrs_batch.report import Report, build_report
 from prcrs_batch.resources import template_dir
@@ -38,7 +39,7 @@ def summarise(
 ) -> list[alerts.PatientSummary]:
     """The pipeline's alert decisions, as it takes them before the report."""
     summaries = alerts.summarise_patients(patients=patients, scores=scores, threshold=threshold)
-    return alerts.with_previous(summaries, alerts.recent_history(history, AS_OF))
+    return with_previous(summaries, recent_history(history, AS_OF), threshold)
 
 
 def render_report(
@@ -54,7 +55,7 @@ def render_report(
     return build_report(
         run=run,
         summaries=summarise(patients, scores, history, threshold),
-        history=alerts.recent_history(history, AS_OF),
+        history=recent_history(history, AS_OF),
         data_issues=data_issues,
         threshold=threshold,
         template_dir=TEMPLATE_DIR,

@@ -1,0 +1,12 @@
+"""The README's schema section is the one generated from the tables' comments."""
+
+from __future__ import annotations
+
+from prcrs_batch.resources import SOURCE_ROOT
+from prcrs_batch.tables import schema_markdown
+
+
+def test_readme_schema_matches_the_tables_comments():
+    readme = (SOURCE_ROOT / "README.md").read_text("utf-8")
+    block = readme.split("<!-- schema:start -->\n")[1].split("<!-- schema:end -->")[0]
+    assert block == schema_markdown(), "regenerate with prcrs_batch.tables.schema_markdown()"
