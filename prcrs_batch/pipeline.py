@@ -108,6 +108,7 @@ def run_nightly(
         as_of=as_of,
         started_at=datetime.now(timezone.utc),
         data_cutoff=window.end - timedelta(seconds=1),
+        read_at=window.now,
     )
     with results.night_lock(results_db, as_of) as held:
         if held:

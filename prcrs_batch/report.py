@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -165,11 +166,14 @@ def _card(
     s: PatientSummary, run: RunInfo, labs: Sequence[LabLine], threshold: float
 ) -> dict[str, Any]:
     """What an alert card says, as plain strings (the HTML and the text share them)."""
-    issues = [f"Values set aside: {'; '.join(s.set_aside)}"] if s.set_aside else []
+    counted = Counter(s.set_aside)
+    set_aside = [f"{what} (x{n})" if n > 1 else what for what, n in counted.items()]
+    issues = [f"Values set aside: {'; '.join(set_aside)}"] if set_aside else []
     if s.labs_latest_at is not None:
-        age = (run.data_cutoff - s.labs_latest_at).total_seconds() / 3600
+        at = min(run.data_cutoff, run.read_at or run.data_cutoff)
+        age = (at - s.labs_latest_at).total_seconds() / 3600
         if age > STALE_LAB_HOURS:
-            issues.append(f"Newest lab used is {age:.0f} h old at the data cut-off")
+            issues.append(f"Newest lab used is {age:.0f} h old")
     other = disagreement(s, threshold)
     return {
         "summary": s,
@@ -186,7 +190,7 @@ def _card(
             else None
         ),
         "disagreement": (
-            f"The {other.model} model, on other labs, gives "
+            f"The {other.model} model, on fewer labs, gives "
             f"{' / '.join(format_pct(r) for r in other.risks)}: "
             f"{'under' if s.alert else 'over'} the alert threshold."
             if other
@@ -215,7 +219,8 @@ def _lab_text(line: LabLine, as_of: date) -> str:
             if before == now
             else ("up from" if line.value > line.previous_value else "down from")
         )
-        text += f", {change} {before} {_day(line.previous_at.date(), as_of)}"
+        day = _day(line.previous_at.date(), as_of)
+        text += f", {change} {before} {day if day in ('today', 'yesterday') else 'on ' + day}"
     return text
 
 
@@ -227,6 +232,8 @@ def format_value(value: float, unit: str, *, with_unit: bool = True) -> str:
     """
     if unit == "fraction":
         return f"{value * 100:.0f}%"
+    if unit.startswith("as recorded"):  # the development cohort's chloride: no stated unit
+        with_unit = False
     if abs(value) >= 100:
         number = f"{value:,.0f}"
     elif abs(value) >= 10:

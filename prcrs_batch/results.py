@@ -57,6 +57,8 @@ class RunInfo:
     n_data_issues: int = 0
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # what the report must say about the night
+    read_at: datetime | None = None  # warehouse wall clock when read (a live night: before the
+    # cut-off); the report ages labs from the earlier of the two
 
     def row(self) -> dict[str, object]:
         """The scoring_runs columns."""
