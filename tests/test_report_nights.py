@@ -16,7 +16,13 @@ from prcrs_batch.cohort import crs_assessments
 from prcrs_batch.panel import BY_CODE
 from prcrs_batch.report import format_value
 from prcrs_batch.resources import SOURCE_ROOT
-from prcrs_batch.tables import VIEWS, crs_patient_nights, crs_risk_explanations, metadata
+from prcrs_batch.tables import (
+    VIEWS,
+    crs_patient_nights,
+    crs_risk_explanations,
+    metadata,
+    scoring_runs,
+)
 from tests.support.nightly import AS_OF, patient_with_labs_on_as_of, run_night
 
 FIRST, SECOND = AS_OF - timedelta(days=1), AS_OF
@@ -130,6 +136,19 @@ def test_two_nights_states_reasons_severe_and_bi_agree(settings, warehouse, smtp
     with warehouse.connect() as connection:
         answers = [connection.execute(text(q.strip().rstrip(";"))).all() for q in queries]
     assert {row[0] for row in answers[0]} == set(alerted)
+
+    # a backfill of an emailed night keeps the record that it was sent
+    redo = run_night(settings, warehouse, as_of=FIRST, send_email=False)
+    with warehouse.connect() as connection:
+        kept = connection.execute(
+            select(
+                scoring_runs.c.run_id, scoring_runs.c.status, scoring_runs.c.report_sent_at
+            ).where(scoring_runs.c.as_of == FIRST)
+        ).all()
+    assert {(r.run_id, r.status, r.report_sent_at is not None) for r in kept} == {
+        (first.run_id, "superseded", True),
+        (redo.run_id, "succeeded", False),
+    }
 
     # the kept files are the job user's only
     for path in second.report_path.parent.iterdir():
