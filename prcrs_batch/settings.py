@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     )
 
     warehouse_url: str = "sqlite:///prcrs.db"
+    # The warehouse's data model: the three contract tables (README "Warehouse contract") or
+    # an OMOP CDM v5.4 (README "OMOP CDM"), read with the queries of sql/ or sql/omop/.
+    warehouse_model: Literal["contract", "omop"] = "contract"
+    warehouse_schema: str | None = None  # PostgreSQL search_path for the queries; None: as is
+    omop_patient_id: Literal["person_source_value", "person_id"] = "person_source_value"
+    omop_codes_dir: Path | None = None  # a site's omop_*.csv code lists replacing the bundled
     results_url: str | None = None  # None: same database as the warehouse
     migrator_url: str | None = None  # init-db only (the schema's owner); None: results_url
     model_dir: Path = Field(default_factory=resources.model_dir)
@@ -82,7 +88,24 @@ class Settings(BaseSettings):
             ) from None
         return url
 
-    @field_validator("smtp_ca_file", "metrics_file", mode="before")
+    @field_validator("warehouse_schema")
+    @classmethod
+    def _check_schema(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        names = [part.strip() for part in value.split(",")]
+        if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name) for name in names):
+            raise ValueError(f"not a schema name or comma-separated list of them: {value!r}")
+        return ", ".join(names)
+
+    @field_validator("omop_codes_dir")
+    @classmethod
+    def _check_codes_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"not a folder: {value}")
+        return value
+
+    @field_validator("smtp_ca_file", "metrics_file", "omop_codes_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
