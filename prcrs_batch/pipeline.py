@@ -1,7 +1,7 @@
 """The nightly job: the only module that knows the order of the stages, and the nights loop.
 
-read warehouse -> clean labs -> features -> score -> alerts -> explain -> write results
--> report -> send
+read warehouse -> [night.py: clean labs -> features -> score -> alerts -> explain]
+-> write results -> report -> send
 """
 
 from __future__ import annotations
@@ -23,19 +23,15 @@ from prcrs_batch import (
     alerts,
     artifacts,
     cohort,
-    explanations,
     history,
     outbox,
     report,
     results,
-    scoring,
 )
 from prcrs_batch.db import make_engine, migrate, require_usable, with_db_retries
 from prcrs_batch.errors import describe
-from prcrs_batch.features import lab_matrix
 from prcrs_batch.freshness import FeedState, assess_feed
-from prcrs_batch.labs import clean_labs, previous_results, set_aside_by_patient
-from prcrs_batch.panel import already_severe
+from prcrs_batch.night import score_night
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
 from prcrs_batch.run_metrics import export_metrics
@@ -145,52 +141,18 @@ def _run_locked(
             summary.feed, stale = with_db_retries(
                 lambda: assess_feed(warehouse, settings, as_of), "read feed freshness"
             )
-        with _stage(summary, "clean labs"):
-            now = pd.Timestamp(window.now or datetime.now())
-            clean, issues = clean_labs(night.labs, now=now, latest_only=True)
-            previous = previous_results(night.labs, clean, now=now)
-            issues = pd.concat([night.issues, issues], ignore_index=True)
-            summary.notes += night.notes
-        with _stage(summary, "features"):
-            features = lab_matrix(clean, night.patients["patient_id"].tolist())
-            collected = clean.groupby("patient_id")["collected_at"].agg(["min", "max"])
-            ids = night.patients["patient_id"]
-            set_aside = set_aside_by_patient(issues)
-            patients = night.patients.assign(
-                labs_from=ids.map(collected["min"]),
-                labs_to=ids.map(collected["max"]),
-                set_aside=ids.map(lambda pid: set_aside.get(str(pid), [])),
-            )
-        with _stage(summary, "score"):
-            severe = [
-                pid
-                for pid, grade in zip(patients["patient_id"], patients["crs_grade"], strict=True)
-                if already_severe(grade)
-            ]
-            scores = scoring.score(bundle, features, device=settings.device, already_severe=severe)
-        with _stage(summary, "alerts"):
-            summaries = alerts.summarise_patients(
-                patients=patients, scores=scores, threshold=settings.alert_threshold
-            )
-            recent = history.recent_history(
-                with_db_retries(
-                    lambda: _read_history(results_db, as_of, alerts.alert_ids(summaries)),
-                    "read score history",
-                ),
-                as_of,
-            )
-            summaries = history.with_previous(summaries, recent, settings.alert_threshold)
-        with _stage(summary, "explain"):
-            explained = explanations.explain(
-                bundle,
-                features,
-                {
-                    s.patient_id: s.model
-                    for s in summaries
-                    if s.model and (s.alert or settings.explain_all)
-                },
-                device=settings.device,
-            )
+        summary.notes += night.notes
+        scored = score_night(
+            settings,
+            bundle,
+            night,
+            window,
+            read_history=lambda ids: with_db_retries(
+                lambda: _read_history(results_db, as_of, ids), "read score history"
+            ),
+            stage=lambda name: _stage(summary, name),
+        )
+        scores, issues, summaries = scored.scores, scored.issues, scored.summaries
         summary.n_patients = len(night.patients)
         summary.n_scores = len(scores)
         summary.n_alerts = len(alerts.alert_ids(summaries))
@@ -210,7 +172,7 @@ def _run_locked(
                         scores=scores,
                         issues=issues,
                         patient_nights=alerts.night_rows(summaries),
-                        explanations=explained,
+                        explanations=scored.explained,
                     )
 
             with_db_retries(write, "write results")
@@ -223,8 +185,8 @@ def _run_locked(
             alert_report = report.build_report(
                 run=summary,
                 summaries=summaries,
-                history=recent,
-                reasons=explanations.lab_lines(explained, clean, previous),
+                history=scored.recent,
+                reasons=scored.reasons(),
                 data_issues=summary.data_issue_counts,
                 threshold=settings.alert_threshold,
             )

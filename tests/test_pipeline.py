@@ -150,6 +150,7 @@ def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink)
             "alert_threshold": 1e-6,  # every scorable patient is an alert: charts attached
         }
     )
+    run_night(settings, warehouse, as_of=AS_OF - timedelta(days=1), send_email=False)  # history
     summary = run_night(settings, warehouse)
     assert summary.email.startswith("sent"), summary.email
     assert len(smtp_sink.messages) == 1
@@ -164,7 +165,9 @@ def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink)
     for image in images:
         assert "cid:" + image["Content-ID"].strip("<>") in html
     with warehouse.connect() as connection:
-        sent = connection.execute(select(scoring_runs.c.report_sent_at)).scalar_one()
+        sent = connection.execute(
+            select(scoring_runs.c.report_sent_at).where(scoring_runs.c.as_of == AS_OF)
+        ).scalar_one()
     assert sent is not None
 
 
@@ -239,9 +242,9 @@ def test_the_history_window_read_is_the_one_the_report_states(settings, warehous
     edge, beyond = AS_OF - timedelta(days=HISTORY_DAYS), AS_OF - timedelta(days=HISTORY_DAYS + 1)
     _copy_night(warehouse, AS_OF, beyond)
     html = run_night(settings, warehouse).report_path.read_text()
-    assert "Previous run" not in html  # a night outside the window is not read
-    assert f"No earlier run on all within {HISTORY_DAYS} days" in html
+    assert "Previous night" not in html  # a night outside the window is not read
+    assert "cid:" not in html and "data:image/png" not in html  # nothing to chart
     _copy_night(warehouse, AS_OF, edge)
     html = run_night(settings, warehouse).report_path.read_text()
-    assert f"Previous run</strong> ({edge.isoformat()})" in html
-    assert f"up to {HISTORY_DAYS} days back" in html
+    assert f"Previous night</strong> {edge.day} {edge.strftime('%b')}: highest" in html
+    assert f"over up to {HISTORY_DAYS} nights" in html and "data:image/png" in html
