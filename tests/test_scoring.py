@@ -78,3 +78,13 @@ def test_loading_quick_models_warns_loudly(quick_models, caplog):
     caplog.set_level(logging.WARNING, logger="prcrs_batch")
     artifacts.load_models(quick_models, "cpu")
     assert any("--quick" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_chunked_scoring_equals_one_batch(quick_models, monkeypatch):
+    bundle = artifacts.load_models(quick_models, "cpu")
+    features = _features()
+    monkeypatch.setitem(scoring.CHUNK_ROWS, "cpu", len(features) + 1)
+    whole = scoring.score(bundle, features, "cpu")
+    monkeypatch.setitem(scoring.CHUNK_ROWS, "cpu", 7)  # several chunks and a short last one
+    chunked = scoring.score(bundle, features, "cpu")
+    pd.testing.assert_frame_equal(whole, chunked, check_exact=False, atol=1e-6, rtol=0)

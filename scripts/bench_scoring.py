@@ -1,0 +1,147 @@
+"""Time `scoring.score` alone on synthetic patients: chunk sizes, and how it scales.
+
+    .venv/bin/python scripts/bench_scoring.py chunks --patients 20000 --chunks 256,1024,4096
+    .venv/bin/python scripts/bench_scoring.py scale --patients 1000,2000,20000,100000
+    .venv/bin/python scripts/bench_scoring.py scale --patients 2000,20000 --device cuda
+
+Patients are development-cohort days resampled with noise (the shipped models, no
+database): this times the scoring path, not the model.
+
+- `chunks`: one process; every chunk size in turn (scoring.CHUNK_ROWS replaced), the sizes
+  interleaved and repeated, best of `--repeats`: how scoring.CHUNK_ROWS was chosen.
+- `scale`: each cohort size in a fresh child process (so that its peak RSS is its own),
+  models loaded and one warm-up pass before the clock starts; prints seconds, microseconds
+  per patient, the ratio to the first size's, and the child's peak RSS.
+
+`--threads N` sets torch's CPU threads (artifacts.set_torch_threads; 0 = torch's default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # also when run by a Python without the package installed
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` development-cohort days resampled with 5 % log-normal noise, indexed SYN-000000..."""
+    from prcrs_batch.panel import ANALYTE_CODES
+    from prcrs_batch.resources import bundled_data
+
+    rng = np.random.default_rng(seed)
+    raw = pd.read_csv(bundled_data("cart_dev.csv"))[list(ANALYTE_CODES)].astype(float)
+    rows = raw.iloc[rng.integers(0, len(raw), n)].to_numpy()
+    rows = rows * rng.lognormal(0.0, 0.05, rows.shape)
+    features = pd.DataFrame(rows, columns=list(ANALYTE_CODES))
+    features.index = pd.Index([f"SYN-{i:06d}" for i in range(n)], name="patient_id")
+    return features
+
+
+def _load(args: argparse.Namespace):
+    from prcrs_batch import artifacts
+
+    artifacts.set_torch_threads(args.threads)
+    return artifacts.load_models(args.model_dir, args.device)
+
+
+def _timed_score(bundle, features: pd.DataFrame, device: str) -> float:
+    import torch
+
+    from prcrs_batch import scoring
+
+    start = time.perf_counter()
+    scoring.score(bundle, features, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def chunks(args: argparse.Namespace) -> None:
+    import torch
+
+    from prcrs_batch import scoring
+
+    bundle = _load(args)
+    n = args.patients[0]
+    features = synthetic_features(n)
+    kind = torch.device(args.device).type
+    scoring.score(bundle, features.iloc[:256], args.device)  # warm-up
+    seconds: dict[int, list[float]] = {c: [] for c in args.chunks}
+    for _ in range(args.repeats):
+        for size in args.chunks:
+            scoring.CHUNK_ROWS[kind] = size
+            seconds[size].append(_timed_score(bundle, features, args.device))
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{n:,} patients, {n * 18:,} scores; best of {args.repeats}, sizes interleaved\n")
+    print("| rows per chunk | best s | patients/s | all s |\n|---:|---:|---:|---|")
+    for size, times in seconds.items():
+        best = min(times)
+        runs = ", ".join(f"{t:.2f}" for t in times)
+        print(f"| {size:,} | {best:.2f} | {n / best:,.0f} | {runs} |")
+
+
+def one_size(args: argparse.Namespace) -> None:
+    """Child of `scale`: score one cohort size, print a JSON line."""
+    bundle = _load(args)
+    n = args.patients[0]
+    features = synthetic_features(n)
+    _timed_score(bundle, features.iloc[:256], args.device)  # warm-up
+    times = [_timed_score(bundle, features, args.device) for _ in range(args.repeats)]
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"patients": n, "seconds": min(times), "peak_rss_mib": rss_mib}))
+
+
+def scale(args: argparse.Namespace) -> None:
+    import torch
+
+    print(f"device {args.device}, torch {torch.__version__}, threads {args.threads or 'default'}")
+    print("each size in a fresh process, best of", args.repeats, "\n")
+    print("| patients | scores | seconds | us per patient | vs first | peak RSS MiB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    first = None
+    for n in args.patients:
+        command = [
+            sys.executable, __file__, "one", "--patients", str(n), "--device", args.device,
+            "--threads", str(args.threads), "--repeats", str(args.repeats),
+            "--model-dir", str(args.model_dir),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        per = got["seconds"] / n * 1e6
+        first = first or per
+        print(
+            f"| {n:,} | {n * 18:,} | {got['seconds']:.2f} | {per:,.0f} | {per / first:.2f}x "
+            f"| {got['peak_rss_mib']:,.0f} |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["chunks", "scale", "one"])
+    parser.add_argument("--patients", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    parser.add_argument(
+        "--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024, 4096]
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models")
+    args = parser.parse_args()
+    default = {"chunks": [20_000], "scale": [1_000, 2_000, 20_000, 100_000], "one": [2_000]}
+    args.patients = args.patients or default[args.mode]
+    {"chunks": chunks, "scale": scale, "one": one_size}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
