@@ -221,7 +221,7 @@ _JSON = click.option(
     help="Night to score (default: today in PRCRS_TIMEZONE).",
 )
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
-@_JSON
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
 def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     """Score all active patients once, store the results, write and email the report."""
     settings = _settings()
@@ -238,7 +238,7 @@ def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
 )
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
-@_JSON
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
 def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None:
     """Score every night in a date range with the models loaded once (validation on history).
 
@@ -251,6 +251,51 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
     dates = [start.date() + timedelta(days=i) for i in range(days)]
     if not _run_dates(settings, dates, send_email=email, as_json=as_json, progress=True):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("source", required=False, type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="Format of SOURCE (a file, or - for standard input).",
+)
+@click.option("--lab", "labs", multiple=True, help='One value, e.g. il6=1240 or "crp=85 mg/L".')
+@click.option("--patient", default="patient", show_default=True, help="Patient id for --lab.")
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="Night (default: today).")
+@click.option("--infusion-date", type=click.DateTime(["%Y-%m-%d"]), help="Default: --as-of.")
+@click.option("--grade", type=click.IntRange(0, 4), help="Latest CRS grade on the as-of date.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
+def score(source, kind, labs, patient, as_of, infusion_date, grade, as_json) -> None:  # type: ignore[no-untyped-def]
+    """Score patients from lab rows (patient_id, collected_at, analyte, value, unit) given
+    here, not from the warehouse, exactly as the nightly job would; nothing is stored."""
+    from prcrs_batch import adhoc, artifacts
+    from prcrs_batch.errors import describe
+
+    settings = _settings()
+    night = as_of.date() if as_of else settings.today()
+    try:
+        when = adhoc.default_collected_at(settings, night)
+        frame = adhoc.gather_rows(source.read() if source else None, kind, labs, patient, when)
+    except adhoc.InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    with _setup_errors():
+        artifacts.set_torch_threads(settings.torch_threads)
+        try:
+            bundle = artifacts.load_models(settings.model_dir, device=settings.device)
+        except Exception as exc:
+            raise click.ClickException(f"cannot load the models: {describe(exc)}") from None
+        request = adhoc.Request(
+            frame, night, infusion_date.date() if infusion_date else None, grade
+        )
+        scored = adhoc.score_request(settings, bundle, request)
+    if as_json:
+        click.echo(json.dumps(adhoc.as_json(scored, night), indent=2))
+    else:
+        click.echo(adhoc.as_text(scored, night, settings.alert_threshold))
 
 
 @main.command()

@@ -180,7 +180,7 @@ def _card(
         "state": s.alert_state,
         "state_label": STATE_LABELS.get(s.alert_state, s.alert_state),
         "grade": _grade_text(s, run.as_of),
-        "labs": [_lab_text(line, run.as_of) for line in labs],
+        "labs": [lab_text(line, run.as_of) for line in labs],
         "labs_horizon": labs[0].horizon_days if labs else None,
         "issues": issues,
         "previous": (
@@ -206,7 +206,7 @@ def _grade_text(s: PatientSummary, as_of: date) -> str:
     return f"CRS grade {s.crs_grade}{when}"
 
 
-def _lab_text(line: LabLine, as_of: date) -> str:
+def lab_text(line: LabLine, as_of: date) -> str:
     """ "IL-6 1,240 pg/mL, 06:10 today, up from 85 yesterday"."""
     text = f"{line.name} {format_value(line.value, line.unit)}"
     if line.collected_at is not None:
