@@ -19,16 +19,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import cache
 
-from sqlalchemy import Connection, Date, DateTime, Engine, Integer, TextualSelect, bindparam, text
+from sqlalchemy import Connection, Date, DateTime, Engine, Integer, TextualSelect
 
-from prcrs_batch.resources import sql_dir
 from prcrs_batch.settings import Settings
+from prcrs_batch.warehouse import CONTRACT, Source, prepare, query
 
 log = logging.getLogger(__name__)
 
-QUERY = "feed_freshness.sql"
+QUERY = "feed_freshness"  # .sql, in sql/ or sql/omop/
 
 
 @dataclass(frozen=True)
@@ -67,15 +66,8 @@ def reference_time(as_of: date, now: datetime) -> datetime:
     return min(now, cutoff)
 
 
-@cache
-def _query() -> TextualSelect:
-    statement = text((sql_dir() / QUERY).read_text("utf-8")).bindparams(
-        bindparam("as_of", type_=Date()),
-        bindparam("first_infusion", type_=Date()),
-        bindparam("window_end", type_=DateTime()),
-        bindparam("fresh_since", type_=DateTime()),
-    )
-    return statement.columns(
+def _query(source: Source) -> TextualSelect:
+    return query(source.folder, QUERY).columns(
         newest_infusion=Date(),
         active_patients=Integer(),
         newest_lab=DateTime(),
@@ -90,17 +82,21 @@ def read_feed(
     active_days: int,
     max_lab_age_hours: int,
     now: datetime,
+    source: Source = CONTRACT,
 ) -> FeedState:
-    """The feed's state for the night `as_of` (one cheap query, sql/feed_freshness.sql)."""
+    """The feed's state for the night `as_of` (one cheap query, sql/feed_freshness.sql, or
+    sql/omop/'s)."""
     reference = reference_time(as_of, now)
+    prepare(connection, source)
     row = connection.execute(
-        _query(),
+        _query(source),
         {
             "as_of": as_of,
             "first_infusion": as_of - timedelta(days=active_days),
             "window_end": datetime.combine(as_of + timedelta(days=1), datetime.min.time()),
             "fresh_since": reference - timedelta(hours=max_lab_age_hours),
-        },
+        }
+        | source.params(),
     ).one()
     return FeedState(
         as_of=as_of,
@@ -171,6 +167,7 @@ def assess_feed(
             active_days=settings.active_days,
             max_lab_age_hours=settings.max_lab_age_hours,
             now=moment,
+            source=Source.from_settings(settings),
         )
     reasons = stale_reasons(
         feed,

@@ -1,7 +1,10 @@
 """Read-only access to the warehouse contract: runs the queries in sql/ with bound parameters.
 
 The contract (README "Warehouse contract"): cart_infusions, lab_results, crs_assessments.
-A site maps its own warehouse onto these names with views, or edits the files in sql/.
+A site maps its own warehouse onto these names with views, or edits the files in sql/; or,
+with PRCRS_WAREHOUSE_MODEL=omop, the queries of sql/omop/ read an OMOP CDM v5.4 and return
+the same columns with the same meaning (`Source`: the folder, the code lists as bound
+parameters, and the LOINC code each lab row carries turned into its analyte code here).
 Views type their columns as they like: ids may be integers, values numbers, timestamps
 `timestamptz` or text. Every value read is normalised here, in one place: ids to text,
 timestamps to naive wall-clock time in PRCRS_TIMEZONE (a PostgreSQL session reads its
@@ -11,11 +14,12 @@ timestamps to naive wall-clock time in PRCRS_TIMEZONE (a PostgreSQL session read
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -23,12 +27,57 @@ from sqlalchemy import Connection, Date, DateTime, Engine, TextClause, bindparam
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from prcrs_batch.errors import describe
+from prcrs_batch.omop_codes import EXPANDING, CodeLists, query_params, read_code_lists
 from prcrs_batch.resources import sql_dir
 from prcrs_batch.screening import screen_patients
+
+if TYPE_CHECKING:
+    from prcrs_batch.settings import Settings
 
 
 class WarehouseError(RuntimeError):
     """The warehouse does not answer the contract (missing table or column, bad types)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """Which data model the warehouse holds, and what its queries need besides the window."""
+
+    model: Literal["contract", "omop"] = "contract"
+    schema: str | None = None  # PostgreSQL search_path (PRCRS_WAREHOUSE_SCHEMA)
+    patient_id: str = "person_source_value"  # omop: the column shown as patient_id
+    codes: CodeLists | None = None  # omop: the code lists (read_code_lists)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Source:
+        """The source PRCRS_WAREHOUSE_MODEL / _SCHEMA / PRCRS_OMOP_* describe."""
+        omop = settings.warehouse_model == "omop"
+        return cls(
+            model=settings.warehouse_model,
+            schema=settings.warehouse_schema,
+            patient_id=settings.omop_patient_id,
+            codes=read_code_lists(settings.omop_codes_dir) if omop else None,
+        )
+
+    @property
+    def folder(self) -> Path:
+        """sql/ for the contract, sql/omop/ for an OMOP CDM."""
+        return sql_dir() / "omop" if self.model == "omop" else sql_dir()
+
+    def params(self) -> dict[str, object]:
+        """The code lists and patient id column as bound parameters (omop only)."""
+        if self.model != "omop":
+            return {}
+        return query_params(self.codes or read_code_lists(), self.patient_id)
+
+    def analyte_codes(self, column: pd.Series) -> pd.Series:
+        """The analyte column as the contract has it: an OMOP row's LOINC code -> analyte."""
+        if self.model != "omop":
+            return column
+        return column.map((self.codes or read_code_lists()).analyte_of())
+
+
+CONTRACT = Source()
 
 
 @dataclass(frozen=True)
@@ -40,6 +89,7 @@ class Window:
     lookback_hours: int
     timezone: str = "UTC"  # of the warehouse's wall-clock times (PRCRS_TIMEZONE)
     now: datetime | None = None  # results dated later are read, to be set aside as future
+    source: Source = field(default=CONTRACT)  # the data model read (PRCRS_WAREHOUSE_MODEL)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -57,7 +107,7 @@ class Window:
             "window_start": self.end - timedelta(hours=self.lookback_hours),
             "window_end": self.end,
             "now": self.now,
-        }
+        } | self.source.params()
 
 
 _PARAM_TYPES = {
@@ -67,14 +117,31 @@ _PARAM_TYPES = {
     "window_start": DateTime,
     "window_end": DateTime,
     "now": DateTime,
+    "fresh_since": DateTime,  # feed_freshness.sql (freshness.py)
 }
 
 
 @cache
-def _query(name: str) -> TextClause:
-    sql = (sql_dir() / f"{name}.sql").read_text("utf-8")
+def query(folder: Path, name: str) -> TextClause:
+    """The query `name`.sql of a folder (sql/ or sql/omop/), its parameters typed; a code
+    list (sql/omop/) is an expanding parameter."""
+    sql = (folder / f"{name}.sql").read_text("utf-8")
     binds = [bindparam(p, type_=t()) for p, t in _PARAM_TYPES.items() if f":{p}" in sql]
+    binds += [bindparam(p, expanding=True) for p in sorted(EXPANDING) if f":{p}" in sql]
     return text(sql).bindparams(*binds)
+
+
+def prepare(connection: Connection, source: Source, zone: ZoneInfo | None = None) -> None:
+    """PostgreSQL: read timestamptz in `zone` and the tables of PRCRS_WAREHOUSE_SCHEMA, for
+    this transaction only (both bound parameters)."""
+    if connection.dialect.name != "postgresql":
+        return
+    if zone is not None:
+        connection.execute(text("SELECT set_config('TimeZone', :zone, true)"), {"zone": str(zone)})
+    if source.schema:
+        connection.execute(
+            text("SELECT set_config('search_path', :path, true)"), {"path": source.schema}
+        )
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -85,14 +152,14 @@ def _transient(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and "no such " not in str(exc.orig)
 
 
-def _rows(connection: Connection, name: str, params: dict, zone: ZoneInfo) -> list[tuple]:
-    statement = _query(name)
+def _rows(
+    connection: Connection, name: str, params: dict, zone: ZoneInfo, source: Source = CONTRACT
+) -> list[tuple]:
+    statement = query(source.folder, name)
     used = {k: v for k, v in params.items() if f":{k}" in statement.text}
+    name = f"{source.folder.name}/{name}" if source.model != "contract" else name
     try:
-        if connection.dialect.name == "postgresql":  # timestamptz read and compared in the zone
-            connection.execute(
-                text("SELECT set_config('TimeZone', :zone, true)"), {"zone": str(zone)}
-            )
+        prepare(connection, source, zone)  # timestamptz read and compared in the zone
         return [tuple(row) for row in connection.execute(statement, used)]  # tuples: fast
     except DBAPIError as exc:
         if _transient(exc):
@@ -190,7 +257,7 @@ def _dates(zone: ZoneInfo) -> Callable[[pd.Series], pd.Series]:
 
 def active_cohort(*, connection: Connection, window: Window) -> pd.DataFrame:
     """patient_id, infusion_date, day_since_infusion of every active patient."""
-    rows = _rows(connection, "active_cohort", window.params(), window.zone)
+    rows = _rows(connection, "active_cohort", window.params(), window.zone, window.source)
     frame = _frame(rows, {"patient_id": _texts, "infusion_date": _dates(window.zone)})
     frame["day_since_infusion"] = [
         None if d is None else (window.as_of - d).days for d in frame["infusion_date"]
@@ -202,7 +269,7 @@ def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
     """The raw (uncleaned) results labs.clean_labs chooses from: every result of the active
     patients in the lookback window, those dated after `window.now`, those without a
     collection time, and the window's results without a patient id."""
-    rows = _rows(connection, "latest_labs", window.params(), window.zone)
+    rows = _rows(connection, "latest_labs", window.params(), window.zone, window.source)
     columns = {
         "patient_id": _texts,
         "collected_at": _timestamps(window.zone),
@@ -210,14 +277,16 @@ def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
         "value": None,  # text or number: labs.parse_value reads it
         "unit": _texts,
     }
-    return _frame(rows, columns)
+    frame = _frame(rows, columns)
+    frame["analyte"] = window.source.analyte_codes(frame["analyte"])
+    return frame
 
 
 def latest_crs_grades(*, connection: Connection, window: Window) -> pd.DataFrame:
     """patient_id, assessed_on, grade: the latest assessment on or before the as-of date.
 
     The grade is as read (screening.screen_patients checks it)."""
-    rows = _rows(connection, "latest_crs_grades", window.params(), window.zone)
+    rows = _rows(connection, "latest_crs_grades", window.params(), window.zone, window.source)
     columns = {"patient_id": _texts, "assessed_on": _dates(window.zone), "grade": None}
     return _frame(rows, columns).drop_duplicates("patient_id")
 
@@ -239,11 +308,16 @@ def optional_crs_grades(
 
 
 def crs_assessments(
-    *, connection: Connection, first_infusion: date, last_infusion: date
+    *,
+    connection: Connection,
+    first_infusion: date,
+    last_infusion: date,
+    source: Source = CONTRACT,
 ) -> pd.DataFrame:
     """Every assessment of the patients infused in a date range (training labels)."""
-    params = {"first_infusion": first_infusion, "last_infusion": last_infusion}
-    rows = _rows(connection, "crs_assessments", params, ZoneInfo("UTC"))
+    params: dict[str, object] = {"first_infusion": first_infusion, "last_infusion": last_infusion}
+    params |= source.params()
+    rows = _rows(connection, "crs_assessments", params, ZoneInfo("UTC"), source)
     columns = {"patient_id": _texts, "assessed_on": _dates(ZoneInfo("UTC")), "grade": None}
     return _frame(rows, columns)
 
