@@ -36,7 +36,7 @@ from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
 from prcrs_batch.run_metrics import export_metrics
 from prcrs_batch.settings import Settings
-from prcrs_batch.warehouse import Window, read_night
+from prcrs_batch.warehouse import Source, Window, read_night
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def run_nightly(
         lookback_hours=settings.lookback_hours,
         timezone=settings.timezone,
         now=datetime.now(settings.zone).replace(tzinfo=None),  # warehouse wall-clock time
+        source=Source.from_settings(settings),  # contract or OMOP (PRCRS_WAREHOUSE_MODEL)
     )
     summary = RunSummary(
         run_id=str(uuid.uuid4()),
