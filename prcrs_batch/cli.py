@@ -108,10 +108,17 @@ def check() -> None:
 
 @main.command("load-cohort")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def load_cohort_command(path: Path) -> None:
+@click.option(
+    "--format",
+    "model",
+    type=click.Choice(["contract", "omop"]),
+    help="The contract tables or OMOP CDM v5.4 tables (default: PRCRS_WAREHOUSE_MODEL).",
+)
+def load_cohort_command(path: Path, model: str | None) -> None:
     """Load a cohort file in the cart_dev.csv format into the warehouse tables (idempotent)."""
-    from prcrs_batch.cohort import load_cohort, read_cohort
+    from prcrs_batch.cohort import read_cohort
     from prcrs_batch.db import explained, make_engine
+    from prcrs_batch.omop import load_cohort_as
 
     settings = _settings()
     try:
@@ -119,7 +126,8 @@ def load_cohort_command(path: Path) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     with _setup_errors(), explained("PRCRS_WAREHOUSE_URL", settings.warehouse_url):
-        counts = load_cohort(make_engine(settings.warehouse_url), cohort)
+        engine, codes = make_engine(settings.warehouse_url), settings.omop_codes_dir
+        counts = load_cohort_as(engine, cohort, model or settings.warehouse_model, codes)
     click.echo(
         f"loaded {cohort['patient_id'].nunique()} patients from {path.name}; warehouse holds:"
     )
