@@ -26,6 +26,7 @@ import logging
 import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import (
@@ -45,7 +46,7 @@ from sqlalchemy import (
     select,
 )
 
-from prcrs_batch.cohort import COLLECTION_TIME
+from prcrs_batch.cohort import COLLECTION_TIME, load_cohort
 from prcrs_batch.omop_codes import CodeLists, read_code_lists
 from prcrs_batch.panel import ANALYTE_CODES, BY_CODE
 
@@ -318,3 +319,13 @@ def load_cohort_omop(
         }
     log.info("OMOP CDM now holds %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
     return counts
+
+
+def load_cohort_as(
+    engine: Engine, cohort: pd.DataFrame, model: str, codes_dir: Path | None = None
+) -> dict[str, int]:
+    """`load-cohort`: the contract tables (model "contract") or the OMOP CDM tables ("omop",
+    with the code lists of PRCRS_OMOP_CODES_DIR or the bundled ones)."""
+    if model == "omop":
+        return load_cohort_omop(engine, cohort, read_code_lists(codes_dir))
+    return load_cohort(engine, cohort)
