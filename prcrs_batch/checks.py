@@ -10,18 +10,22 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import Engine, column, false, inspect, select, table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import Date, DateTime, Integer, NullType, Numeric, String, TypeEngine
 
 from prcrs_batch import db, freshness, mailer
 from prcrs_batch.cohort import warehouse_metadata
 from prcrs_batch.errors import describe, redact_url
+from prcrs_batch.omop_codes import read_code_lists
+from prcrs_batch.panel import ANALYTE_CODES
 from prcrs_batch.settings import Settings, unknown_variables
+from prcrs_batch.warehouse import Source, prepare, query
 
 OPTIONAL_COLUMNS = {("cart_infusions", "sex"), ("cart_infusions", "age")}  # not queried
 SMTP_TIMEOUT_SECONDS = 10
@@ -74,7 +78,10 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> Iterator[C
     )
     warehouse = db.make_engine(settings.warehouse_url)
     try:
-        contract = check_warehouse(warehouse, settings.warehouse_url)
+        if settings.warehouse_model == "omop":
+            contract = check_omop(warehouse, settings, now=now)
+        else:
+            contract = check_warehouse(warehouse, settings.warehouse_url)
         yield contract
         yield check_results(settings.results_database_url)
         yield check_models(settings.model_dir)
@@ -164,6 +171,55 @@ def check_warehouse(engine: Engine, url: str) -> Check:
         return Check("warehouse", False, f"{where}: {'; '.join(problems)}")
     tables = ", ".join(warehouse_metadata.tables)
     return Check("warehouse", True, f"{where}: {tables} present, column types usable")
+
+
+OMOP_TABLES = ("person", "measurement", "drug_exposure", "procedure_occurrence",
+               "condition_occurrence", "observation", "concept", "concept_ancestor")  # fmt: skip
+
+
+def omop_lab_counts(engine: Engine, settings: Settings, since: date) -> dict[str, int]:
+    """Measurement rows on or after `since` per analyte, summed over its codes (0: none)."""
+    source = Source.from_settings(settings)
+    params = {"first_infusion": since} | source.params()
+    with engine.connect() as connection:
+        prepare(connection, source)
+        rows = connection.execute(query(source.folder, "lab_code_counts"), params).all()
+    analyte_of = (source.codes or read_code_lists()).analyte_of()
+    counts = dict.fromkeys(ANALYTE_CODES, 0)
+    for code, n in rows:
+        counts[analyte_of[code]] += int(n)
+    return counts
+
+
+def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = None) -> Check:
+    """The OMOP CDM tables are there and readable; per analyte, how many measurement rows
+    its codes matched in the last PRCRS_ACTIVE_DAYS (a lab the site does not map: 0)."""
+    url = settings.warehouse_url
+    if (path := db.missing_sqlite_file(url)) is not None:
+        return Check("warehouse", False, db.missing_file_message("PRCRS_WAREHOUSE_URL", url, path))
+    today = (now or datetime.now(settings.zone)).date()
+    where = redact_url(url)
+    try:
+        with db.explained("PRCRS_WAREHOUSE_URL", url):
+            with engine.connect() as connection:
+                prepare(connection, Source.from_settings(settings))
+                inspector = inspect(connection)
+                present = set(inspector.get_table_names(schema=None))
+                present |= set(inspector.get_view_names(schema=None))
+            counts = omop_lab_counts(engine, settings, today - timedelta(settings.active_days))
+    except db.DatabaseSetupError as exc:
+        return Check("warehouse", False, str(exc))
+    except (SQLAlchemyError, ValueError) as exc:
+        return Check("warehouse", False, f"{where} (OMOP): {describe(exc)}")
+    if settings.warehouse_schema is None and (missing := set(OMOP_TABLES) - present):
+        return Check("warehouse", False, f"{where} (OMOP): missing {', '.join(sorted(missing))}")
+    matched = sum(1 for n in counts.values() if n)
+    rows = ", ".join(f"{a} {n}" for a, n in counts.items())
+    detail = (
+        f"{where} (OMOP CDM): measurement rows per analyte in the last {settings.active_days} "
+        f"days: {rows}; {matched} of {len(counts)} analytes matched"
+    )
+    return Check("warehouse", matched > 0, detail)
 
 
 def check_results(url: str) -> Check:

@@ -3,11 +3,12 @@ cohort loaded both ways scores the same, night by night (issue 17)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from prcrs_batch import checks
 from prcrs_batch.cohort import load_cohort
 from prcrs_batch.omop import TABLES, load_cohort_omop
 from prcrs_batch.settings import Settings
@@ -77,3 +78,15 @@ def test_patient_id_can_be_person_id(engine: Engine, settings: Settings) -> None
     summary = run_night(omop, engine, as_of=AS_OF, send_email=False)
     scored = _scores(engine, summary.run_id)
     assert len(scored) and scored["patient_id"].str.fullmatch(r"[0-9]+").all()
+
+
+def test_check_counts_measurement_rows_per_analyte(engine: Engine, settings: Settings) -> None:
+    load_cohort_omop(engine, COHORT)
+    omop = settings.model_copy(update={"warehouse_model": "omop"})
+    now = datetime.combine(AS_OF, datetime.min.time())
+    result = checks.check_omop(engine, omop, now=now)
+    assert result.ok, result.detail
+    counts = checks.omop_lab_counts(engine, omop, AS_OF - timedelta(days=30))
+    assert counts["il6"] > 0 and counts["creatinine"] > 0
+    assert f"il6 {counts['il6']}," in result.detail
+    assert checks.omop_lab_counts(engine, omop, AS_OF + timedelta(days=3650))["il6"] == 0
