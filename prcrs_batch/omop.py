@@ -222,7 +222,7 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
         observed["vocabulary_id"], observed["concept_code"], observed["description"],
         "Observation", "Clinical Observation",
     )  # fmt: skip
-    operator = {op: concepts.id("Meas Value Operator", op, op, "Meas Value", "Meas Value Operator")
+    operator = {op: concepts.id("PRCRS", op, op, "Meas Value Operator", "Qualifier Value")
                 for op in OPERATORS}  # fmt: skip
     person_ids: dict[str, int] = {}
     for _, first in cohort.drop_duplicates("patient_id").iterrows():

@@ -5,7 +5,7 @@
 --                pairs (LOINC, or a site's own code); warehouse.py turns it into the analyte
 --   collected_at measurement_datetime, else measurement_date
 --   value        value_as_number, preceded by its operator (<, <=, >, >=: operator_concept_id's
---                concept name, vocabulary 'Meas Value Operator'); value_source_value when there
+--                concept name, domain 'Meas Value Operator'); value_source_value when there
 --                is no number (a text result: labs.py records why it is not used)
 --   unit         the unit concept's code (vocabulary 'UCUM'), else unit_source_value
 -- OMOP has no result without a person, so the contract's second part has no counterpart.
@@ -54,7 +54,7 @@ labs AS (
     JOIN active AS a ON a.person_id = m.person_id
     LEFT JOIN concept AS op
       ON op.concept_id = m.operator_concept_id
-     AND op.vocabulary_id = 'Meas Value Operator'
+     AND op.domain_id = 'Meas Value Operator'
      AND op.concept_name IN ('<', '<=', '>', '>=')
     LEFT JOIN concept AS uc
       ON uc.concept_id = m.unit_concept_id
