@@ -78,8 +78,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def set_torch_threads(threads: int | None) -> None:
     """Set torch's CPU thread count, the one place the job does; None or 0 keeps torch's default.
 
-    The networks are small: under CPU contention a thread or two beats OpenMP spinning, and
-    training reproduces bit for bit only with the thread count it was trained with.
+    Scoring on the CPU runs this many chunks at once, each operation on one thread
+    (scoring.workers): the networks' operations are too small to split over threads.
+    Training reproduces bit for bit only with the thread count it was trained with.
     """
     if threads:
         torch.set_num_threads(int(threads))

@@ -3,12 +3,17 @@
     .venv/bin/python scripts/bench_scoring.py chunks --patients 20000 --chunks 256,1024,4096
     .venv/bin/python scripts/bench_scoring.py scale --patients 1000,2000,20000,100000
     .venv/bin/python scripts/bench_scoring.py scale --patients 2000,20000 --device cuda
+    .venv/bin/python scripts/bench_scoring.py paths --patients 10000 --threads 2
 
 Patients are development-cohort days resampled with noise (the shipped models, no
 database): this times the scoring path, not the model.
 
 - `chunks`: one process; every chunk size in turn (scoring.CHUNK_ROWS replaced), the sizes
   interleaved and repeated, best of `--repeats`: how scoring.CHUNK_ROWS was chosen.
+- `paths`: one process; the plain networks (scoring.FUSED off, 1,024-row chunks, one chunk
+  at a time with torch's own threads: the path before issue 15) against the current
+  default, interleaved, best of `--repeats`, wall-clock and CPU seconds: what the fused CPU
+  path and the parallel chunks gain.
 - `scale`: each cohort size in a fresh child process (so that its peak RSS is its own),
   models loaded and one warm-up pass before the clock starts; prints seconds, microseconds
   per patient, the ratio to the first size's, and the child's peak RSS.
@@ -90,6 +95,37 @@ def chunks(args: argparse.Namespace) -> None:
         print(f"| {size:,} | {best:.2f} | {n / best:,.0f} | {runs} |")
 
 
+def paths(args: argparse.Namespace) -> None:
+    import torch
+
+    from prcrs_batch import scoring
+
+    bundle = _load(args)
+    n = args.patients[0]
+    features = synthetic_features(n)
+    default = (scoring.FUSED, scoring.CHUNK_ROWS["cpu"], scoring.workers)
+    variants = {
+        "plain networks, 1,024-row chunks, torch threads": (False, 1024, lambda device: 1),
+        f"default: fused, {default[1]}-row chunks, parallel chunks": default,
+    }
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (fused, rows, workers) in variants.items():
+            scoring.FUSED, scoring.CHUNK_ROWS["cpu"], scoring.workers = fused, rows, workers
+            scoring.score(bundle, features.iloc[:256], args.device)  # warm-up
+            cpu = time.process_time()
+            wall = _timed_score(bundle, features, args.device)
+            timings[name].append((wall, time.process_time() - cpu))
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{n:,} patients, {n * 18:,} scores; best of {args.repeats}, variants interleaved\n")
+    print("| path | best wall s | CPU s of that run | scores/s | all wall s |")
+    print("|---|---:|---:|---:|---|")
+    for name, runs in timings.items():
+        wall, cpu = min(runs)
+        every = ", ".join(f"{w:.2f}" for w, _ in runs)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {n * 18 / wall:,.0f} | {every} |")
+
+
 def one_size(args: argparse.Namespace) -> None:
     """Child of `scale`: score one cohort size, print a JSON line."""
     bundle = _load(args)
@@ -128,7 +164,7 @@ def scale(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["chunks", "scale", "one"])
+    parser.add_argument("mode", choices=["chunks", "paths", "scale", "one"])
     parser.add_argument("--patients", type=lambda s: [int(x) for x in s.split(",")], default=None)
     parser.add_argument(
         "--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024, 4096]
@@ -138,9 +174,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models")
     args = parser.parse_args()
-    default = {"chunks": [20_000], "scale": [1_000, 2_000, 20_000, 100_000], "one": [2_000]}
+    default = {
+        "chunks": [20_000],
+        "paths": [10_000],
+        "scale": [1_000, 2_000, 20_000, 100_000],
+        "one": [2_000],
+    }
     args.patients = args.patients or default[args.mode]
-    {"chunks": chunks, "scale": scale, "one": one_size}[args.mode](args)
+    {"chunks": chunks, "paths": paths, "scale": scale, "one": one_size}[args.mode](args)
 
 
 if __name__ == "__main__":

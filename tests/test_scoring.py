@@ -7,6 +7,7 @@ import pandas as pd
 
 from prcrs_batch import artifacts, scoring
 from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
+from prcrs_batch.resources import model_dir
 from tests.support.nightly import COHORT
 
 
@@ -88,3 +89,34 @@ def test_chunked_scoring_equals_one_batch(quick_models, monkeypatch):
     monkeypatch.setitem(scoring.CHUNK_ROWS, "cpu", 7)  # several chunks and a short last one
     chunked = scoring.score(bundle, features, "cpu")
     pd.testing.assert_frame_equal(whole, chunked, check_exact=False, atol=1e-6, rtol=0)
+
+
+def _noisy_cohort(n: int) -> pd.DataFrame:
+    """`n` development-cohort rows resampled with noise: many distinct inputs per model."""
+    rng = np.random.default_rng(0)
+    base = _features()
+    rows = base.iloc[rng.integers(0, len(base), n)].to_numpy(dtype=float, na_value=np.nan)
+    rows = rows * rng.lognormal(0, 0.05, rows.shape)
+    return pd.DataFrame(rows, columns=base.columns, index=[f"p{i}" for i in range(n)])
+
+
+def _assert_fused_equals_plain(bundle, features, monkeypatch):
+    monkeypatch.setattr(scoring, "FUSED", False)
+    plain = scoring.score(bundle, features, "cpu")
+    monkeypatch.setattr(scoring, "FUSED", True)
+    monkeypatch.setitem(scoring.CHUNK_ROWS, "cpu", 13)  # many chunks, a short last one
+    monkeypatch.setattr(scoring, "workers", lambda device: 2)  # chunks on two threads
+    fused = scoring.score(bundle, features, "cpu")
+    assert (fused["status"] == "ok").sum() > 0
+    pd.testing.assert_frame_equal(plain, fused, check_exact=False, atol=1e-6, rtol=0)
+
+
+def test_fused_cpu_path_gives_the_risks_of_the_networks_as_trained(quick_models, monkeypatch):
+    bundle = artifacts.load_models(quick_models, "cpu")
+    _assert_fused_equals_plain(bundle, _noisy_cohort(150), monkeypatch)
+
+
+def test_fused_cpu_path_gives_the_shipped_models_risks(monkeypatch):
+    bundle = artifacts.load_models(model_dir(), "cpu")
+    assert not bundle.errors()
+    _assert_fused_equals_plain(bundle, _noisy_cohort(300), monkeypatch)
