@@ -34,7 +34,8 @@ ISSUE_FIELDS = ["analyte", "collected_at", "raw_value", "unit", "reason"]
 
 
 class InputError(ValueError):
-    """Lab rows that cannot be read at all (not a table, missing columns)."""
+    """What cannot be scored at all: rows that are not a table, missing columns, no rows,
+    models that cannot be loaded."""
 
 
 def read_rows(text: str, kind: str) -> pd.DataFrame:
@@ -140,6 +141,22 @@ def score_request(settings: Settings, bundle: ModelBundle, request: Request) -> 
     return scored
 
 
+def answer(settings: Settings, request: Request, as_json: bool) -> str:
+    """Load the models, score the request, and give the answer as text or JSON."""
+    from prcrs_batch.artifacts import load_models, set_torch_threads
+    from prcrs_batch.errors import describe
+
+    set_torch_threads(settings.torch_threads)
+    try:
+        bundle = load_models(settings.model_dir, device=settings.device)
+    except Exception as exc:
+        raise InputError(f"cannot load the models: {describe(exc)}") from None
+    scored = score_request(settings, bundle, request)
+    if as_json:
+        return json.dumps(as_json_list(scored, request.as_of), indent=2)
+    return as_text(scored, request.as_of, settings)
+
+
 def default_collected_at(settings: Settings, as_of: date) -> datetime:
     """When a `--lab` value counts as collected: now on today's night, else the end of the
     as-of day (the nightly cut-off)."""
@@ -148,7 +165,7 @@ def default_collected_at(settings: Settings, as_of: date) -> datetime:
     return min(now, end)
 
 
-def as_json(scored: ScoredNight, as_of: date) -> list[dict[str, Any]]:
+def as_json_list(scored: ScoredNight, as_of: date) -> list[dict[str, Any]]:
     """One object per patient (the README's `score --json` schema)."""
     out = []
     for s in scored.summaries:
@@ -199,31 +216,39 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def as_text(scored: ScoredNight, as_of: date, threshold: float) -> str:
-    """The short human answer: per patient the recommended model's three risks, why that
-    model, the labs that raised the risk most, and the values set aside."""
-    from prcrs_batch.report import format_pct, lab_text
+def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
+    """The short human answer, in the report's language: per patient the recommended model's
+    three risks, why that model, the labs that raised the risk most, the values set aside."""
+    from prcrs_batch.report import gettext_for
+    from prcrs_batch.wording import Wording, format_pct
 
+    _ = gettext_for(None, settings.report_language)
+    wording = Wording(_)
     reasons = scored.reasons()
     lines = []
     for s in scored.summaries:
-        flag = "ALERT" if s.alert else "already severe" if s.already_severe else "no alert"
+        state = (
+            _("ALERT") if s.alert else _("already severe") if s.already_severe else _("no alert")
+        )
         lines.append(
-            f"{s.patient_id}  as of {as_of.isoformat()}  {flag} (threshold {threshold * 100:g}%)"
+            f"{s.patient_id}  {as_of.isoformat()}  {state} (≥ {settings.alert_threshold:.0%})"
         )
         if s.model is not None:
             risks = " / ".join(format_pct(r) for r in s.risks)
-            lines.append(f"  risk of severe CRS within 1 / 2 / 3 days: {risks}")
-        lines.append(f"  model {s.model or 'none'}: {s.why}")
+            lines.append(
+                "  " + _("risk of severe CRS within 1 / 2 / 3 days: %(risks)s") % {"risks": risks}
+            )
+        lines.append(f"  model {s.model or '-'}: {s.why}")
         labs = reasons.get(s.patient_id, ())
         if labs:
-            lines.append(f"  labs that raised the {labs[0].horizon_days}-day risk most:")
-            lines += [f"    - {lab_text(line, as_of)}" for line in labs]
+            lines.append(
+                "  "
+                + _("Labs that raised the %(days)s-day risk most:") % {"days": labs[0].horizon_days}
+            )
+            lines += [f"    - {wording.lab(line, as_of)}" for line in labs]
         mine = scored.issues[scored.issues["patient_id"] == s.patient_id]
         for analyte, raw, reason in mine[["analyte", "raw_value", "reason"]].itertuples(
             index=False
         ):
-            lines.append(f"  data: {analyte} {raw!s}: {str(reason).replace('_', ' ')}")
-    if not scored.summaries:
-        lines.append("no patient to score: no lab row had a usable patient id")
-    return "\n".join(lines)
+            lines.append(f"  ! {analyte} {raw!s}: {str(reason).replace('_', ' ')}")
+    return "\n".join(lines) or _("no patient to score: no lab row had a usable patient id")

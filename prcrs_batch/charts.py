@@ -1,4 +1,7 @@
-"""Stage 7: the trend chart of an alert, as PNG bytes. The only matplotlib on the nightly path."""
+"""Stage 7: the trend chart of an alert, as PNG bytes. The only matplotlib on the nightly path.
+
+The chart carries no words (legend 1d/2d/3d, percentages, month-day dates), so it needs no
+font beyond matplotlib's own in any report language."""
 
 from __future__ import annotations
 
@@ -76,12 +79,11 @@ class TrendChart:
             points = [(i, v) for i, v in enumerate(values) if v is not None]
             line.set_data([i for i, _ in points], [v for _, v in points])
         self.ax.set_xlim(-0.3, len(nights) - 0.7)
-        if len(nights) == 1:  # first scored night: tonight's points only
-            self.ax.set_xticks([0])
-            self.ax.set_xticklabels(["tonight"])
-        else:
-            self.ax.set_xticks([0, len(nights) - 1])
-            self.ax.set_xticklabels([nights[0].strftime("%d %b"), "tonight"])
+        # Numbers only (month-day): the chart reads the same in every report language and
+        # needs no CJK font.
+        ticks = [0] if len(nights) == 1 else [0, len(nights) - 1]
+        self.ax.set_xticks(ticks)
+        self.ax.set_xticklabels([nights[i].strftime("%m-%d") for i in ticks])
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", metadata={"Software": None})
         return buffer.getvalue()

@@ -10,7 +10,7 @@ from collections import Counter
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -277,33 +277,31 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
 @click.option("--infusion-date", type=click.DateTime(["%Y-%m-%d"]), help="Default: --as-of.")
 @click.option("--grade", type=click.IntRange(0, 4), help="Latest CRS grade on the as-of date.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
-def score(source, kind, labs, patient, as_of, infusion_date, grade, as_json) -> None:  # type: ignore[no-untyped-def]
+def score(
+    source: TextIO | None,
+    kind: str,
+    labs: tuple[str, ...],
+    patient: str,
+    as_of: datetime | None,
+    infusion_date: datetime | None,
+    grade: int | None,
+    as_json: bool,
+) -> None:
     """Score patients from lab rows (patient_id, collected_at, analyte, value, unit) given
     here, not from the warehouse, exactly as the nightly job would; nothing is stored."""
-    from prcrs_batch import adhoc, artifacts
-    from prcrs_batch.errors import describe
+    from prcrs_batch import adhoc
 
     settings = _settings()
     night = as_of.date() if as_of else settings.today()
     try:
         when = adhoc.default_collected_at(settings, night)
         frame = adhoc.gather_rows(source.read() if source else None, kind, labs, patient, when)
+        infused = infusion_date.date() if infusion_date else None
+        with _setup_errors():
+            answer = adhoc.answer(settings, adhoc.Request(frame, night, infused, grade), as_json)
     except adhoc.InputError as exc:
         raise click.ClickException(str(exc)) from None
-    with _setup_errors():
-        artifacts.set_torch_threads(settings.torch_threads)
-        try:
-            bundle = artifacts.load_models(settings.model_dir, device=settings.device)
-        except Exception as exc:
-            raise click.ClickException(f"cannot load the models: {describe(exc)}") from None
-        request = adhoc.Request(
-            frame, night, infusion_date.date() if infusion_date else None, grade
-        )
-        scored = adhoc.score_request(settings, bundle, request)
-    if as_json:
-        click.echo(json.dumps(adhoc.as_json(scored, night), indent=2))
-    else:
-        click.echo(adhoc.as_text(scored, night, settings.alert_threshold))
+    click.echo(answer)
 
 
 @main.command()

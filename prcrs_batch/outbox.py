@@ -97,7 +97,9 @@ def publish(
 
 def send_failure_notice(settings: Settings, run: RunInfo) -> str:
     """Tell the on-call team that a night failed (silence must not read as all clear)."""
-    notice = build_failure_notice(run=run, error=run.error or "unknown error")
+    notice = build_failure_notice(
+        run=run, error=run.error or "unknown error", language=settings.report_language
+    )
     message = mailer.build_message(notice, sender=settings.alert_from, recipients=settings.alert_to)
     failure = send(settings, message)
     return f"failed: {failure}" if failure else f"sent to {len(settings.alert_to)} recipient(s)"

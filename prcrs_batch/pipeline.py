@@ -190,6 +190,7 @@ def _run_locked(
                 reasons=scored.reasons(),
                 data_issues=summary.data_issue_counts,
                 threshold=settings.alert_threshold,
+                language=settings.report_language,
             )
     except Exception as exc:  # the scores are stored; only the report is missing
         summary.report_error = f"report not built: {describe(exc)}"

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     lookback_hours: int = Field(72, ge=1, le=24 * 14)
     alert_threshold: float = Field(0.27, gt=0.0, le=1.0)  # EVALUATION.md's rule, `all` model
     explain_all: bool = False  # explanations for every scored patient, not only the flagged
+    report_language: Literal["en", "zh"] = "en"  # the email, the failure notice, `score`'s text
     report_dir: Path = Path("reports")
     metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
     # The expected feed: a night whose active patients' newest lab is older than this is

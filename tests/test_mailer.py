@@ -69,7 +69,7 @@ def test_email_arrives_with_text_html_and_inline_images(alert_report, smtp_sink)
     assert message.get_content_type() == "multipart/alternative"
     text_part, related = message.get_payload()
     assert text_part.get_content_type() == "text/plain"
-    assert "ALERT 1: SYN-0001" in text_part.get_content()
+    assert "NEW: SYN-0001" in text_part.get_content()
     assert related.get_content_type() == "multipart/related"
     html_part, *images = related.get_payload()
     assert html_part.get_content_type() == "text/html"

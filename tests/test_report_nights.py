@@ -14,7 +14,6 @@ from sqlalchemy import Engine, insert, select, text
 
 from prcrs_batch.cohort import crs_assessments
 from prcrs_batch.panel import BY_CODE
-from prcrs_batch.report import format_value
 from prcrs_batch.resources import SOURCE_ROOT
 from prcrs_batch.tables import (
     VIEWS,
@@ -23,6 +22,7 @@ from prcrs_batch.tables import (
     metadata,
     scoring_runs,
 )
+from prcrs_batch.wording import format_value
 from tests.support.nightly import AS_OF, patient_with_labs_on_as_of, run_night
 
 FIRST, SECOND = AS_OF - timedelta(days=1), AS_OF
