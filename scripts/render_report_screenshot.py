@@ -6,9 +6,9 @@ width of a phone (390 px).
 Writes each report's self-contained HTML (images inlined) and, when headless Chromium is
 installed (`apt-get install -y chromium`), a PNG of each: docs/report-first-night.png
 (alerts on a first night: no history, so no charts), docs/report-screenshot.png (the next
-night, with history: states and trend charts; the README shows it) and
-docs/report-all-clear.png. All ids and values are synthetic; nothing here touches a
-database or the network.
+night, with history: states and trend charts; the README shows it),
+docs/report-all-clear.png, and the second night in Chinese, docs/report-zh.png. All ids and
+values are synthetic; nothing here touches a database or the network.
 """
 
 from __future__ import annotations
@@ -212,10 +212,11 @@ def screenshot(html_path: Path, png_path: Path, chromium: str, width: int, heigh
         )
 
 
-KINDS = {  # kind -> PNG name in docs/
-    "first": "report-first-night.png",
-    "second": "report-screenshot.png",
-    "clear": "report-all-clear.png",
+KINDS = {  # name -> (night, language, PNG name in docs/)
+    "first": ("first", "en", "report-first-night.png"),
+    "second": ("second", "en", "report-screenshot.png"),
+    "clear": ("clear", "en", "report-all-clear.png"),
+    "zh": ("second", "zh", "report-zh.png"),  # needs a CJK font: apt-get install fonts-noto-cjk
 }
 
 
@@ -227,9 +228,9 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=2400)
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    for kind, png in KINDS.items():
-        night = synthetic_night(kind)
-        report = build_report(**night, threshold=THRESHOLD)
+    for kind, (which, language, png) in KINDS.items():
+        night = synthetic_night(which)
+        report = build_report(**night, threshold=THRESHOLD, language=language)
         html_path = write_html(report, args.out / kind, AS_OF, night["run"].run_id)
         print(f"{kind}: {report.subject}: {html_path}")
         if chromium is None:
