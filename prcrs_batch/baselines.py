@@ -8,6 +8,8 @@ none is tuned per split.
   ``head_only`` (the same classifier head on the inputs and their mask, no body);
 - ``prcrs_logistic``: the mean of PrCRS transfer's and logistic regression's probabilities,
   a candidate to ship only if it beats both at every horizon (rule fixed in EVALUATION.md);
+- ``prcrs_transfer_1``, ``prcrs_transfer_3`` (smaller ensembles) and ``context_*`` (temporal
+  context for the head): the other options of the model choices, built in choices.py;
 - ``prcrs_scratch``, ``cnn``, ``transformer``: whole networks trained on CAR-T only;
 - ``logistic``: L2 logistic regression (C=0.1) on the encoded inputs + missing mask;
 - ``boosting``: sklearn HistGradientBoosting on the raw values (NaN handled natively);
@@ -33,6 +35,11 @@ LABELS = {
     "head_only": "PrCRS head on the inputs alone, no body (ablation)",
     "prcrs_scratch": "PrCRS (from scratch)",
     "prcrs_logistic": "PrCRS transfer and logistic regression, averaged (candidate)",
+    "prcrs_transfer_1": "PrCRS transfer, 1 ensemble member (ablation)",
+    "prcrs_transfer_3": "PrCRS transfer, 3 ensemble members (ablation)",
+    "context_days": "PrCRS transfer + days since infusion (ablation)",
+    "context_change": "PrCRS transfer + change since the previous result (ablation)",
+    "context_days_change": "PrCRS transfer + days since infusion and change (ablation)",
     "cnn": "CNN (paper baseline)",
     "transformer": "Transformer (paper baseline)",
     "logistic": "Logistic regression",
@@ -41,7 +48,17 @@ LABELS = {
 }
 FROM_SCRATCH = ("prcrs_scratch", "cnn", "transformer")  # whole networks trained per fold: costly
 # variants of PrCRS, never "the best baseline"
-ABLATIONS = ("prcrs_scratch", "prcrs_transfer_mean", "head_only", "prcrs_logistic")
+ABLATIONS = (
+    "prcrs_scratch",
+    "prcrs_transfer_mean",
+    "head_only",
+    "prcrs_logistic",
+    "prcrs_transfer_1",
+    "prcrs_transfer_3",
+    "context_days",
+    "context_change",
+    "context_days_change",
+)
 
 
 def inputs_and_mask(frame: pd.DataFrame, stats: InputStats) -> np.ndarray:
@@ -139,9 +156,13 @@ def averaged(first: FitPredict, second: FitPredict) -> FitPredict:
     return fit_predict
 
 
-def methods(bodies: list[PrCRS], cfg: training.TrainConfig) -> dict[str, FitPredict]:
-    """Every method of LABELS, in that order; the transfer ones fine-tune on `bodies`."""
-    transfer = training.transfer(bodies, cfg, "skip")
+def methods(
+    bodies: list[PrCRS], cfg: training.TrainConfig, transfer: FitPredict | None = None
+) -> dict[str, FitPredict]:
+    """The methods of LABELS but choices.py's options, in that order; the transfer ones
+    fine-tune on `bodies`. `transfer` replaces the shipped procedure (training.transfer)
+    where it is given: choices.MemberLogits shares its fits with the smaller ensembles."""
+    transfer = transfer or training.transfer(bodies, cfg, "skip")
     return {
         "prcrs_transfer": transfer,
         "prcrs_transfer_mean": training.transfer(bodies, cfg, "mean"),

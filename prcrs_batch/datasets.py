@@ -26,6 +26,7 @@ import pandas as pd
 
 from prcrs_batch.artifacts import sha256
 from prcrs_batch.cohort import load_cohort, read_cohort
+from prcrs_batch.context import PREVIOUS_PREFIX, previous_matrix
 from prcrs_batch.db import make_engine
 from prcrs_batch.features import lab_matrix
 from prcrs_batch.labs import clean_labs
@@ -88,13 +89,18 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
 
 
 def training_frame(
-    cohort_path: Path | None = None, lookback_hours: int = DEFAULT_LOOKBACK_HOURS
+    cohort_path: Path | None = None,
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+    *,
+    previous: bool = False,
 ) -> pd.DataFrame:
     """One row per patient-day of a cohort file, with features built as the nightly job builds them.
 
     The file is loaded into a temporary SQLite warehouse; each day's features come from the
     nightly SQL and lab cleaning. Columns: patient_id, as_of, day, crs_grade, the 42 analytes
-    (model units, NaN = missing), severe_today, label_1..label_3, paper_label_1..3.
+    (model units, NaN = missing), severe_today, label_1..label_3, paper_label_1..3; with
+    `previous`, also `prev_<analyte>`: the result before the latest one in the same window
+    (context.previous_matrix), for the temporal-context options of choices.py.
     """
     cohort = read_cohort(cohort_path or bundled_data("cart_dev.csv"))
     cohort["as_of"] = [
@@ -113,6 +119,9 @@ def training_frame(
                 clean, rejected = clean_labs(latest_labs(connection=connection, window=window))
                 issues.update(rejected["reason"])
                 wide = lab_matrix(clean, day_rows["patient_id"].tolist())
+                if previous:
+                    earlier = previous_matrix(clean, day_rows["patient_id"].tolist())
+                    wide = wide.join(earlier.add_prefix(PREVIOUS_PREFIX))
                 parts.append(wide.assign(as_of=as_of).reset_index())
             assessments = crs_assessments(
                 connection=connection,

@@ -22,7 +22,16 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from prcrs_batch import artifacts, baselines, calibration, cv, datasets, evaluation_report, metrics
+from prcrs_batch import (
+    artifacts,
+    baselines,
+    calibration,
+    choices,
+    cv,
+    datasets,
+    evaluation_report,
+    metrics,
+)
 from prcrs_batch.cv import FitPredict
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
 from prcrs_batch.training import TrainConfig
@@ -264,8 +273,9 @@ def evaluate(
     artifacts.set_torch_threads(cfg.threads)
     manifest, _ = artifacts.read_manifest(model_dir)
     bodies = artifacts.load_bodies(model_dir)
-    frame = datasets.training_frame(cohort_path)
-    methods = baselines.methods(bodies, cfg)
+    frame = datasets.training_frame(cohort_path, previous=True)  # + context.py's inputs
+    shared = choices.methods(bodies, cfg)  # the shipped fit, shared by the ensemble sizes
+    methods = baselines.methods(bodies, cfg, shared[choices.SHIPPED]) | shared
     light = ["prcrs_transfer", "logistic", "boosting"]
     plan = {}
     trained_sets = {m["factor_set"] for m in manifest["models"]}
@@ -296,7 +306,9 @@ def evaluate(
     paper_summary = summarise(paper_risks, paper_cal, chosen_threshold, n_boot=n_boot)
     thresholds = threshold_table(shipped)
     leads = {t: lead_times(frame, shipped, t) for t in sorted({0.3, chosen_threshold})}
-    plots = evaluation_report.write_plots(risks[risks["y"].notna()], model_dir)
+    options = [m for m in shared if m != choices.SHIPPED]  # in the tables, not the plots
+    plotted = risks["y"].notna() & ~risks["method"].isin(options)
+    plots = evaluation_report.write_plots(risks[plotted], model_dir)
     seconds = time.perf_counter() - started
     path = model_dir / "EVALUATION.md"
     evaluation_report.write_report(

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from prcrs_batch import calibration, metrics
+from prcrs_batch import calibration, choices, metrics
 from prcrs_batch.baselines import ABLATIONS, LABELS
 from prcrs_batch.panel import HORIZONS
 from prcrs_batch.training import TrainConfig
@@ -144,10 +144,10 @@ def _method_text(how: HowEvaluated) -> list[str]:
         "- Normalisation (medians, log-scale, standardisation) per fold from the scorable "
         "rows of the fold's training patients, the same for every method, as the shipped "
         "models fit it on all patients.",
-        "- The readout and ensemble size were chosen by CV on this cohort with fold seed 11 "
-        "(`python scripts/readout_selection.py`), which is not among the seeds reported "
-        "here; the same 152 patients still served both, so the withheld cohort is the "
-        "honest test.",
+        "- The readout and ensemble size were first chosen by CV with fold seed 11 (`python "
+        "scripts/readout_selection.py`); 'Model choices' below re-checks them on these "
+        "repeats by a rule fixed beforehand. The same 152 patients serve every choice, so "
+        "the withheld cohort is the honest test.",
         "- Networks trained from scratch (PrCRS with the same skip readout, CNN, "
         f"Transformer): Adam lr {how.cfg.lr}, batch {how.cfg.net_batch}, "
         f"up to {how.cfg.net_epochs} epochs, best epoch by loss on a patient-grouped inner "
@@ -386,6 +386,8 @@ def write_report(
             if not sub.empty:
                 lines += _horizon_section(sub, h)
     lines += _candidate_section(summary)
+    pretrained = how.manifest.get("pretraining", {}).get("members")
+    lines += choices.section(summary, len(pretrained) if pretrained else how.cfg.n_members)
     cal = summary[summary["method"] == "prcrs_transfer"]
     if not cal.empty:
         lines += _calibration_section(cal)

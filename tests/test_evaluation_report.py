@@ -118,3 +118,16 @@ def test_the_averaged_candidate_is_judged_by_its_stated_rule(tmp_path):
     assert "does NOT meet it, so PrCRS transfer alone ships" in weak
     # a candidate, never the best baseline
     assert "the best baseline, PrCRS transfer and logistic regression" not in strong
+
+
+def test_the_model_choices_section_follows_the_candidate(tmp_path):
+    oof = pd.concat(
+        [_oof({"prcrs_transfer": 0.5, "context_days": 0.6}).assign(horizon=h) for h in (1, 2, 3)],
+        ignore_index=True,
+    )
+    text = _render(oof, tmp_path)
+    assert "## Model choices (issue 11, item 6): ablations" in text
+    assert "| temporal context | + days since infusion |" in text
+    assert "skip readout, 1 member(s), COVID-19 body" in text  # the quick config's ensemble
+    # horizon 1 only: the rule asks for every horizon, so no verdict
+    assert "## Model choices" not in _render(_oof({"prcrs_transfer": 0.5}), tmp_path)
