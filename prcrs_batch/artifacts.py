@@ -20,7 +20,8 @@ import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +85,20 @@ def set_torch_threads(threads: int | None) -> None:
     """
     if threads:
         torch.set_num_threads(int(threads))
+
+
+@contextmanager
+def one_thread_per_operation() -> Iterator[None]:
+    """torch on one CPU thread inside the block, restored after it: the networks' operations
+    are small, and split over threads they wait for each other, far more on a busy machine
+    (the reference check of the 18 models, 2 rows each, took 18 s with 2 threads under load).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def code_version() -> str:
@@ -292,7 +307,8 @@ def load_model(
     members = _build_members(entry, tensors[0], tensors[1])
     expected = entry.get("reference_probabilities")
     if expected is not None:
-        got = predict(members, *reference_inputs(len(entry["inputs"])))
+        with one_thread_per_operation():
+            got = predict(members, *reference_inputs(len(entry["inputs"])))
         if not np.allclose(got, expected, atol=1e-5):
             raise ModelReproductionError(
                 f"model {entry.get('name')} rebuilt from its config does not reproduce its "

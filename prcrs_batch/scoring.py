@@ -9,15 +9,19 @@ risks. A model that failed to load gives status 'error' with its message in `det
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import torch
 
-from prcrs_batch.artifacts import LoadedModel, ModelBundle, resolve_device
+from prcrs_batch.artifacts import (
+    LoadedModel,
+    ModelBundle,
+    one_thread_per_operation,
+    resolve_device,
+)
 from prcrs_batch.calibration import cumulative
 from prcrs_batch.features import encode
 from prcrs_batch.inference import FusedEnsemble
@@ -204,7 +208,7 @@ def _in_chunks(
     starts = range(0, len(values), step)
     n_workers = min(workers(device), len(starts))
     if n_workers > 1:
-        with _one_thread_per_operation(), ThreadPoolExecutor(n_workers) as pool:
+        with one_thread_per_operation(), ThreadPoolExecutor(n_workers) as pool:
             parts = list(pool.map(chunk, starts))
     else:
         parts = [chunk(start) for start in starts]
@@ -228,15 +232,3 @@ def _runner(
         )
 
     return plain
-
-
-@contextmanager
-def _one_thread_per_operation() -> Iterator[None]:
-    """Chunks in parallel, each operation on one thread: small operations split over
-    threads spend more time waiting for each other than computing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
