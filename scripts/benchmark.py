@@ -11,6 +11,7 @@ the child process.
 Usage (PostgreSQL reachable as a superuser or a role with CREATEDB):
 
     .venv/bin/python scripts/benchmark.py --patients 10000
+    .venv/bin/python scripts/benchmark.py --patients 10000,100000
     .venv/bin/python scripts/benchmark.py --patients 1000 --history-nights 7 --keep
     .venv/bin/python scripts/benchmark.py --networks-only cpu --patients 10000 --repeats 1
 
@@ -76,12 +77,12 @@ def print_items(title: str, items: dict[str, str]) -> None:
         print(f"- {key}: {value}")
 
 
-def print_build(args: argparse.Namespace, built: dict) -> None:
+def print_build(args: argparse.Namespace, patients: int, database: str, built: dict) -> None:
     print(
-        f"- as of {args.as_of.isoformat()}, seed {args.seed}, database {args.database} "
+        f"- as of {args.as_of.isoformat()}, seed {args.seed}, database {database} "
         f"({built['database_size']})"
     )
-    print(f"- active patients: {args.patients:,}; inactive patients: {args.inactive_patients:,}")
+    print(f"- active patients: {patients:,}; inactive patients: {args.inactive_patients:,}")
     for table, n in built["counts"].items():
         print(f"- {table}: {n:,} rows")
     print("- build: " + ", ".join(f"{k} {v:.1f} s" for k, v in built["timings"].items()))
@@ -128,7 +129,7 @@ def benchmark_networks(args: argparse.Namespace) -> None:
 
     print_items("Machine", machine())
     print("\n## Forward passes only\n")
-    timed = time_forward_passes(args.patients, args.model_dir, args.networks_only, args.repeats)
+    timed = time_forward_passes(args.patients[0], args.model_dir, args.networks_only, args.repeats)
     print(f"- networks: {timed.source}")
     print(f"- device: {timed.device}")
     print(f"- rows per model: {timed.rows:,}; torch {timed.torch_version}")
@@ -140,47 +141,78 @@ def benchmark_networks(args: argparse.Namespace) -> None:
 
 
 def benchmark_night(args: argparse.Namespace) -> None:
-    from bench_load import build_database, drop_database, postgres_info, psycopg_url, seed_history
-    from bench_night import run_in_fresh_process
+    from bench_load import postgres_info
 
     if not (args.model_dir / "manifest.json").is_file():
         raise SystemExit(f"no manifest.json in {args.model_dir}: train the models first")
-    url = psycopg_url(args.admin_url, args.database)
     print_items("Machine", machine() | postgres_info(args.admin_url))
+    first_nights = {}
+    for n in args.patients:
+        database = args.database if len(args.patients) == 1 else f"{args.database}_{n}"
+        heading = "" if len(args.patients) == 1 else f" ({n:,} active patients)"
+        first_nights[n] = benchmark_size(args, n, database, heading)
+    if len(first_nights) > 1:
+        print_scaling(first_nights)
 
-    print("\n## Synthetic warehouse\n")
+
+def benchmark_size(args: argparse.Namespace, patients: int, database: str, heading: str) -> dict:
+    """Build (or reuse) one warehouse, run its night(s); the first night's figures."""
+    from bench_load import build_database, drop_database, psycopg_url, seed_history
+    from bench_night import run_in_fresh_process
+
+    url = psycopg_url(args.admin_url, database)
+    print(f"\n## Synthetic warehouse{heading}\n")
     if args.reuse:
-        print(f"- reusing database {args.database}")
+        print(f"- reusing database {database}")
     else:
         built = build_database(
-            args.admin_url,
-            args.database,
-            args.patients,
-            args.inactive_patients,
-            args.as_of,
-            args.seed,
+            args.admin_url, database, patients, args.inactive_patients, args.as_of, args.seed
         )
-        print_build(args, built)
+        print_build(args, patients, database, built)
     try:
         first = run_in_fresh_process(url, args.as_of, args.model_dir, args.profile)
-        print_run("Nightly run (empty results tables)", first)
+        print_run(f"Nightly run (empty results tables){heading}", first)
         if args.history_nights:
             seed_history(url, args.as_of, args.history_nights)
             again = run_in_fresh_process(url, args.as_of, args.model_dir, args.profile)
             print_run(
                 f"Same night again, {args.history_nights} earlier nights stored "
-                "(report reads history, write replaces the night)",
+                f"(report reads history, write replaces the night){heading}",
                 again,
             )
     finally:
         if not args.keep:
-            drop_database(args.admin_url, args.database)
+            drop_database(args.admin_url, database)
+    return first
+
+
+def print_scaling(nights: dict[int, dict]) -> None:
+    """Each stage's seconds per size and its growth per patient (1.00x: linear)."""
+    sizes = sorted(nights)
+    small, large = sizes[0], sizes[-1]
+    stages = list(dict.fromkeys(k for n in sizes for k in nights[n]["stages"]))
+    print(f"\n## Scaling, first night: {small:,} to {large:,} patients\n")
+    print("Growth per patient: (seconds at the largest / at the smallest) / (size ratio);")
+    print("1.00x is linear in the cohort, above 1 grows faster than it.\n")
+    print("| stage | " + " | ".join(f"{n:,} s" for n in sizes) + " | growth per patient |")
+    print("|---|" + "---:|" * (len(sizes) + 1))
+    rows = [(stage, [nights[n]["stages"].get(stage, 0.0) for n in sizes]) for stage in stages]
+    rows.append(("**end-to-end**", [nights[n]["run_nightly_seconds"] for n in sizes]))
+    rows.append(("peak RSS MiB", [nights[n]["peak_rss_mib"] for n in sizes]))
+    for stage, values in rows:
+        growth = values[-1] / values[0] / (large / small) if values[0] > 0 else float("nan")
+        cells = " | ".join(f"{v:,.2f}" if "RSS" not in stage else f"{v:,.0f}" for v in values)
+        print(f"| {stage} | {cells} | {growth:.2f}x |")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--patients", type=int, default=10_000, help="active patients (default 10000)"
+        "--patients",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[10_000],
+        help="active patients, or several sizes separated by commas: one warehouse each "
+        "(database NAME_N), then a table of each stage's growth (default 10000)",
     )
     parser.add_argument(
         "--inactive-patients",
