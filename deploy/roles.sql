@@ -106,8 +106,10 @@ FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = :'schema'
   AND c.relname IN ('scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
-                    'crs_risk_explanations', 'data_quality_issues', 'night_claims',
-                    'crs_risk_latest', 'crs_risk_newest_per_patient', 'alembic_version')
+                    'crs_risk_explanations', 'model_performance', 'input_drift',
+                    'data_quality_issues', 'night_claims', 'crs_risk_latest',
+                    'crs_risk_newest_per_patient', 'model_performance_latest',
+                    'input_drift_latest', 'alembic_version')
   AND pg_get_userbyid(c.relowner) <> :'migrator'
 \gexec
 
@@ -126,12 +128,14 @@ WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 -- CREATE on the schema). TRUNCATE, REFERENCES and TRIGGER are not granted.
 SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO %I', :'schema', t, :'writer')
 FROM unnest(ARRAY['scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
-                   'crs_risk_explanations', 'data_quality_issues', 'night_claims']) AS t
+                   'crs_risk_explanations', 'model_performance', 'input_drift',
+                   'data_quality_issues', 'night_claims']) AS t
 WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 \gexec
 -- The views are read by the job's checks and by tests; SELECT only.
 SELECT format('GRANT SELECT ON %I.%I TO %I', :'schema', v, :'writer')
-FROM unnest(ARRAY['crs_risk_latest', 'crs_risk_newest_per_patient']) AS v
+FROM unnest(ARRAY['crs_risk_latest', 'crs_risk_newest_per_patient',
+                   'model_performance_latest', 'input_drift_latest']) AS v
 WHERE to_regclass(format('%I.%I', :'schema', v)) IS NOT NULL
 \gexec
 -- Serial id columns: INSERT needs nextval (USAGE) on their sequences.
@@ -139,7 +143,7 @@ SELECT format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', s, :'writer')
 FROM (
     SELECT pg_get_serial_sequence(format('%I.%I', :'schema', t), 'id') AS s
     FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
-                      'data_quality_issues']) AS t
+                      'model_performance', 'input_drift', 'data_quality_issues']) AS t
     WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 ) AS seqs
 WHERE s IS NOT NULL
@@ -165,7 +169,9 @@ WHERE to_regclass(format('%I.alembic_version', :'schema')) IS NOT NULL
 -- the run rows. Not the warehouse, not data_quality_issues (it holds raw lab text).
 SELECT format('GRANT SELECT ON %I.%I TO %I', :'schema', t, :'bi')
 FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
-                  'crs_risk_latest', 'crs_risk_newest_per_patient', 'scoring_runs']) AS t
+                  'crs_risk_latest', 'crs_risk_newest_per_patient', 'scoring_runs',
+                  'model_performance', 'input_drift', 'model_performance_latest',
+                  'input_drift_latest']) AS t
 WHERE to_regclass(format('%I.%I', :'schema', t)) IS NOT NULL
 \gexec
 \endif

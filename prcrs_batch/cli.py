@@ -135,30 +135,6 @@ def load_cohort_command(path: Path, model: str | None) -> None:
         click.echo(f"  {table}: {n} rows")
 
 
-def _echo_summary(summary: RunSummary) -> None:
-    click.echo(f"run {summary.run_id}  as of {summary.as_of.isoformat()}  {summary.status.upper()}")
-    click.echo(f"  patients  {summary.n_patients}")
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.status_counts.items()))
-    click.echo(f"  scores    {summary.n_scores}" + (f" ({counts})" if counts else ""))
-    click.echo(f"  alerts    {summary.n_alerts}")
-    top = ", ".join(
-        f"{n} {r}" for r, n in sorted(summary.data_issue_counts.items(), key=lambda kv: -kv[1])[:4]
-    )
-    click.echo(
-        f"  data      {summary.n_data_issues} lab values set aside or bounded"
-        + (f" ({top})" if top else "")
-    )
-    click.echo(f"  models    {summary.model_version or '-'}")
-    click.echo("  time      " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items()))
-    if summary.report_path or summary.report_error:
-        click.echo(f"  report    {summary.report_error or summary.report_path}")
-    click.echo(f"  email     {summary.email}")
-    for note in summary.notes:  # CRS grades unavailable, models in error
-        click.echo(f"  note      {note}")
-    if summary.error:
-        click.echo(f"  {'stale' if summary.status == 'stale_data' else 'error':<9} {summary.error}")
-
-
 def _run_dates(
     settings: Settings,
     dates: list[date],
@@ -169,19 +145,19 @@ def _run_dates(
 ) -> bool:
     """Run the nights, printing each one's summary (or JSON line, or a progress bar and a
     total); True when every night went well."""
-    from prcrs_batch import pipeline
+    from prcrs_batch import console, pipeline
     from prcrs_batch.run_metrics import record
 
     started = time.perf_counter()
     nights = pipeline.run_nights(settings, dates, send_email=send_email)
     done: list[RunSummary] = []
     with _setup_errors():
-        for summary in _with_progress(nights, len(dates)) if progress else nights:
+        for summary in console.with_progress(nights, len(dates)) if progress else nights:
             done.append(summary)
             if as_json:
                 click.echo(json.dumps(record(summary)))
             elif not progress:
-                _echo_summary(summary)
+                console.echo_summary(summary)
     if progress:
         statuses = ", ".join(f"{n} {s}" for s, n in Counter(s.status for s in done).items())
         click.echo(
@@ -191,35 +167,6 @@ def _run_dates(
             err=as_json,  # stdout stays JSON lines only
         )
     return all(s.ok for s in done)
-
-
-def _with_progress(nights: Iterator[RunSummary], total: int) -> Iterator[RunSummary]:
-    """One progress bar on a terminal (night n of N, time left), with a line for each night
-    that did not go well; elsewhere (a log) one short line per night."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    started = time.perf_counter()
-    bar = tqdm(total=total, desc="backfill", unit="night", file=sys.stderr, disable=None)
-    with bar, logging_redirect_tqdm():
-        for n, summary in enumerate(nights, start=1):
-            bar.set_postfix_str(f"{summary.as_of} {summary.status}", refresh=False)
-            bar.update()
-            if bar.disable or not summary.ok:
-                left = (time.perf_counter() - started) / n * (total - n)
-                why = f": {summary.error}" if summary.error else ""
-                tqdm.write(
-                    f"night {n}/{total} {summary.as_of} {summary.status} "
-                    f"({summary.n_alerts} alerts, email {summary.email}){why}; "
-                    f"about {left:.0f} s left",
-                    file=sys.stderr,
-                )
-            yield summary
-
-
-_JSON = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON line per night instead (stdout)."
-)
 
 
 @main.command()
@@ -302,6 +249,32 @@ def score(
     except adhoc.InputError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(answer)
+
+
+@main.command()
+@click.option("--days", default=90, show_default=True, help="Longest window shown.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead.")
+def monitor(days: int, as_json: bool) -> None:
+    """The latest model_performance and input_drift; exit code 2 when the `all` model's
+    discrimination or calibration crosses a limit (README, "Monitoring")."""
+    from prcrs_batch import console, watchdog
+    from prcrs_batch.db import make_engine
+
+    settings = _settings()
+    with _setup_errors():
+        performance, drifted = watchdog.latest(make_engine(settings.results_database_url), days)
+    breaches = watchdog.breaches(performance)
+    if as_json:
+        records = {"performance": performance, "input_drift": drifted}
+        out = {
+            k: json.loads(v.to_json(orient="records", date_format="iso"))
+            for k, v in records.items()
+        }
+        click.echo(json.dumps(out | {"breaches": breaches}, indent=2))
+    else:
+        console.echo_monitor(performance, drifted, breaches)
+    if breaches:
+        sys.exit(2)
 
 
 @main.command()

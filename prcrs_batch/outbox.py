@@ -58,7 +58,7 @@ def publish(
     asked again for each of them)."""
     sending = send_email and settings.email_enabled
     message = (
-        mailer.build_message(report, sender=settings.alert_from, recipients=settings.alert_to)
+        mailer.build_message(report, sender=settings.alert_from, recipients=settings.recipients)
         if sending
         else None
     )
@@ -92,7 +92,7 @@ def publish(
     if path is not None:
         path.with_suffix(".eml").unlink(missing_ok=True)
     resend_undelivered(settings, results_db, before=as_of)
-    return Published(path, report_error, f"sent to {len(settings.alert_to)} recipient(s)")
+    return Published(path, report_error, f"sent to {len(settings.recipients)} recipient(s)")
 
 
 def send_failure_notice(settings: Settings, run: RunInfo) -> str:
@@ -100,9 +100,11 @@ def send_failure_notice(settings: Settings, run: RunInfo) -> str:
     notice = build_failure_notice(
         run=run, error=run.error or "unknown error", language=settings.report_language
     )
-    message = mailer.build_message(notice, sender=settings.alert_from, recipients=settings.alert_to)
+    message = mailer.build_message(
+        notice, sender=settings.alert_from, recipients=settings.recipients
+    )
     failure = send(settings, message)
-    return f"failed: {failure}" if failure else f"sent to {len(settings.alert_to)} recipient(s)"
+    return f"failed: {failure}" if failure else f"sent to {len(settings.recipients)} recipient(s)"
 
 
 def _mark(
@@ -162,7 +164,7 @@ def send(settings: Settings, message: EmailMessage) -> str | None:
         mailer.send_message(
             message,
             sender=settings.alert_from,
-            recipients=settings.alert_to,
+            recipients=settings.recipients,
             **mailer.server_options(settings),
         )
     except mailer.MailError as exc:

@@ -27,11 +27,12 @@ from prcrs_batch import (
     outbox,
     report,
     results,
+    watchdog,
 )
 from prcrs_batch.db import make_engine, migrate, require_usable, with_db_retries
 from prcrs_batch.errors import describe
 from prcrs_batch.freshness import FeedState, assess_feed
-from prcrs_batch.night import score_night
+from prcrs_batch.night import ScoredNight, score_night
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import RunInfo
 from prcrs_batch.run_metrics import export_metrics
@@ -180,6 +181,7 @@ def _run_locked(
     except Exception as exc:  # a failed night is recorded and reported, never half-written
         _fail(settings, results_db, summary, exc, send_email)
         return summary
+    watch = _watch(settings, bundle, scored, window, warehouse, results_db, summary)
 
     try:
         with _stage(summary, "build report"):
@@ -191,6 +193,8 @@ def _run_locked(
                 data_issues=summary.data_issue_counts,
                 threshold=settings.alert_threshold,
                 language=settings.report_language,
+                watch=watch,
+                silent=settings.alert_mode == "silent",
             )
     except Exception as exc:  # the scores are stored; only the report is missing
         summary.report_error = f"report not built: {describe(exc)}"
@@ -301,6 +305,31 @@ def _read_history(results_db: Engine, as_of: date, trend_patients: list[str]) ->
             before=as_of,
             trend_patients=trend_patients,
         )
+
+
+def _watch(
+    settings: Settings,
+    bundle: artifacts.ModelBundle,
+    scored: ScoredNight,
+    window: Window,
+    warehouse: Engine,
+    results_db: Engine,
+    summary: RunSummary,
+) -> watchdog.Watch | None:
+    """The stored night measures the earlier ones (watchdog.py); a failure here is a note on
+    the report, never a failed night."""
+    try:
+        with _stage(summary, "monitor"):
+            watch = watchdog.watch_night(
+                settings, bundle, scored.features, window, warehouse, results_db
+            )
+            with results_db.begin() as connection:
+                watchdog.store(connection, watch, summary.run_id, window.as_of)
+        return watch
+    except Exception as exc:
+        summary.notes.append(f"monitoring not updated: {describe(exc)}")
+        log.error("run %s: monitoring not updated: %s", summary.run_id, describe(exc))
+        return None
 
 
 def _load_models(settings: Settings) -> artifacts.ModelBundle:

@@ -38,9 +38,10 @@ from prcrs_batch.errors import scrub_secrets
 from prcrs_batch.explanations import LabLine
 from prcrs_batch.history import HISTORY_COLUMNS, HISTORY_DAYS
 from prcrs_batch.i18n import translations
-from prcrs_batch.panel import HORIZONS, SEVERE_GRADE
+from prcrs_batch.panel import BY_CODE, HORIZONS, SEVERE_GRADE
 from prcrs_batch.resources import template_dir as default_template_dir
 from prcrs_batch.results import RunInfo
+from prcrs_batch.watchdog import Watch
 from prcrs_batch.wording import FIRST_STATES, Wording, format_pct
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def build_report(
     reasons: Mapping[str, Sequence[LabLine]] | None = None,
     template_dir: Path | None = None,
     language: str = "en",
+    watch: Watch | None = None,
+    silent: bool = False,
 ) -> Report:
     """Render the night's alert report (HTML and plain text) with its trend charts.
 
@@ -85,6 +88,8 @@ def build_report(
         reasons: patient_id -> the labs that raised the risk (`explanations.lab_lines`).
         template_dir: folder holding report.html, report.txt and base.html.
         language: "en" or "zh" (i18n.LANGUAGES).
+        watch: what the night measured of itself (watchdog.py), for the footer.
+        silent: silent mode: marked at the top as not for clinical use.
 
     Returns:
         The `Report`; nothing is written or sent.
@@ -113,6 +118,8 @@ def build_report(
     n_new = sum(1 for s in alerts if s.alert_state == "new")
     stale = run.status == "stale_data"
     subject = wording.subject(run.as_of, len(alerts), stale=stale, n_new=n_new)
+    if silent:
+        subject = "[SILENT] " + subject
     context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run),
@@ -140,6 +147,8 @@ def build_report(
         "trend_size": TREND_SIZE_PX,
         "trend_days": HISTORY_DAYS,
         "stale_data": run.error if run.status == "stale_data" else None,  # freshness.py's why
+        "silent": silent,
+        "watch": _watch_context(watch),
     }
     html = env.get_template("report.html").render(context)
     text = env.get_template("report.txt").render(context)
@@ -199,6 +208,28 @@ def template_environment(template_dir: Path | None = None, language: str = "en")
     env.filters["pct"] = format_pct
     env.filters["model_label"] = lambda model: model if model else "none"
     return env
+
+
+def _watch_context(watch: Watch | None) -> dict[str, Any] | None:
+    """The footer's monitoring figures: onsets warned of, observed vs expected, drift."""
+    if watch is None:
+        return None
+    perf = watch.performance
+    first = perf[(perf["model"] == "all") & (perf["horizon_days"] == HORIZONS[0])]
+    rates = first[first["n_predictions"] > 0].head(1)
+    drift = watch.drift
+    drifting = drift[drift["drifting"].astype(bool)] if len(drift) else drift
+    return {
+        "onsets": watch.onsets,
+        "rates": [
+            (int(r.window_days), format_pct(r.observed_rate), format_pct(r.mean_predicted))
+            for r in rates.itertuples()
+        ],
+        "drifting": [
+            (BY_CODE[a].display_name, f"{p:.2f}")
+            for a, p in zip(drifting["analyte"], drifting["psi"], strict=True)
+        ],
+    }
 
 
 def gettext_for(template_dir: Path | None, language: str) -> Callable[[str], str]:

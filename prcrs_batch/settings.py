@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     smtp_ca_file: FilePath | None = None  # CA bundle (PEM) for an internal CA; else the system's
     alert_from: str = "prcrs-batch@localhost"
     alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # silent: scored, stored and reported as usual, but mailed only to silent_to (validation)
+    alert_mode: Literal["live", "silent"] = "live"
+    silent_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    monitor_windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [30, 90])
 
     @field_validator("warehouse_url", "results_url", "migrator_url")
     @classmethod
@@ -116,14 +120,21 @@ class Settings(BaseSettings):
     def _empty_is_default(cls, value: object) -> object:
         return resources.model_dir() if value == "" else value
 
-    @field_validator("alert_to", mode="before")
+    @field_validator("alert_to", "silent_to", "monitor_windows", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
         if isinstance(value, str):  # "a@x.org, b@x.org" or "a@x.org; b@x.org"
             return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
         return value
 
-    @field_validator("alert_to")
+    @field_validator("monitor_windows")
+    @classmethod
+    def _check_windows(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= w <= 3650 for w in value):
+            raise ValueError("windows are days between 1 and 3650, e.g. 30,90")
+        return sorted(set(value))
+
+    @field_validator("alert_to", "silent_to")
     @classmethod
     def _check_recipients(cls, value: list[str]) -> list[str]:
         for address in value:
@@ -155,6 +166,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PRCRS_ALERT_TO must list at least one recipient when PRCRS_SMTP_HOST is set"
             )
+        if self.smtp_host and self.alert_mode == "silent" and not self.silent_to:
+            raise ValueError(
+                "PRCRS_SILENT_TO must list the validation team when PRCRS_ALERT_MODE=silent"
+            )
         if self.smtp_user and self.smtp_password is None:
             raise ValueError("PRCRS_SMTP_PASSWORD must be set when PRCRS_SMTP_USER is set")
         return self
@@ -167,6 +182,11 @@ class Settings(BaseSettings):
     def migration_url(self) -> str:
         """Where init-db runs the migrations: the schema owner's login when set."""
         return self.migrator_url or self.results_database_url
+
+    @property
+    def recipients(self) -> list[str]:
+        """Who gets the night's mail: the validation team only in silent mode."""
+        return self.silent_to if self.alert_mode == "silent" else self.alert_to
 
     @property
     def email_enabled(self) -> bool:

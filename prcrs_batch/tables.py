@@ -1,6 +1,6 @@
 """The results schema: typed SQLAlchemy tables, their views, and the comment on every table,
 view and column (PostgreSQL stores them with COMMENT ON; the README's "Results schema" is
-generated from the same text by `schema_markdown`). Alembic migrations create and upgrade it.
+generated from the same text, schema_text.py). Alembic migrations create and upgrade it.
 """
 
 from __future__ import annotations
@@ -227,6 +227,69 @@ data_quality_issues = Table(
     comment="One row per lab value or patient the night set aside or bounded, and why",
 )
 
+model_performance = Table(
+    "model_performance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True, comment="surrogate key"),
+    _run_id(),
+    Column("as_of", Date, nullable=False, comment="night that computed it"),
+    Column("model", String(16), nullable=False, comment=MODEL_COMMENT),
+    Column("horizon_days", Integer, nullable=False, comment="1, 2 or 3"),
+    Column(
+        "window_days",
+        Integer,
+        nullable=False,
+        comment="predictions whose target window ended in the last window_days days",
+    ),
+    Column("n_predictions", Integer, nullable=False, comment="stored ok risks judged"),
+    Column("n_patients", Integer, nullable=False, comment="patients among them"),
+    Column("n_events", Integer, nullable=False, comment="predictions followed by an onset"),
+    Column("auroc", Float, comment="AUROC (NULL: fewer than 5 events or 5 non-events)"),
+    Column("auroc_low", Float, comment="patient-bootstrap 95% interval, low"),
+    Column("auroc_high", Float, comment="patient-bootstrap 95% interval, high"),
+    Column("auprc", Float, comment="average precision (NULL as auroc)"),
+    Column("brier", Float, comment="Brier score of calibrated_risk"),
+    Column("mean_predicted", Float, comment="mean calibrated_risk: the expected event rate"),
+    Column("observed_rate", Float, comment="share of predictions followed by an onset"),
+    Column("calibration_intercept", Float, comment="calibration-in-the-large (NULL as auroc)"),
+    Column("calibration_slope", Float, comment="calibration slope, 1 is ideal (NULL as auroc)"),
+    Column("alert_sensitivity", Float, comment="share of events at or over the threshold"),
+    Column(
+        "alert_ppv", Float, comment="share of risks at or over the threshold followed by an onset"
+    ),
+    Column(
+        "median_lead_days",
+        Float,
+        comment="median days from first crossing the threshold to the onset, flagged onsets",
+    ),
+    UniqueConstraint("as_of", "model", "horizon_days", "window_days"),
+    Index(None, "run_id"),
+    comment="How the stored risks did once the outcomes arrived (monitoring.py), per night",
+)
+
+input_drift = Table(
+    "input_drift",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True, comment="surrogate key"),
+    _run_id(),
+    Column("as_of", Date, nullable=False, comment="night"),
+    Column("analyte", String(32), nullable=False, comment="panel code, e.g. il6"),
+    Column("n", Integer, nullable=False, comment="active patients with a value tonight"),
+    Column("share_observed", Float, comment="share of active patients with a value"),
+    Column("train_share_observed", Float, comment="share of training patient-days with one"),
+    Column(
+        "psi",
+        Float,
+        comment="population stability index against the training deciles (NULL: < 20 values)",
+    ),
+    Column("median", Float, comment="median value tonight, model unit"),
+    Column("train_median", Float, comment="median training value, model unit"),
+    Column("drifting", Boolean, nullable=False, comment="psi over 0.25 (a major shift)"),
+    UniqueConstraint("as_of", "analyte"),
+    Index(None, "run_id"),
+    comment="Tonight's lab values against the training data's, per analyte (drift.py)",
+)
+
 # One row per scored night claimed by a scheduler: the primary key is the lock that
 # stops two schedulers on two hosts from scoring the same night.
 night_claims = Table(
@@ -244,11 +307,12 @@ _LATEST_REPORTED = (
     + ", ".join(repr(s) for s in REPORTED)
     + ")"
 )
-# name -> (comment, SQL); the views' columns are crs_risk_scores' and carry its comments
+# name -> (comment, SQL, the table whose columns (and comments) the view shows)
 VIEWS = {
     "crs_risk_latest": (
         "The rows of the latest night that was reported (status succeeded or stale_data) only",
         f"SELECT s.* FROM crs_risk_scores AS s WHERE s.as_of = ({_LATEST_REPORTED})",
+        "crs_risk_scores",
     ),
     "crs_risk_newest_per_patient": (
         "Each patient's newest row per model and horizon, however old (stale patients too)",
@@ -263,66 +327,14 @@ JOIN (
  AND s.model = newest.model
  AND s.horizon_days = newest.horizon_days
  AND s.as_of = newest.as_of""",
+        "crs_risk_scores",
     ),
 }
 
 
-def create_views_sql() -> list[str]:
-    """CREATE VIEW statements for VIEWS (drop them first when upgrading)."""
-    return [f"CREATE VIEW {name} AS\n{sql}" for name, (_, sql) in VIEWS.items()]
-
-
-def comment_sql() -> list[str]:
-    """PostgreSQL COMMENT ON statements for every table, view and column."""
-
-    def quoted(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    statements = []
-    for table in metadata.sorted_tables:
-        statements.append(f"COMMENT ON TABLE {table.name} IS {quoted(table.comment or '')}")
-        for column in table.columns:
-            target = f"{table.name}.{column.name}"
-            statements.append(f"COMMENT ON COLUMN {target} IS {quoted(column.comment or '')}")
-    for name, (comment, _) in VIEWS.items():
-        statements.append(f"COMMENT ON VIEW {name} IS {quoted(comment)}")
-        for column in crs_risk_scores.columns:
-            target = f"{name}.{column.name}"
-            statements.append(f"COMMENT ON COLUMN {target} IS {quoted(column.comment or '')}")
-    return statements
-
-
-def schema_markdown() -> str:
-    """The README's table-by-table schema, from the same comments."""
-    lines = []
-    for table in [
-        scoring_runs,
-        crs_patient_nights,
-        crs_risk_explanations,
-        crs_risk_scores,
-        data_quality_issues,
-        night_claims,
-    ]:
-        lines += [
-            f"**`{table.name}`**: {table.comment}.",
-            "",
-            "| column | type | meaning |",
-            "|---|---|---|",
-        ]
-        for column in table.columns:
-            kind = _kind(column)
-            lines.append(f"| `{column.name}` | {kind} | {column.comment} |")
-        lines.append("")
-    for name, (comment, _) in VIEWS.items():
-        lines += [f"**`{name}`** (view, the columns of `crs_risk_scores`): {comment}.", ""]
-    return "\n".join(lines)
-
-
-def _kind(column: Column) -> str:
-    """A column's type as the README states it."""
-    kind = column.type
-    if isinstance(kind, DateTime):
-        return "timestamp with time zone" if kind.timezone else "timestamp (warehouse clock)"
-    if isinstance(kind, String) and not isinstance(kind, Text):
-        return "text"
-    return str(kind).lower()
+for _table in ("model_performance", "input_drift"):
+    VIEWS[f"{_table}_latest"] = (
+        f"The {_table} rows of the latest night that computed them",
+        f"SELECT * FROM {_table} WHERE as_of = (SELECT MAX(as_of) FROM {_table})",
+        _table,
+    )

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from prcrs_batch import artifacts, calibration, cv, datasets, features
+from prcrs_batch import artifacts, calibration, cv, datasets, drift, features
 from prcrs_batch.metrics import binary_metrics
 from prcrs_batch.networks import PrCRS, PrCRSConfig, build, predict, slots_for
 from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
@@ -371,7 +371,8 @@ def train(
         entries=entries,
         seed=seed,
         train_config=asdict(cfg) | {"quick": quick},
-        data_info=datasets.fingerprint(frame, cohort_path, covid_path),
+        data_info=datasets.fingerprint(frame, cohort_path, covid_path)
+        | {"input_reference": drift.reference(frame)},
         train_seconds=seconds,
     )
     logger.info("trained %d models in %.0f s -> %s", len(entries), seconds, output_dir)

@@ -37,10 +37,17 @@ RESULTS_TABLES = (
     "crs_risk_scores",
     "crs_patient_nights",
     "crs_risk_explanations",
+    "model_performance",
+    "input_drift",
     "data_quality_issues",
     "night_claims",
 )
-VIEWS = ("crs_risk_latest", "crs_risk_newest_per_patient")
+VIEWS = (
+    "crs_risk_latest",
+    "crs_risk_newest_per_patient",
+    "model_performance_latest",
+    "input_drift_latest",
+)
 
 postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -218,7 +225,7 @@ def test_migrator_owns_the_results_schema(db_url, roles):
                 ([*RESULTS_TABLES, *VIEWS, "alembic_version"],),
             ).fetchall()
         )
-    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 9
+    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 13
     with _as(db_url, roles["migrator"]) as conn:
         conn.execute("ALTER TABLE crs_risk_scores ADD COLUMN migrated int")
         conn.execute("CREATE TABLE later_results (id serial PRIMARY KEY)")

@@ -13,7 +13,7 @@ Create Date: 2026-11-27 01:30:00
 import sqlalchemy as sa
 
 from alembic import op
-from prcrs_batch.tables import comment_sql, create_views_sql
+from prcrs_batch.schema_text import comment_sql, create_views_sql
 
 revision = "0003"
 down_revision = "0002"
@@ -28,6 +28,16 @@ ALERT_STATES = (
     "alert_state IN ('new', 'rising', 'continuing', 'falling', 'none', 'already_severe', "
     "'not_scorable')"
 )
+# This revision's tables and views (later revisions add their own; the texts are tables.py's)
+TABLES = (
+    "scoring_runs",
+    "crs_risk_scores",
+    "crs_patient_nights",
+    "crs_risk_explanations",
+    "data_quality_issues",
+    "night_claims",
+)
+VIEWS = ("crs_risk_latest", "crs_risk_newest_per_patient")
 OLD_VIEW_SQL = """
 CREATE VIEW crs_risk_latest AS
 SELECT s.*
@@ -113,10 +123,10 @@ def upgrade() -> None:
     with op.batch_alter_table("scoring_runs") as batch_op:
         batch_op.drop_constraint(op.f("ck_scoring_runs_status"), type_="check")
         batch_op.create_check_constraint(op.f("ck_scoring_runs_status"), RUN_STATUSES["new"])
-    for statement in create_views_sql():
+    for statement in create_views_sql(VIEWS):
         op.execute(statement)
     if op.get_bind().dialect.name == "postgresql":
-        for statement in comment_sql():
+        for statement in comment_sql(TABLES, VIEWS):
             op.execute(statement)
 
 

@@ -1,0 +1,184 @@
+"""The job watches itself: model_performance agrees with an independent computation on the
+same stored predictions, a unit change at the source shows as drift, and silent mode mails
+only the validation team."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+from click.testing import CliRunner
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sqlalchemy import select
+
+from prcrs_batch import drift, monitoring
+from prcrs_batch.cli import main
+from prcrs_batch.cohort import crs_assessments
+from prcrs_batch.datasets import training_frame
+from prcrs_batch.tables import crs_risk_scores, input_drift, model_performance
+from tests.support import TEST_DATA
+from tests.support.nightly import AS_OF, run_night
+
+NIGHTS = [AS_OF + timedelta(days=k) for k in range(-3, 3)]
+
+
+def _table(engine, query) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        result = connection.execute(query)
+        return pd.DataFrame([tuple(r) for r in result], columns=list(result.keys()))
+
+
+def _independent(stored: pd.DataFrame, grades: pd.DataFrame, last, window: int) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """The target written out again: onset of grade >= 3 on days n+1..n+h, patient not yet
+    severe on day n, every day assessed unless an onset was seen."""
+    day_grade: dict[tuple[str, object], int] = {}
+    for pid, day, grade in grades.itertuples(index=False):
+        key = (str(pid), pd.Timestamp(day).date())
+        day_grade[key] = max(int(grade), day_grade.get(key, -1))
+    rows = []
+    for r in stored.itertuples():
+        night = pd.Timestamp(r.as_of).date()
+        target = night + timedelta(days=int(r.horizon_days))
+        if not (last - timedelta(days=window) < target <= last):
+            continue
+        earlier = [d for (p, d) in day_grade if p == r.patient_id and d <= night]
+        if earlier and day_grade[(r.patient_id, max(earlier))] >= 3:
+            continue
+        later = [
+            day_grade.get((r.patient_id, night + timedelta(days=k)))
+            for k in range(1, int(r.horizon_days) + 1)
+        ]
+        if any(g is not None and g >= 3 for g in later):
+            y = 1
+        elif all(g is not None for g in later):
+            y = 0
+        else:
+            continue
+        rows.append((r.model, int(r.horizon_days), r.patient_id, r.calibrated_risk, y))
+    return pd.DataFrame(rows, columns=["model", "horizon_days", "patient_id", "risk", "y"])
+
+
+def test_performance_matches_an_independent_computation(settings, warehouse):
+    settings = settings.model_copy(update={"monitor_windows": [30]})
+    for night in NIGHTS:
+        assert run_night(settings, warehouse, as_of=night).status == "succeeded"
+    last = NIGHTS[-1]
+    s = crs_risk_scores.c
+    stored = _table(
+        warehouse,
+        select(s.patient_id, s.as_of, s.model, s.horizon_days, s.calibrated_risk).where(
+            s.status == "ok", s.as_of < last
+        ),
+    )
+    grades = _table(
+        warehouse,
+        select(
+            crs_assessments.c.patient_id, crs_assessments.c.assessed_on, crs_assessments.c.grade
+        ),
+    )
+    expected = _independent(stored, grades, last, 30)
+    got = _table(warehouse, select(model_performance).where(model_performance.c.as_of == last))
+    assert len(got) == 18 and set(got["window_days"]) == {30}
+    for row in got.itertuples():
+        mine = expected[
+            (expected["model"] == row.model) & (expected["horizon_days"] == row.horizon_days)
+        ]
+        assert row.n_predictions == len(mine), (row.model, row.horizon_days)
+        assert row.n_events == int(mine["y"].sum())
+        assert row.n_patients == mine["patient_id"].nunique()
+        if len(mine):
+            assert np.isclose(row.observed_rate, mine["y"].mean())
+            assert np.isclose(row.mean_predicted, mine["risk"].mean())
+            assert np.isclose(row.brier, np.mean((mine["risk"] - mine["y"]) ** 2))
+        enough = row.n_events >= 5 and row.n_predictions - row.n_events >= 5
+        assert pd.isna(row.auroc) == (not enough)  # the stated too-few rule
+        if enough:
+            assert np.isclose(row.auroc, roc_auc_score(mine["y"], mine["risk"]))
+            assert row.auroc_low <= row.auroc <= row.auroc_high
+    assert (got["n_predictions"] > 0).any()
+    drifted = _table(warehouse, select(input_drift).where(input_drift.c.as_of == last))
+    assert len(drifted) == 42
+    outcome = CliRunner().invoke(
+        main,
+        ["monitor"],
+        env={
+            "PRCRS_WAREHOUSE_URL": settings.warehouse_url,
+            "PRCRS_MODEL_DIR": str(settings.model_dir),
+        },
+    )
+    assert outcome.exit_code in (0, 2), outcome.output
+    assert "monitoring as of" in outcome.output
+
+
+def test_discrimination_and_calibration_figures_on_many_predictions():
+    """The tiny cohort's nights have too few onsets for an AUROC: here 300 synthetic
+    patients over 20 nights, judged by monitoring.performance and by sklearn."""
+    rng = np.random.default_rng(3)
+    last = AS_OF
+    rows, assessed = [], []
+    for i in range(300):
+        pid = f"SYN-{i}"
+        risk = rng.uniform(0.01, 0.6)
+        onset = rng.random() < risk  # riskier patients have their onset more often
+        onset_day = last - timedelta(days=int(rng.integers(1, 20)))
+        for k in range(25, -1, -1):
+            day = last - timedelta(days=k)
+            grade = 3 if onset and day >= onset_day else int(rng.integers(0, 2))
+            assessed.append((pid, day, grade))
+            rows.append(
+                (pid, day, "all", 1, float(np.clip(risk + rng.normal(0, 0.05), 0, 1)), "ok")
+            )
+    stored = pd.DataFrame(
+        rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk", "status"]
+    )
+    grades = pd.DataFrame(assessed, columns=["patient_id", "assessed_on", "grade"])
+    got = monitoring.performance(stored, monitoring.daily_grades(grades), last, [14], 0.27).iloc[0]
+    expected = _independent(stored, grades, last, 14)
+    assert got["n_events"] == expected["y"].sum() >= 5
+    assert np.isclose(got["auroc"], roc_auc_score(expected["y"], expected["risk"]))
+    logit = np.log(
+        expected["risk"].clip(1e-6, 1 - 1e-6) / (1 - expected["risk"].clip(1e-6, 1 - 1e-6))
+    )
+    slope = (
+        LogisticRegression(penalty=None, solver="newton-cg", tol=1e-10, max_iter=1000)
+        .fit(logit.to_numpy()[:, None], expected["y"])
+        .coef_[0, 0]
+    )
+    assert np.isclose(got["calibration_slope"], slope, atol=1e-3)
+    flagged = expected["risk"] >= 0.27
+    assert np.isclose(got["alert_sensitivity"], flagged[expected["y"] == 1].mean())
+    assert np.isclose(got["alert_ppv"], expected["y"][flagged].mean())
+
+
+def test_a_unit_change_at_the_source_shows_as_drift():
+    frame = training_frame(TEST_DATA / "tiny_cohort.csv")
+    reference = drift.reference(frame)
+    night = frame.sample(120, replace=True, random_state=0).reset_index(drop=True)
+    steady = drift.drift(night, reference).set_index("analyte")
+    shifted_night = night.assign(crp=night["crp"] * 10)  # mg/dL values sent as mg/L
+    shifted = drift.drift(shifted_night, reference).set_index("analyte")
+    assert not steady.loc["crp", "drifting"] and steady.loc["crp", "psi"] < 0.1
+    assert shifted.loc["crp", "drifting"] and shifted.loc["crp", "psi"] > 1.0
+    assert shifted.drop(index="crp")["psi"].equals(steady.drop(index="crp")["psi"])
+
+
+def test_silent_mode_mails_only_the_validation_team(settings, warehouse, smtp_sink):
+    settings = settings.model_copy(
+        update={
+            "smtp_host": smtp_sink.host,
+            "smtp_port": smtp_sink.port,
+            "smtp_starttls": False,
+            "alert_to": ["oncall@hospital.example"],
+            "alert_mode": "silent",
+            "silent_to": ["validation@hospital.example"],
+        }
+    )
+    summary = run_night(settings, warehouse)
+    assert summary.email.startswith("sent"), summary.email
+    [(_, recipients, _)] = smtp_sink.handler.received
+    assert recipients == ["validation@hospital.example"]
+    [message] = smtp_sink.messages
+    assert message["Subject"].startswith("[SILENT] ")
+    assert "not for clinical use" in message.get_body(("plain",)).get_content()
