@@ -1,9 +1,10 @@
 """Input drift: tonight's lab values against the training data's, per analyte.
 
 At training time `reference` stores, per analyte, the share of training patient-days with a
-value and the deciles of the observed values (model units) in the manifest
-(`training_data.input_reference`). Each night `drift` compares tonight's latest values
-(features.lab_matrix) with it by the population stability index over those ten bins,
+value, the deciles of the observed values (model units) and the training share in each of
+the bins they bound (not 10 % each where values tie, e.g. at a detection limit), in the
+manifest (`training_data.input_reference`). Each night `drift` compares tonight's latest
+values (features.lab_matrix) with it by the population stability index over those bins,
 
     PSI = sum over bins (tonight - training) * ln(tonight / training)  (shares, floored at 1e-4)
 
@@ -44,29 +45,36 @@ def reference(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for code in ANALYTE_CODES:
         values = frame[code].dropna().to_numpy(float) if code in frame else np.array([])
+        deciles = np.quantile(values, np.linspace(0.1, 0.9, 9)) if len(values) else []
+        edges = [float(x) for x in deciles]
         out[code] = {
             "share_observed": round(float(len(values) / max(len(frame), 1)), 6),
-            "edges": [float(x) for x in np.quantile(values, np.linspace(0.1, 0.9, 9))]
-            if len(values)
-            else [],
+            "edges": edges,
+            "shares": [round(float(x), 6) for x in _shares(values, edges)] if edges else [],
             "median": float(np.median(values)) if len(values) else None,
         }
     return out
 
 
-def psi(values: np.ndarray, edges: list[float]) -> float:
-    """PSI of `values` against the training deciles `edges` (10 bins of 10% each).
+def _shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """The share of `values` in each of the len(edges) + 1 bins the edges bound."""
+    bins = np.searchsorted(np.asarray(edges), values, side="right")
+    return np.bincount(bins, minlength=len(edges) + 1) / max(len(values), 1)
+
+
+def psi(values: np.ndarray, edges: list[float], expected: list[float]) -> float:
+    """PSI of `values` against the training shares `expected` of the bins `edges` bound.
 
     >>> rng = np.random.default_rng(0); train = rng.lognormal(3, 1, 5000)
-    >>> edges = list(np.quantile(train, np.linspace(0.1, 0.9, 9)))
-    >>> psi(rng.lognormal(3, 1, 500), edges) < 0.1, psi(10 * rng.lognormal(3, 1, 500), edges) > 1
-    (True, True)
+    >>> ref = reference(pd.DataFrame({"il6": train}))["il6"]
+    >>> psi(rng.lognormal(3, 1, 500), ref["edges"], ref["shares"]) < 0.1
+    True
+    >>> psi(10 * rng.lognormal(3, 1, 500), ref["edges"], ref["shares"]) > 1
+    True
     """
-    bins = np.searchsorted(np.asarray(edges), values, side="right")
-    tonight = np.bincount(bins, minlength=len(edges) + 1) / max(len(values), 1)
-    expected = np.full(len(edges) + 1, 1 / (len(edges) + 1))
-    tonight, expected = np.maximum(tonight, FLOOR), np.maximum(expected, FLOOR)
-    return float(np.sum((tonight - expected) * np.log(tonight / expected)))
+    tonight = np.maximum(_shares(values, edges), FLOOR)
+    training = np.maximum(np.asarray(expected, float), FLOOR)
+    return float(np.sum((tonight - training) * np.log(tonight / training)))
 
 
 def drift(features: pd.DataFrame, ref: dict[str, dict[str, object]]) -> pd.DataFrame:
@@ -76,7 +84,8 @@ def drift(features: pd.DataFrame, ref: dict[str, dict[str, object]]) -> pd.DataF
         values = features[code].dropna().to_numpy(float) if code in features else np.array([])
         train = ref.get(code, {})
         edges = cast("list[float]", train.get("edges") or [])
-        score = psi(values, edges) if len(values) >= MIN_VALUES and edges else None
+        shares = cast("list[float]", train.get("shares") or [])
+        score = psi(values, edges, shares) if len(values) >= MIN_VALUES and shares else None
         rows.append(
             {
                 "analyte": code,
