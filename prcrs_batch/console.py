@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pandas as pd
 
 from prcrs_batch.alerts import records
-from prcrs_batch.pipeline import RunSummary
+
+if TYPE_CHECKING:  # console is part of the CLI, the top: it prints the pipeline's summaries
+    from prcrs_batch.pipeline import RunSummary
 
 
 def echo_summary(summary: RunSummary) -> None:

@@ -143,8 +143,9 @@ def lab_lines(
         return {}
     longest = explained.groupby("patient_id")["horizon_days"].transform("max")
     shown = explained[explained["horizon_days"] == longest].sort_values(["patient_id", "rank"])
-    when = _by_key(clean)
-    before = _by_key(previous)
+    explained_ids = set(shown["patient_id"].astype(str))
+    when = _by_key(clean[clean["patient_id"].astype(str).isin(explained_ids)])
+    before = _by_key(previous[previous["patient_id"].astype(str).isin(explained_ids)])
     out: dict[str, list[LabLine]] = {}
     for pid, code, value, unit, contribution, horizon in shown[
         ["patient_id", "analyte", "value", "unit", "contribution", "horizon_days"]

@@ -20,7 +20,7 @@ from prcrs_batch.artifacts import ModelBundle
 from prcrs_batch.panel import HORIZONS
 from prcrs_batch.settings import Settings
 from prcrs_batch.tables import crs_patient_nights, crs_risk_scores, input_drift, model_performance
-from prcrs_batch.warehouse import Window, crs_assessments
+from prcrs_batch.warehouse import WarehouseError, Window, crs_assessments
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +62,24 @@ def watch_night(
             connection,
             select(n.patient_id, n.as_of, n.alert).where(n.as_of >= since, n.as_of <= as_of),
         )
-    with warehouse.connect() as connection:
-        assessments = crs_assessments(
-            connection=connection,
-            first_infusion=since - timedelta(days=settings.active_days),
-            last_infusion=as_of,
-            source=window.source,
-        )
+    try:
+        with warehouse.connect() as connection:
+            assessments = crs_assessments(
+                connection=connection,
+                first_infusion=since - timedelta(days=settings.active_days),
+                last_infusion=as_of,
+                source=window.source,
+            )
+    except WarehouseError as exc:  # grades are optional: the night's notes already say so
+        logger.warning("no outcomes to judge the stored risks by: %s", exc)
+        assessments = pd.DataFrame(columns=["patient_id", "assessed_on", "grade"])
     grades = monitoring.daily_grades(assessments)
-    performance = monitoring.performance(
-        predictions, grades, as_of, settings.monitor_windows, settings.alert_threshold
+    performance = (
+        monitoring.performance(
+            predictions, grades, as_of, settings.monitor_windows, settings.alert_threshold
+        )
+        if grades
+        else pd.DataFrame(columns=monitoring.COLUMNS)
     )
     reference = bundle.manifest.get("training_data", {}).get("input_reference")
     drifted = drift.drift(features, reference) if reference else pd.DataFrame(columns=drift.COLUMNS)
