@@ -142,7 +142,7 @@ def test_discrimination_and_calibration_figures_on_many_predictions():
         expected["risk"].clip(1e-6, 1 - 1e-6) / (1 - expected["risk"].clip(1e-6, 1 - 1e-6))
     )
     slope = (
-        LogisticRegression(penalty=None, solver="newton-cg", tol=1e-10, max_iter=1000)
+        LogisticRegression(C=np.inf, solver="newton-cg", tol=1e-10, max_iter=1000)
         .fit(logit.to_numpy()[:, None], expected["y"])
         .coef_[0, 0]
     )
