@@ -30,7 +30,7 @@ class ScoredNight:
 
     patients: pd.DataFrame  # the active cohort with labs_from/labs_to/set_aside
     clean: pd.DataFrame  # the values used (labs.clean_labs, latest_only)
-    previous: pd.DataFrame  # the results before them (labs.previous_results)
+    previous: pd.DataFrame  # the results before them, explained patients (labs.previous_results)
     issues: pd.DataFrame  # every recorded decision
     features: pd.DataFrame  # the 42 analyte columns per patient
     scores: pd.DataFrame  # scoring.COLUMNS
@@ -63,7 +63,6 @@ def score_night(
     with stage("clean labs"):
         now = pd.Timestamp(window.now or datetime.now())
         clean, issues = clean_labs(night.labs, now=now, latest_only=True)
-        previous = previous_results(night.labs, clean, now=now)
         issues = pd.concat([night.issues, issues], ignore_index=True)
     with stage("features"):
         features = lab_matrix(clean, night.patients["patient_id"].tolist())
@@ -95,6 +94,11 @@ def score_night(
             if s.model and (s.alert or settings.explain_all)
         }
         explained = explanations.explain(bundle, features, chosen, device=settings.device)
+        # the results before the values used, for the explained patients' lab lines only
+        ids = set(explained["patient_id"].astype(str))
+        mine = night.labs[night.labs["patient_id"].astype(str).isin(ids)]
+        used = clean[clean["patient_id"].astype(str).isin(ids)]
+        previous = previous_results(mine, used, now=now)
     return ScoredNight(
         patients, clean, previous, issues, features, scores, summaries, recent, explained
     )
