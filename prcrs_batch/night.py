@@ -95,9 +95,9 @@ def score_night(
         }
         explained = explanations.explain(bundle, features, chosen, device=settings.device)
         # the results before the values used, for the explained patients' lab lines only
-        ids = set(explained["patient_id"].astype(str))
-        mine = night.labs[night.labs["patient_id"].astype(str).isin(ids)]
-        used = clean[clean["patient_id"].astype(str).isin(ids)]
+        shown = set(explained["patient_id"].astype(str))
+        mine = night.labs[night.labs["patient_id"].astype(str).isin(shown)]
+        used = clean[clean["patient_id"].astype(str).isin(shown)]
         previous = previous_results(mine, used, now=now)
     return ScoredNight(
         patients, clean, previous, issues, features, scores, summaries, recent, explained

@@ -133,7 +133,7 @@ def replace_night(
         (crs_risk_explanations, explanations),
     ):
         if frame is not None and len(frame):
-            _insert_many(connection, table, [{**night, **row} for row in _plain_rows(frame)])
+            _insert_many(connection, table, [{**night, **row} for row in plain_rows(frame)])
     issue_rows = [
         {
             "run_id": run.run_id,
@@ -154,7 +154,7 @@ def replace_night(
     _insert_many(connection, data_quality_issues, issue_rows)
 
 
-def _plain_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
+def plain_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
     """Rows as dicts of plain Python values (None for NaN/NaT, datetime for Timestamp)."""
     columns = [str(c) for c in frame.columns]
     out = []

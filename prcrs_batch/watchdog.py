@@ -8,7 +8,6 @@ rows). `latest` reads them back for `prcrs-batch monitor`, with the limits it pa
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -18,6 +17,7 @@ from sqlalchemy import Connection, Engine, Select, delete, func, insert, select
 from prcrs_batch import drift, monitoring
 from prcrs_batch.artifacts import ModelBundle
 from prcrs_batch.panel import HORIZONS
+from prcrs_batch.results import plain_rows
 from prcrs_batch.settings import Settings
 from prcrs_batch.tables import crs_patient_nights, crs_risk_scores, input_drift, model_performance
 from prcrs_batch.warehouse import WarehouseError, Window, crs_assessments
@@ -97,7 +97,7 @@ def store(connection: Connection, watch: Watch, run_id: str, as_of: date) -> Non
     for table, frame in ((model_performance, watch.performance), (input_drift, watch.drift)):
         connection.execute(delete(table).where(table.c.as_of == as_of))
         if len(frame):
-            rows = [{**night, **_plain(row)} for row in frame.to_dict("records")]
+            rows = [{**night, **row} for row in plain_rows(frame)]
             connection.execute(insert(table), rows)
 
 
@@ -141,15 +141,3 @@ def breaches(performance: pd.DataFrame) -> list[str]:
 def _frame(connection: Connection, query: Select) -> pd.DataFrame:
     result = connection.execute(query)
     return pd.DataFrame([tuple(r) for r in result], columns=list(result.keys()))
-
-
-def _plain(row: dict) -> dict:
-    """None for NaN, Python numbers for numpy ones."""
-    out = {}
-    for key, value in row.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            value = None
-        elif hasattr(value, "item"):
-            value = value.item()
-        out[key] = value
-    return out
