@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from prcrs_batch.history import ALERT_STATES
 from prcrs_batch.panel import FACTOR_SETS, HORIZONS
 
 MODELS = tuple(FACTOR_SETS)
@@ -29,7 +30,6 @@ MODELS = tuple(FACTOR_SETS)
 SCORE_STATUSES = ("ok", "insufficient_inputs", "error", "already_severe")
 RUN_STATUSES = ("running", "succeeded", "failed", "stale_data", "superseded")
 REPORTED = ("succeeded", "stale_data")  # run statuses whose night was reported
-ALERT_STATES = ("new", "rising", "continuing", "falling", "none", "already_severe", "not_scorable")
 
 metadata = MetaData(
     naming_convention={
