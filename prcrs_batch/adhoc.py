@@ -25,6 +25,7 @@ from prcrs_batch.artifacts import ModelBundle
 from prcrs_batch.cohort import warehouse_metadata
 from prcrs_batch.history import HISTORY_COLUMNS
 from prcrs_batch.night import ScoredNight, score_night
+from prcrs_batch.results import plain_rows
 from prcrs_batch.scoring import COLUMNS as SCORE_COLUMNS
 from prcrs_batch.settings import Settings
 from prcrs_batch.warehouse import Window, read_night
@@ -121,7 +122,7 @@ def score_request(settings: Settings, bundle: ModelBundle, request: Request) -> 
             rows = [{"patient_id": p, "infusion_date": infused} for p in ids]
             connection.execute(insert(tables["cart_infusions"]), rows)
         if len(labs):
-            connection.execute(insert(tables["lab_results"]), _records(labs))
+            connection.execute(insert(tables["lab_results"]), plain_rows(labs))
         if request.grade is not None and ids:
             grades = [
                 {"patient_id": p, "assessed_on": request.as_of, "grade": request.grade} for p in ids
@@ -179,41 +180,26 @@ def as_json_list(scored: ScoredNight, as_of: date) -> list[dict[str, Any]]:
                 "recommended_model": s.model,
                 "alert": s.alert,
                 "why": s.why,
-                "risks": [_plain(r) for r in risks[SCORE_COLUMNS[1:]].to_dict("records")],
-                "explanations": [
-                    _plain(r) for r in explained.drop(columns="patient_id").to_dict("records")
-                ],
-                "data_issues": [_plain(r) for r in issues[ISSUE_FIELDS].to_dict("records")],
+                "risks": _json_rows(risks[SCORE_COLUMNS[1:]]),
+                "explanations": _json_rows(explained.drop(columns="patient_id")),
+                "data_issues": _json_rows(issues[ISSUE_FIELDS]),
             }
         )
     return out
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {k: (None if _missing(v) else v) for k, v in row.items()}
-        for row in frame.astype(object).to_dict("records")
-    ]
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """results.plain_rows made JSON-ready (`_json_value`)."""
+    return [{k: _json_value(v) for k, v in row.items()} for row in plain_rows(frame)]
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    """JSON-ready values: None for NaN/NaT, ISO text for times, Python numbers."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if _missing(value):
-            value = None
-        elif isinstance(value, (pd.Timestamp, datetime, date)):
-            value = value.isoformat()
-        elif hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        out[key] = value
-    return out
+def _json_value(value: object) -> object:
+    """ISO text for a time, None for a non-finite number, else the value."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
