@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from prcrs_batch.screening import (
@@ -134,11 +135,6 @@ def parse_value(raw: object) -> ParsedValue:
     return ParsedValue(number, CENSORED if match["op"] else None)
 
 
-def is_plausible(analyte: str, value: float) -> bool:
-    low, high = PLAUSIBLE_RANGES[analyte]
-    return low <= value <= high
-
-
 CLEAN_COLUMNS = ["patient_id", "collected_at", "analyte", "value"]
 
 
@@ -222,15 +218,22 @@ def _newest_usable(
     """Each patient's newest usable result per analyte: rows judged newest first, older ones
     only while the newer were unusable; (clean, issues of the rows judged)."""
     cleans, issue_parts = [], []
-    pending = keyed.assign(key=lambda f: f["patient_id"].astype(str) + "\x1f" + f["code"])
+    ids = keyed["patient_id"]
+    if pd.api.types.infer_dtype(ids, skipna=True) != "string":
+        ids = ids.map(str)  # as clean_labs writes them: 42 and "42" are one patient
+    pending = keyed.assign(patient_id=ids)
     while not pending.empty:
-        newest = pending.groupby("key", sort=False)["collected_at"].transform("max")
-        at_newest = pending["collected_at"] == newest
+        key = [pending["patient_id"], pending["code"]]
+        newest = pending.groupby(key, sort=False)["collected_at"].transform("max")
+        at_newest = (pending["collected_at"] == newest).to_numpy()
         clean, issues = _clean(pending[at_newest], now)
         cleans.append(clean)
         issue_parts.append(issues)
-        found = set(clean["patient_id"].astype(str) + "\x1f" + clean["analyte"])
-        pending = pending[~at_newest & ~pending["key"].isin(found)]
+        older = pending[~at_newest]
+        found = pd.MultiIndex.from_arrays([clean["patient_id"], clean["analyte"]])
+        pending = older[
+            ~pd.MultiIndex.from_arrays([older["patient_id"], older["code"]]).isin(found)
+        ]
     return _concat(cleans, CLEAN_COLUMNS), _concat(issue_parts, ISSUE_COLUMNS)
 
 
@@ -242,54 +245,105 @@ def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
 
 def _clean(frame: pd.DataFrame, now: pd.Timestamp | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each row judged on its own, then duplicates resolved (see clean_labs)."""
-    kept: list[tuple] = []
-    raw: list[tuple] = []  # (row, reason): made into issue rows (excerpts) at the end
-    names = ["patient_id", "collected_at", "analyte", "value", "unit", "code", "normalised"]
-    columns = [frame[name].to_numpy(dtype=object) for name in [*names, "id_problem"]]
-    for *row, id_problem in zip(*columns):  # plain objects: pandas' per-item access is slow
-        pid, collected, _, value, unit, code, normalised = row
-        unit = None if is_missing(unit) else unit
-        collected = None if is_missing(collected) else collected
-        if isinstance(id_problem, str):
-            raw.append((row, id_problem))
-            continue
-        if not isinstance(code, str):
-            raw.append((row, UNKNOWN_ANALYTE))
-            continue
-        if collected is None:
-            raw.append((row, MISSING_TIMESTAMP))
-            continue
-        if now is not None and collected > now:
-            raw.append((row, FUTURE_TIMESTAMP))
-            continue
-        parsed = parse_value(value)
-        if parsed.value is None:
-            raw.append((row, parsed.reason))
-            continue
-        converted = to_model_unit(code, parsed.value, unit)
-        if converted is None:
-            raw.append((row, UNKNOWN_UNIT))
-            continue
-        if not is_plausible(code, converted):
-            raw.append((row, IMPLAUSIBLE))
-            continue
-        if parsed.reason == CENSORED:
-            raw.append((row, CENSORED))
-        if normalised is True:
-            raw.append((row, ANALYTE_NORMALISED))
-        kept.append((str(pid), collected, code, converted))
+    """Each row judged on its own, then duplicates resolved (see clean_labs).
+
+    The checks run column by column in the order a row meets them, its first failed check
+    being its reason; a value's text is parsed once however many rows carry it and a unit's
+    factor found once per analyte and unit, so a night is not one Python loop per row.
+    """
+    n = len(frame)
+    when = pd.to_datetime(frame["collected_at"], errors="coerce")  # unreadable: missing
+    codes = frame["code"].to_numpy(dtype=object)
+    reasons = np.full(n, None, dtype=object)
+    usable = np.ones(n, dtype=bool)
+
+    def set_aside(failed: np.ndarray, why: object) -> None:
+        hit = usable & failed
+        reasons[hit] = why[hit] if isinstance(why, np.ndarray) else why
+        usable[hit] = False
+
+    set_aside(frame["id_problem"].notna().to_numpy(), frame["id_problem"].to_numpy(dtype=object))
+    set_aside(frame["code"].isna().to_numpy(), UNKNOWN_ANALYTE)
+    set_aside(when.isna().to_numpy(), MISSING_TIMESTAMP)
+    if now is not None:
+        set_aside((when > now).to_numpy(), FUTURE_TIMESTAMP)
+    number, note = np.full(n, np.nan), np.full(n, None, dtype=object)
+    rows = np.flatnonzero(usable)
+    number[rows], note[rows] = _parsed(frame["value"].to_numpy(dtype=object)[rows])
+    set_aside(np.isnan(number), note)
+    factor = np.full(n, np.nan)
+    rows = np.flatnonzero(usable)
+    factor[rows] = _factors(codes[rows], frame["unit"].to_numpy(dtype=object)[rows])
+    value = number * factor
+    set_aside(np.isnan(value), UNKNOWN_UNIT)
+    low, high = (frame["code"].map({c: r[i] for c, r in PLAUSIBLE_RANGES.items()}) for i in (0, 1))
+    set_aside(~((low.to_numpy(float) <= value) & (value <= high.to_numpy(float))), IMPLAUSIBLE)
+
+    censored = usable & (note == CENSORED)
+    normalised = usable & (frame["normalised"].to_numpy(dtype=object) == True)  # noqa: E712
+    why = pd.concat(
+        [
+            pd.Series(reasons[~usable], index=np.flatnonzero(~usable), dtype=object),
+            pd.Series(CENSORED, index=np.flatnonzero(censored), dtype=object),
+            pd.Series(ANALYTE_NORMALISED, index=np.flatnonzero(normalised), dtype=object),
+        ]
+    ).sort_index(kind="stable")  # in row order; a row's censored note before its other
+    as_written = ["patient_id", "analyte", "collected_at", "value", "unit"]
+    columns = [frame[c].iloc[why.index].to_numpy(dtype=object) for c in as_written]
     issues = [
         (excerpt(p), excerpt(a), None if is_missing(t) else t, excerpt(v), excerpt(u), reason)
-        for (p, t, a, v, u, _, _), reason in raw
+        for p, a, t, v, u, reason in zip(*columns, why)
     ]
-
-    clean = pd.DataFrame(kept, columns=CLEAN_COLUMNS)
+    kept = np.flatnonzero(usable)
+    clean = pd.DataFrame([], columns=CLEAN_COLUMNS)
+    if len(kept):
+        clean = pd.DataFrame(
+            {
+                "patient_id": [str(p) for p in frame["patient_id"].to_numpy(dtype=object)[kept]],
+                "collected_at": when.to_numpy()[kept],
+                "analyte": codes[kept],
+                "value": value[kept],
+            }
+        )
     clean, duplicate_issues = _resolve_duplicates(clean)
     issues_frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
     if len(duplicate_issues):
         issues_frame = pd.concat([issues_frame, duplicate_issues], ignore_index=True)
     return clean, issues_frame
+
+
+def _parsed(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """parse_value of each raw value as (number, NaN where none; reason), each distinct text
+    or float parsed once."""
+    seen: dict[object, int] = {}
+    parsed: list[ParsedValue] = []
+    index = []
+    for raw in values:
+        cached = type(raw) is str or type(raw) is float
+        if cached and raw in seen:
+            index.append(seen[raw])
+            continue
+        if cached:
+            seen[raw] = len(parsed)
+        index.append(len(parsed))
+        parsed.append(parse_value(raw))
+    number = np.array([math.nan if p.value is None else p.value for p in parsed], dtype=float)
+    reason = np.array([p.reason for p in parsed], dtype=object)
+    return number[index], reason[index]
+
+
+def _factors(codes: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Each row's factor from its unit into its analyte's model unit (NaN: a unit not known
+    for the analyte), found once per analyte and unit."""
+    seen: dict[tuple[object, object], float] = {}
+    out = []
+    for key in zip(codes, units):
+        factor = seen.get(key)
+        if factor is None:
+            one = to_model_unit(key[0], 1.0, key[1])  # value * factor: the conversion is linear
+            factor = seen[key] = math.nan if one is None else one
+        out.append(factor)
+    return np.array(out, dtype=float)
 
 
 def _resolve_duplicates(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
