@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import chain, islice
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, text, update
@@ -33,6 +34,8 @@ from prcrs_batch.tables import (
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
+INTEGER_SCORE_COLUMNS = {"horizon_days": int, "inputs_observed": int, "inputs_expected": int}
+INSERT_BATCH = 10_000  # rows made Python objects at a time (memory), and per INSERT (not COPY)
 ISSUE_COLUMNS = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
 MAX_ERROR_CHARS = 2000  # of a failed night's error kept on its run row
 MAX_CLAIMED_BY_CHARS = 128  # night_claims.claimed_by: a host name, cut to fit
@@ -111,13 +114,7 @@ def replace_night(
     )
     connection.execute(insert(scoring_runs), [run.row()])
     night = {"run_id": run.run_id, "as_of": as_of}
-    # Python ints and floats (object dtype) so that both drivers and COPY take them as they are.
-    typed = (
-        scores[SCORE_COLUMNS]
-        .astype({"horizon_days": int, "inputs_observed": int, "inputs_expected": int})
-        .astype(object)
-    )
-    score_rows = [
+    score_rows = (
         {
             **{k: _none_if_nan(v) for k, v in zip(SCORE_COLUMNS, row)},
             **night,
@@ -125,8 +122,8 @@ def replace_night(
             "model_version": run.model_version,
             "created_at": run.finished_at,
         }
-        for row in typed.itertuples(index=False, name=None)
-    ]
+        for row in _python_rows(scores[SCORE_COLUMNS].astype(INTEGER_SCORE_COLUMNS))
+    )
     _insert_many(connection, crs_risk_scores, score_rows)
     for table, frame in (
         (crs_patient_nights, patient_nights),
@@ -134,7 +131,7 @@ def replace_night(
     ):
         if frame is not None and len(frame):
             _insert_many(connection, table, [{**night, **row} for row in plain_rows(frame)])
-    issue_rows = [
+    issue_rows = (
         {
             "run_id": run.run_id,
             "patient_id": _none_if_nan(patient_id),
@@ -150,7 +147,7 @@ def replace_night(
         for patient_id, analyte, collected_at, raw_value, unit, reason in issues[
             ISSUE_COLUMNS
         ].itertuples(index=False, name=None)
-    ]
+    )
     _insert_many(connection, data_quality_issues, issue_rows)
 
 
@@ -172,16 +169,28 @@ def plain_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
     return out
 
 
-def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None:
-    """Insert rows in the caller's transaction; PostgreSQL gets COPY (a night is ~200k rows)."""
-    if not rows:
-        return
+def _python_rows(frame: pd.DataFrame) -> Iterator[tuple]:
+    """Rows as tuples of Python ints, floats and strings (what both drivers and COPY take
+    as they are), converted INSERT_BATCH rows at a time: never the whole night at once."""
+    for start in range(0, len(frame), INSERT_BATCH):
+        part = frame.iloc[start : start + INSERT_BATCH]
+        yield from zip(*(part[c].tolist() for c in part.columns))
+
+
+def _insert_many(connection: Connection, table: Table, rows: Iterable[dict]) -> None:
+    """Insert rows in the caller's transaction as they come: PostgreSQL gets one COPY (a
+    night is ~200k rows at 10,000 patients), others INSERT_BATCH rows per statement."""
+    rows = iter(rows)
     if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), rows)
+        while batch := list(islice(rows, INSERT_BATCH)):
+            connection.execute(insert(table), batch)
+        return
+    first = next(rows, None)
+    if first is None:
         return
     from psycopg import sql
 
-    columns = list(rows[0])
+    columns = list(first)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -189,7 +198,7 @@ def _insert_many(connection: Connection, table: Table, rows: list[dict]) -> None
     assert driver is not None  # a live connection inside the caller's transaction
     with driver.cursor() as cursor:  # same transaction
         with cursor.copy(statement) as copy:
-            for row in rows:
+            for row in chain([first], rows):
                 copy.write_row([row[c] for c in columns])
 
 

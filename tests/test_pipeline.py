@@ -49,6 +49,19 @@ def test_rerun_replaces_the_night(settings, warehouse):
     assert runs == {first.run_id: "superseded", second.run_id: "succeeded"}
 
 
+def test_a_night_written_in_small_batches_stores_the_same_rows(settings, warehouse, monkeypatch):
+    # INSERT_BATCH bounds how many rows are Python objects at once; batching loses nothing.
+    run_night(settings, warehouse)
+    with warehouse.connect() as connection:
+        whole = results.stored_scores(connection=connection, as_of=AS_OF)
+    monkeypatch.setattr(results, "INSERT_BATCH", 7)
+    summary = run_night(settings, warehouse)
+    with warehouse.connect() as connection:
+        batched = results.stored_scores(connection=connection, as_of=AS_OF)
+    assert len(batched) == summary.n_scores > 2 * results.INSERT_BATCH
+    pd.testing.assert_frame_equal(batched, whole)
+
+
 def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(settings, warehouse):
     nights = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1)]
     for night in nights:
