@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_scoring.py scale --patients 1000,2000,20000,100000
     .venv/bin/python scripts/bench_scoring.py scale --patients 2000,20000 --device cuda
     .venv/bin/python scripts/bench_scoring.py paths --patients 10000 --threads 2
+    .venv/bin/python scripts/bench_scoring.py floor --patients 10000 --explained 2000
 
 Patients are development-cohort days resampled with noise (the shipped models, no
 database): this times the scoring path, not the model.
@@ -17,6 +18,13 @@ database): this times the scoring path, not the model.
 - `scale`: each cohort size in a fresh child process (so that its peak RSS is its own),
   models loaded and one warm-up pass before the clock starts; prints seconds, microseconds
   per patient, the ratio to the first size's, and the child's peak RSS.
+- `floor`: the arithmetic a night asks of the CPU. Matrix-product FLOPs per patient of
+  each factor set's fused ensemble (torch's FlopCounterMode: products and attention only,
+  so a lower bound), for scoring `--patients` patients and for explaining the first
+  `--explained` of them on `all` (one re-scored row per observed input); the seconds both
+  take (scoring.score, explanations.explain), the GFLOP/s that is, and this machine's
+  float32 matrix-product peak (2,048 x 2,048, best of 5): the time below which that
+  arithmetic cannot go on this CPU.
 
 `--threads N` sets torch's CPU threads (artifacts.set_torch_threads; 0 = torch's default).
 """
@@ -162,9 +170,63 @@ def scale(args: argparse.Namespace) -> None:
         )
 
 
+def floor(args: argparse.Namespace) -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from prcrs_batch import explanations, scoring
+    from prcrs_batch.inference import FusedEnsemble
+    from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
+
+    bundle = _load(args)
+    n, explained = args.patients[0], min(args.explained, args.patients[0])
+    features = synthetic_features(n)
+    per_patient = {}
+    for factor_set in FACTOR_SETS:
+        fused = FusedEnsemble([bundle.models[(factor_set, h)].members for h in HORIZONS])
+        width = len(inputs_for(factor_set))
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            fused.probabilities(torch.zeros(64, width), torch.ones(64, width))
+        per_patient[factor_set] = counter.get_total_flops() / 64
+    scored = n * sum(per_patient.values())
+    occluded = int(features.iloc[:explained][inputs_for("all")].notna().to_numpy().sum())
+    explaining = (occluded + explained) * per_patient["all"]
+    chosen = {pid: "all" for pid in features.index[:explained]}
+    scoring.score(bundle, features.iloc[:256], args.device)  # warm-up
+    seconds = {"score": [], "explain": []}
+    for _ in range(args.repeats):
+        seconds["score"].append(_timed_score(bundle, features, args.device))
+        start = time.perf_counter()
+        explanations.explain(bundle, features, chosen, args.device)
+        seconds["explain"].append(time.perf_counter() - start)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    peak = []
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        peak.append(2 * 2048**3 / (time.perf_counter() - start) / 1e9)
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"float32 matrix-product peak (2,048 x 2,048, best of 5): {max(peak):.1f} GFLOP/s\n")
+    sets = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in per_patient.items())
+    print(f"MFLOP per patient and factor set (fused ensemble, 3 horizons): {sets}\n")
+    print("| work | rows | GFLOP | best s | GFLOP/s | s at the peak | all s |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, rows, flops in (
+        (f"score {n:,} patients, 6 factor sets", n * 6, scored),
+        (f"explain {explained:,} patients on all", occluded + explained, explaining),
+    ):
+        best = min(seconds[name.split()[0]])
+        runs = ", ".join(f"{t:.2f}" for t in seconds[name.split()[0]])
+        print(
+            f"| {name} | {rows:,} | {flops / 1e9:,.0f} | {best:.2f} | {flops / best / 1e9:.1f} "
+            f"| {flops / max(peak) / 1e9:.1f} | {runs} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["chunks", "paths", "scale", "one"])
+    parser.add_argument("mode", choices=["chunks", "paths", "scale", "floor", "one"])
     parser.add_argument("--patients", type=lambda s: [int(x) for x in s.split(",")], default=None)
     parser.add_argument(
         "--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024, 4096]
@@ -173,15 +235,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--explained", type=int, default=2000, help="floor: patients explained")
     args = parser.parse_args()
     default = {
         "chunks": [20_000],
         "paths": [10_000],
         "scale": [1_000, 2_000, 20_000, 100_000],
+        "floor": [10_000],
         "one": [2_000],
     }
     args.patients = args.patients or default[args.mode]
-    {"chunks": chunks, "paths": paths, "scale": scale, "one": one_size}[args.mode](args)
+    modes = {"chunks": chunks, "paths": paths, "scale": scale, "floor": floor, "one": one_size}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":
