@@ -13,7 +13,9 @@ timestamps to naive wall-clock time in PRCRS_TIMEZONE (a PostgreSQL session read
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Date, DateTime, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -152,32 +155,79 @@ def _transient(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and "no such " not in str(exc.orig)
 
 
-def _rows(
-    connection: Connection, name: str, params: dict, zone: ZoneInfo, source: Source = CONTRACT
-) -> list[tuple]:
+BATCH_ROWS = 10_000  # rows fetched and made columns at a time (scripts/bench_read.py)
+Columns = Mapping[str, Callable[[pd.Series], Any] | None]  # name -> normalise (None: as read)
+
+
+def _read(
+    connection: Connection,
+    name: str,
+    params: dict,
+    columns: Columns,
+    zone: ZoneInfo,
+    source: Source = CONTRACT,
+) -> pd.DataFrame:
+    """The query's rows as a frame, each column normalised. Read BATCH_ROWS rows at a time
+    (PostgreSQL: from a server-side cursor), each batch made columns at once: a night's
+    millions of rows are never all Python rows at once, nor all in libpq's memory."""
     statement = query(source.folder, name)
     used = {k: v for k, v in params.items() if f":{k}" in statement.text}
     name = f"{source.folder.name}/{name}" if source.model != "contract" else name
+    shared: dict[str, str] = {}  # one object per distinct string, over all the batches
     try:
         prepare(connection, source, zone)  # timestamptz read and compared in the zone
-        return [tuple(row) for row in connection.execute(statement, used)]  # tuples: fast
+        streamed = {"stream_results": True}  # yield_per is ignored for text(): size below
+        result = connection.execute(statement, used, execution_options=streamed)
+        if len(keys := list(result.keys())) != len(columns):  # rows are read by position
+            raise WarehouseError(f"warehouse query {name}.sql returned {keys}, not {list(columns)}")
+        with _gc_paused():
+            frames = [_frame(batch, columns, shared) for batch in result.partitions(BATCH_ROWS)]
     except DBAPIError as exc:
         if _transient(exc):
             raise  # db.with_db_retries retries it
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
     except SQLAlchemyError as exc:
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
+    return pd.concat(frames or [_frame([], columns, shared)], ignore_index=True)
 
 
-def _frame(
-    rows: list[tuple], columns: dict[str, Callable[[pd.Series], Any] | None]
-) -> pd.DataFrame:
-    """Rows -> frame, each column normalised by its function (None: kept as read)."""
-    frame = pd.DataFrame(rows, columns=list(columns), dtype=object)
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC during a read (which makes no cycles): each batch's row objects live long
+    enough to reach the oldest generation, and collecting it every batch or two doubled the
+    read's CPU time (scripts/bench_read.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _frame(rows: Sequence[Sequence[Any]], columns: Columns, shared: dict) -> pd.DataFrame:
+    """Rows -> frame, each column normalised by its function, then its equal strings made
+    one object (`_share`)."""
+    by_column = dict(zip(columns, zip(*rows)))  # no tuple per row: fewer objects to collect
+    frame = pd.DataFrame(by_column, columns=list(columns), dtype=object)
     for name, normalise in columns.items():
         if normalise is not None:
             frame[name] = normalise(frame[name])
+        frame[name] = _share(frame[name], shared)
     return frame
+
+
+def _share(column: pd.Series, shared: dict[str, str]) -> pd.Series:
+    """A text column (NULLs aside) with each string replaced by the first equal one in
+    `shared`: millions of rows hold a few thousand ids, analytes and units, and the
+    database hands over a new object for each. Other columns are returned as they are."""
+    if column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) != "string":
+        return column
+    values = column.to_numpy()
+    codes, distinct = pd.factorize(values)  # NULL (None or NaN): code -1
+    first = np.array([shared.setdefault(s, s) for s in distinct], dtype=object)
+    out = np.where(codes < 0, values, first.take(codes))  # NULLs kept as read
+    return pd.Series(out, index=column.index, dtype=object)
 
 
 def _each_distinct(column: pd.Series, convert: Callable[[Any], Any]) -> list[Any]:
@@ -257,8 +307,8 @@ def _dates(zone: ZoneInfo) -> Callable[[pd.Series], pd.Series]:
 
 def active_cohort(*, connection: Connection, window: Window) -> pd.DataFrame:
     """patient_id, infusion_date, day_since_infusion of every active patient."""
-    rows = _rows(connection, "active_cohort", window.params(), window.zone, window.source)
-    frame = _frame(rows, {"patient_id": _texts, "infusion_date": _dates(window.zone)})
+    columns = {"patient_id": _texts, "infusion_date": _dates(window.zone)}
+    frame = _read(connection, "active_cohort", window.params(), columns, window.zone, window.source)
     frame["day_since_infusion"] = [
         None if d is None else (window.as_of - d).days for d in frame["infusion_date"]
     ]
@@ -269,7 +319,6 @@ def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
     """The raw (uncleaned) results labs.clean_labs chooses from: every result of the active
     patients in the lookback window, those dated after `window.now`, those without a
     collection time, and the window's results without a patient id."""
-    rows = _rows(connection, "latest_labs", window.params(), window.zone, window.source)
     columns = {
         "patient_id": _texts,
         "collected_at": _timestamps(window.zone),
@@ -277,7 +326,7 @@ def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
         "value": None,  # text or number: labs.parse_value reads it
         "unit": _texts,
     }
-    frame = _frame(rows, columns)
+    frame = _read(connection, "latest_labs", window.params(), columns, window.zone, window.source)
     frame["analyte"] = window.source.analyte_codes(frame["analyte"])
     return frame
 
@@ -286,9 +335,10 @@ def latest_crs_grades(*, connection: Connection, window: Window) -> pd.DataFrame
     """patient_id, assessed_on, grade: the latest assessment on or before the as-of date.
 
     The grade is as read (screening.screen_patients checks it)."""
-    rows = _rows(connection, "latest_crs_grades", window.params(), window.zone, window.source)
     columns = {"patient_id": _texts, "assessed_on": _dates(window.zone), "grade": None}
-    return _frame(rows, columns).drop_duplicates("patient_id")
+    params = window.params()
+    grades = _read(connection, "latest_crs_grades", params, columns, window.zone, window.source)
+    return grades.drop_duplicates("patient_id")
 
 
 def optional_crs_grades(
@@ -317,9 +367,8 @@ def crs_assessments(
     """Every assessment of the patients infused in a date range (training labels)."""
     params: dict[str, object] = {"first_infusion": first_infusion, "last_infusion": last_infusion}
     params |= source.params()
-    rows = _rows(connection, "crs_assessments", params, ZoneInfo("UTC"), source)
     columns = {"patient_id": _texts, "assessed_on": _dates(ZoneInfo("UTC")), "grade": None}
-    return _frame(rows, columns)
+    return _read(connection, "crs_assessments", params, columns, ZoneInfo("UTC"), source)
 
 
 @dataclass
