@@ -38,6 +38,7 @@ from prcrs_batch.panel import BY_CODE, HORIZONS, inputs_for
 logger = logging.getLogger(__name__)
 
 TOP_INPUTS = 5  # per patient and horizon
+PER_PASS = 1_000  # patients whose occluded copies are made at once (~35,000 rows: memory)
 COLUMNS = [
     "patient_id",
     "model",
@@ -77,7 +78,12 @@ def explain(
             h: m for h in HORIZONS if isinstance(m := bundle.models.get((model, h)), LoadedModel)
         }
         if patients and models:
-            parts.append(_explain_model(model, models, features.loc[patients], dev))
+            slices = [
+                _explain_model(model, models, features.loc[patients[i : i + PER_PASS]], dev)
+                for i in range(0, len(patients), PER_PASS)
+            ]
+            order = ["horizon_days", "patient_id", "rank"]  # as one pass would give them
+            parts.append(pd.concat(slices).sort_values(order, kind="stable"))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     logger.info("explained %d patients' risks (%d rows)", len(chosen), len(out))
     return out[COLUMNS]

@@ -50,6 +50,16 @@ def test_contribution_is_the_score_without_that_lab(quick_models):
     assert explained.iloc[0]["value"] == features.at[pid, analyte]
 
 
+def test_patients_explained_a_few_at_a_time_give_the_same_rows(quick_models, monkeypatch):
+    # PER_PASS bounds the occluded copies held at once; the rows and their order stay.
+    bundle = artifacts.load_models(quick_models, "cpu")
+    features = _features()
+    chosen = {p: m for p, m in zip(features.index, ["all", "no_cytokines"] * 3)}
+    whole = explanations.explain(bundle, features, chosen, "cpu")
+    monkeypatch.setattr(explanations, "PER_PASS", 2)
+    pd.testing.assert_frame_equal(explanations.explain(bundle, features, chosen, "cpu"), whole)
+
+
 def test_lab_lines_carry_time_and_previous_result():
     explained = pd.DataFrame(
         {
