@@ -6,10 +6,11 @@
 Calls `prcrs_batch.pipeline.run_nightly` once (warehouse and results both at --url,
 device cpu, email off, report into --report-dir) and prints: status, error, counts,
 model version, `stages` (RunSummary.seconds), `run_nightly_seconds` (its wall-clock
-time), `cpu_seconds`, `load_average` (before, after), `import_seconds` (torch and the
-package), `torch`, `peak_rss_mib` (ru_maxrss of this process) and `profile` (cProfile
-lines, with --profile N). Other settings come from PRCRS_* variables and a `.env` in the
-working directory.
+time), `peak_rss_after` (ru_maxrss in MiB at the end of each stage: the stage where it
+jumps is the one that needed the memory), `cpu_seconds`, `load_average` (before, after),
+`import_seconds` (torch and the package), `torch`, `peak_rss_mib` (ru_maxrss of this
+process) and `profile` (cProfile lines, with --profile N). Other settings come from PRCRS_*
+variables and a `.env` in the working directory.
 
 scripts/benchmark.py runs it through `run_in_fresh_process`, so that the peak RSS is the
 job's own and not the data generator's.
@@ -57,6 +58,7 @@ def run_night(url: str, as_of: date, model_dir: Path, report_dir: Path, profile:
     )
     warehouse = make_engine(url)
     results_db = make_engine(url)
+    peak_after = _record_peak_rss_per_stage()
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
@@ -86,6 +88,7 @@ def run_night(url: str, as_of: date, model_dir: Path, report_dir: Path, profile:
         "data_issue_counts": summary.data_issue_counts,
         "model_version": summary.model_version,
         "stages": summary.seconds,
+        "peak_rss_after": peak_after,
         "run_nightly_seconds": seconds,
         "cpu_seconds": cpu_seconds,
         "load_average": [load_before, os.getloadavg()[0]],
@@ -94,6 +97,25 @@ def run_night(url: str, as_of: date, model_dir: Path, report_dir: Path, profile:
         "peak_rss_mib": rss_kib / 1024,
         "profile": top,
     }
+
+
+def _record_peak_rss_per_stage() -> dict[str, float]:
+    """Wrap pipeline's stage timer so that each stage also notes ru_maxrss (MiB) at its end."""
+    from contextlib import contextmanager
+
+    from prcrs_batch import pipeline
+
+    timed = pipeline._stage
+    peaks: dict[str, float] = {}
+
+    @contextmanager
+    def stage(summary, name):
+        with timed(summary, name):
+            yield
+        peaks[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    pipeline._stage = stage
+    return peaks
 
 
 def _top_functions(profiler: cProfile.Profile, n: int) -> list[str]:

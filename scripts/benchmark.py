@@ -101,14 +101,16 @@ def print_run(title: str, figures: dict) -> None:
         f"- alerts: {figures['n_alerts']:,}; "
         f"lab values set aside or bounded: {figures['n_data_issues']:,}"
     )
-    print("\n| stage (RunSummary.seconds) | seconds |\n|---|---:|")
+    print("\n| stage (RunSummary.seconds) | seconds | peak RSS at its end, MiB |\n|---|---:|---:|")
+    peaks = figures.get("peak_rss_after", {})
     for stage, seconds in figures["stages"].items():
-        print(f"| {stage} | {seconds:.2f} |")
+        peak = f"{peaks[stage]:,.0f}" if stage in peaks else ""
+        print(f"| {stage} | {seconds:.2f} | {peak} |")
     total = figures["run_nightly_seconds"]
-    print(f"| **run_nightly end-to-end** | **{total:.2f}** |")
+    print(f"| **run_nightly end-to-end** | **{total:.2f}** | |")
     print(
         f"| process incl. Python start and imports ({figures['import_seconds']:.1f} s) "
-        f"| {figures['process_seconds']:.2f} |"
+        f"| {figures['process_seconds']:.2f} | |"
     )
     rate = figures["n_scores"] / total if total else 0.0
     print(f"\n- scores per second (end-to-end): {rate:,.0f}")
