@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Date, DateTime, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -155,7 +154,7 @@ def _transient(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and "no such " not in str(exc.orig)
 
 
-BATCH_ROWS = 10_000  # rows fetched and made columns at a time (scripts/bench_read.py)
+BATCH_ROWS = 50_000  # rows fetched and made columns at a time (scripts/bench_read.py)
 Columns = Mapping[str, Callable[[pd.Series], Any] | None]  # name -> normalise (None: as read)
 
 
@@ -173,7 +172,7 @@ def _read(
     statement = query(source.folder, name)
     used = {k: v for k, v in params.items() if f":{k}" in statement.text}
     name = f"{source.folder.name}/{name}" if source.model != "contract" else name
-    shared: dict[str, str] = {}  # one object per distinct string, over all the batches
+    shared: dict[object, object] = {}  # one object per distinct string, over all the batches
     try:
         prepare(connection, source, zone)  # timestamptz read and compared in the zone
         streamed = {"stream_results": True}  # yield_per is ignored for text(): size below
@@ -194,8 +193,8 @@ def _read(
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """No cyclic GC during a read (which makes no cycles): each batch's row objects live long
-    enough to reach the oldest generation, and collecting it every batch or two doubled the
-    read's CPU time (scripts/bench_read.py)."""
+    enough to reach the oldest generation, and collecting it every batch or two nearly
+    doubled the read's CPU time (scripts/bench_read.py)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -217,17 +216,14 @@ def _frame(rows: Sequence[Sequence[Any]], columns: Columns, shared: dict) -> pd.
     return frame
 
 
-def _share(column: pd.Series, shared: dict[str, str]) -> pd.Series:
+def _share(column: pd.Series, shared: dict[object, object]) -> pd.Series:
     """A text column (NULLs aside) with each string replaced by the first equal one in
-    `shared`: millions of rows hold a few thousand ids, analytes and units, and the
-    database hands over a new object for each. Other columns are returned as they are."""
+    `shared`: a night's rows hold far fewer distinct ids, analytes, units and values than
+    rows, and the database hands over a new object for each. Other columns: as they are."""
     if column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) != "string":
         return column
-    values = column.to_numpy()
-    codes, distinct = pd.factorize(values)  # NULL (None or NaN): code -1
-    first = np.array([shared.setdefault(s, s) for s in distinct], dtype=object)
-    out = np.where(codes < 0, values, first.take(codes))  # NULLs kept as read
-    return pd.Series(out, index=column.index, dtype=object)
+    values = column.to_numpy()  # a NULL (None or NaN) is its own key: kept as read
+    return pd.Series(list(map(shared.setdefault, values, values)), index=column.index, dtype=object)
 
 
 def _each_distinct(column: pd.Series, convert: Callable[[Any], Any]) -> list[Any]:

@@ -1,7 +1,7 @@
 """Time one night's warehouse read alone and print its figures as one JSON line.
 
     .venv/bin/python scripts/bench_read.py --url postgresql://postgres@127.0.0.1/prcrs_bench \\
-        --as-of 2026-11-26 [--batch-rows 10000] [--save /tmp/night.pkl]
+        --as-of 2026-11-26 [--batch-rows 20000] [--save /tmp/night.pkl]
 
 Calls `prcrs_batch.warehouse.read_night` once, with the Window the pipeline builds from
 the settings (PRCRS_* variables and a `.env`; --url is the warehouse), and prints: patients
