@@ -1,11 +1,11 @@
-"""Alembic environment: metadata from prcrs_batch.tables, URL from Settings."""
+"""Alembic environment: metadata from prcrs_batch.results.tables, URL from Settings."""
 
 from logging.config import fileConfig
 
 from alembic import context
-from prcrs_batch.db import make_engine
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.tables import metadata
 from prcrs_batch.settings import load_settings
-from prcrs_batch.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

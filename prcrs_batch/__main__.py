@@ -1,3 +1,3 @@
-from prcrs_batch.cli import main
+from prcrs_batch.app.cli import main
 
 main()

@@ -28,11 +28,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from prcrs_batch.cohort import cart_infusions, crs_assessments, lab_results, read_cohort
-from prcrs_batch.panel import ANALYTE_CODES, BY_CODE, GROUP_NAMES, inputs_for
+from prcrs_batch.devdata.cohort import read_cohort
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.settings import Settings
-from prcrs_batch.units import UNIT_FACTORS, canonical_unit
+from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE, GROUP_NAMES, inputs_for
+from prcrs_batch.task.units import UNIT_FACTORS, canonical_unit
+from prcrs_batch.warehouse.contract import cart_infusions, crs_assessments, lab_results
 
 # The contract tables; generate_chunk writes their columns in this order.
 WAREHOUSE_TABLES = {

@@ -26,9 +26,10 @@ from bench_generate import WAREHOUSE_TABLES, Templates, generate_chunk
 from sqlalchemy import ColumnElement, Insert, Table, insert, literal, select
 from sqlalchemy import make_url as parse_url
 
-from prcrs_batch.cohort import create_warehouse_tables
-from prcrs_batch.db import make_engine, migrate
-from prcrs_batch.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.devdata.cohort import create_warehouse_tables
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.migrations import migrate
+from prcrs_batch.results.tables import crs_risk_scores, scoring_runs
 
 CHUNK_PATIENTS = 1000
 INDEXES = [
@@ -147,7 +148,7 @@ def load_warehouse(url: str, patients: int, inactive: int, as_of: date, seed: in
 def seed_history(url: str, as_of: date, nights: int) -> None:
     """Store `nights` earlier nights: the as-of night's run and scores, shifted back by k days.
 
-    Every column of scoring_runs and crs_risk_scores (prcrs_batch.tables) is copied, except
+    Every column of scoring_runs and crs_risk_scores (prcrs_batch.results.tables) is copied, except
     the keys, the dates (shifted), and the report columns (NOT_COPIED_TO_HISTORY).
     """
     engine = make_engine(url)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from prcrs_batch.networks import PrCRSConfig, build
-from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
+from prcrs_batch.modeling.networks import PrCRSConfig, build
+from prcrs_batch.task.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
 
 DEFAULT_MEMBERS = 3
 

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_night.py --url postgresql://postgres@127.0.0.1/prcrs_bench \\
         --as-of 2026-11-25 --report-dir /tmp/reports [--model-dir models] [--profile 30]
 
-Calls `prcrs_batch.pipeline.run_nightly` once (warehouse and results both at --url,
+Calls `prcrs_batch.app.pipeline.run_nightly` once (warehouse and results both at --url,
 device cpu, email off, report into --report-dir) and prints: status, error, counts,
 model version, `stages` (RunSummary.seconds), `run_nightly_seconds` (its wall-clock
 time), `peak_rss_after` (ru_maxrss in MiB at the end of each stage: the stage where it
@@ -42,8 +42,8 @@ def run_night(url: str, as_of: date, model_dir: Path, report_dir: Path, profile:
     t_import = time.perf_counter()
     import torch
 
-    from prcrs_batch.db import make_engine
-    from prcrs_batch.pipeline import run_nightly
+    from prcrs_batch.app.pipeline import run_nightly
+    from prcrs_batch.results.engines import make_engine
     from prcrs_batch.settings import load_settings
 
     import_seconds = time.perf_counter() - t_import
@@ -103,7 +103,7 @@ def _record_peak_rss_per_stage() -> dict[str, float]:
     """Wrap pipeline's stage timer so that each stage also notes ru_maxrss (MiB) at its end."""
     from contextlib import contextmanager
 
-    from prcrs_batch import pipeline
+    from prcrs_batch.app import pipeline
 
     timed = pipeline._stage
     peaks: dict[str, float] = {}

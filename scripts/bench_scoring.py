@@ -26,7 +26,7 @@ database): this times the scoring path, not the model.
   float32 matrix-product peak (2,048 x 2,048, best of 5): the time below which that
   arithmetic cannot go on this CPU.
 
-`--threads N` sets torch's CPU threads (artifacts.set_torch_threads; 0 = torch's default).
+`--threads N` sets torch's CPU threads (device.set_torch_threads; 0 = torch's default).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ import pandas as pd  # noqa: E402
 
 def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
     """`n` development-cohort days resampled with 5 % log-normal noise, indexed SYN-000000..."""
-    from prcrs_batch.panel import ANALYTE_CODES
     from prcrs_batch.resources import bundled_data
+    from prcrs_batch.task.panel import ANALYTE_CODES
 
     rng = np.random.default_rng(seed)
     raw = pd.read_csv(bundled_data("cart_dev.csv"))[list(ANALYTE_CODES)].astype(float)
@@ -61,16 +61,16 @@ def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def _load(args: argparse.Namespace):
-    from prcrs_batch import artifacts
+    from prcrs_batch.modeling import device, store
 
-    artifacts.set_torch_threads(args.threads)
-    return artifacts.load_models(args.model_dir, args.device)
+    device.set_torch_threads(args.threads)
+    return store.load_models(args.model_dir, args.device)
 
 
 def _timed_score(bundle, features: pd.DataFrame, device: str) -> float:
     import torch
 
-    from prcrs_batch import scoring
+    from prcrs_batch.nightly import scoring
 
     start = time.perf_counter()
     scoring.score(bundle, features, device)
@@ -82,7 +82,7 @@ def _timed_score(bundle, features: pd.DataFrame, device: str) -> float:
 def chunks(args: argparse.Namespace) -> None:
     import torch
 
-    from prcrs_batch import scoring
+    from prcrs_batch.nightly import scoring
 
     bundle = _load(args)
     n = args.patients[0]
@@ -106,7 +106,7 @@ def chunks(args: argparse.Namespace) -> None:
 def paths(args: argparse.Namespace) -> None:
     import torch
 
-    from prcrs_batch import scoring
+    from prcrs_batch.nightly import scoring
 
     bundle = _load(args)
     n = args.patients[0]
@@ -174,9 +174,9 @@ def floor(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from prcrs_batch import explanations, scoring
-    from prcrs_batch.inference import FusedEnsemble
-    from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
+    from prcrs_batch.modeling.fused import FusedEnsemble
+    from prcrs_batch.nightly import explanations, scoring
+    from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS, inputs_for
 
     bundle = _load(args)
     n, explained = args.patients[0], min(args.explained, args.patients[0])

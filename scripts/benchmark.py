@@ -3,7 +3,7 @@
 Builds a fresh database (dropped and re-created; default `prcrs_bench`) holding N active
 CAR-T patients, each with daily labs from infusion day 0 to today (0-30 days since
 infusion), loads it with COPY, indexes and analyses it, migrates the results schema into
-the same database, then runs `prcrs_batch.pipeline.run_nightly` once in a fresh child
+the same database, then runs `prcrs_batch.app.pipeline.run_nightly` once in a fresh child
 process (email off, report into a temporary folder) and prints the machine, the data
 volume, the time of each stage, end-to-end seconds, scores per second and the peak RSS of
 the child process.

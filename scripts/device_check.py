@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from prcrs_batch import artifacts, scoring
-from prcrs_batch.panel import ANALYTE_CODES
+from prcrs_batch.modeling import store
+from prcrs_batch.nightly import scoring
 from prcrs_batch.resources import bundled_data
+from prcrs_batch.task.panel import ANALYTE_CODES
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--patients", type=int, default=10_000)
@@ -38,7 +39,7 @@ if torch.cuda.is_available():
 results = {}
 for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
     started = time.perf_counter()
-    bundle = artifacts.load_models(args.model_dir, device)
+    bundle = store.load_models(args.model_dir, device)
     loaded = time.perf_counter()
     results[device] = scoring.score(bundle, features, device)
     if device == "cuda":

@@ -13,7 +13,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from prcrs_batch import artifacts, baselines, datasets, evaluation, metrics, training
+from prcrs_batch.modeling import device, store
+from prcrs_batch.offline import baselines, datasets, evaluation, training
+from prcrs_batch.task import metrics
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--fold-seed", type=int, default=11)
@@ -22,8 +24,8 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.WARNING)
 
 cfg = training.TrainConfig()
-artifacts.set_torch_threads(cfg.threads)
-bodies = artifacts.load_bodies(args.model_dir)
+device.set_torch_threads(cfg.threads)
+bodies = store.load_bodies(args.model_dir)
 every = baselines.methods(bodies, cfg)
 methods = {m: every[m] for m in ("prcrs_transfer_mean", "prcrs_transfer", "head_only", "logistic")}
 frame = datasets.training_frame()

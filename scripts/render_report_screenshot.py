@@ -24,14 +24,14 @@ from typing import Any
 
 import pandas as pd
 
-from prcrs_batch import alerts
-from prcrs_batch.explanations import LabLine
-from prcrs_batch.history import HISTORY_COLUMNS, recent_history, with_previous
-from prcrs_batch.outbox import write_html
-from prcrs_batch.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for, min_observed
-from prcrs_batch.report import build_report
+from prcrs_batch.nightly import alerts
+from prcrs_batch.nightly.alert_states import HISTORY_COLUMNS, recent_history, with_previous
+from prcrs_batch.nightly.explanations import LabLine
+from prcrs_batch.report.outbox import write_html
+from prcrs_batch.report.render import build_report
 from prcrs_batch.resources import SOURCE_ROOT as REPO
-from prcrs_batch.results import RunInfo
+from prcrs_batch.results.nights import RunInfo
+from prcrs_batch.task.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for, min_observed
 
 AS_OF = date(2026, 11, 26)
 THRESHOLD = 0.30

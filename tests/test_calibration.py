@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from prcrs_batch import calibration, metrics
+from prcrs_batch.modeling import calibration
+from prcrs_batch.task import metrics
 
 
 def test_neighbour_window_fraction_in_window_by_hand():

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, make_url, text
 
-from prcrs_batch.cli import main
-from prcrs_batch.cohort import create_warehouse_tables
-from prcrs_batch.db import make_engine
+from prcrs_batch.app.cli import main
+from prcrs_batch.devdata.cohort import create_warehouse_tables
 from prcrs_batch.resources import model_dir
+from prcrs_batch.results.engines import make_engine
 from tests.support.smtp import SMTP_PASSWORD, SMTP_USER
 
 SECRET = "pw-Secret-9"

@@ -2,17 +2,11 @@ from datetime import date
 
 from sqlalchemy import func, select
 
-from prcrs_batch.cohort import (
-    cart_infusions,
-    crs_assessments,
-    lab_results,
-    load_cohort,
-    place_in_treatment,
-    read_cohort,
-)
-from prcrs_batch.db import make_engine
-from prcrs_batch.panel import ANALYTE_CODES
+from prcrs_batch.devdata.cohort import load_cohort, place_in_treatment, read_cohort
 from prcrs_batch.resources import bundled_data
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.task.panel import ANALYTE_CODES
+from prcrs_batch.warehouse.contract import cart_infusions, crs_assessments, lab_results
 from tests.support import TEST_DATA
 
 

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from prcrs_batch import baselines, calibration, cv, evaluation, training
-from prcrs_batch.panel import ANALYTE_CODES, HORIZONS, inputs_for, min_observed, scorable
+from prcrs_batch.modeling import calibration
+from prcrs_batch.offline import baselines, cv, evaluation, training
+from prcrs_batch.task.panel import ANALYTE_CODES, HORIZONS, inputs_for, min_observed, scorable
 
 
 def _frame(n_patients: int = 30, days: int = 6, seed: int = 0) -> pd.DataFrame:

@@ -23,11 +23,12 @@ import pytest
 from psycopg import sql
 from sqlalchemy import make_url, text
 
-from prcrs_batch import results
-from prcrs_batch.cohort import create_warehouse_tables
-from prcrs_batch.db import make_engine, migrate
+from prcrs_batch.devdata.cohort import create_warehouse_tables
+from prcrs_batch.results import nights
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.migrations import migrate
 from prcrs_batch.settings import Settings, load_settings
-from prcrs_batch.warehouse import Window, active_cohort, latest_crs_grades, latest_labs
+from prcrs_batch.warehouse.queries import Window, active_cohort, latest_crs_grades, latest_labs
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROLES_SQL = DEPLOY / "roles.sql"
@@ -159,7 +160,7 @@ def test_writer_replaces_a_night_but_has_no_ddl(db_url, roles):
     engine = make_engine(db_url)
     scores = pd.DataFrame(
         [["p1", "all", h, 0.2, 0.25, "ok", 42, 42, ""] for h in (1, 2, 3)],
-        columns=results.SCORE_COLUMNS,
+        columns=nights.SCORE_COLUMNS,
     )
     issues = pd.DataFrame(
         [["p1", "il6", datetime(2026, 11, 26, 6), "hemolyzed", "pg/mL", "no_number"]],
@@ -167,19 +168,19 @@ def test_writer_replaces_a_night_but_has_no_ddl(db_url, roles):
     )
     now = datetime.now(timezone.utc)
     for run_id in ("run-1", "run-2"):  # the second night replaces the first (DELETE + INSERT)
-        run = results.RunInfo(
+        run = nights.RunInfo(
             run_id=run_id, as_of=date(2026, 11, 26), started_at=now, data_cutoff=now,
             finished_at=now, status="succeeded", n_patients=1, n_scores=3, n_alerts=0,
             n_data_issues=1, model_version="test",
         )  # fmt: skip
         with engine.begin() as connection:
             connection.execute(text(f'SET LOCAL ROLE "{roles["writer"]}"'))
-            results.replace_night(connection=connection, run=run, scores=scores, issues=issues)
-            results.mark_report(connection=connection, run_id=run_id, path="/tmp/r.html")
-            assert results.claim_night(
+            nights.replace_night(connection=connection, run=run, scores=scores, issues=issues)
+            nights.mark_report(connection=connection, run_id=run_id, path="/tmp/r.html")
+            assert nights.claim_night(
                 connection=connection, as_of=date(2026, 11, 26), claimed_by="host", now=now
             ) is (run_id == "run-1")
-            assert len(results.stored_scores(connection=connection, as_of=date(2026, 11, 26))) == 3
+            assert len(nights.stored_scores(connection=connection, as_of=date(2026, 11, 26))) == 3
     engine.dispose()
     with _as(db_url, roles["writer"]) as conn:
         assert conn.execute("SELECT count(*) FROM crs_risk_latest").fetchone() == (3,)

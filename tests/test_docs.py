@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from prcrs_batch.resources import SOURCE_ROOT
-from prcrs_batch.schema_text import schema_markdown
+from prcrs_batch.results.schema_text import schema_markdown
 
 
 def test_readme_schema_matches_the_tables_comments():
     readme = (SOURCE_ROOT / "README.md").read_text("utf-8")
     block = readme.split("<!-- schema:start -->\n")[1].split("<!-- schema:end -->")[0]
-    assert block == schema_markdown(), "regenerate with prcrs_batch.schema_text.schema_markdown()"
+    assert block == schema_markdown(), (
+        "regenerate with prcrs_batch.results.schema_text.schema_markdown()"
+    )

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prcrs_batch import calibration, evaluation, evaluation_report
-from prcrs_batch.training import TrainConfig
+from prcrs_batch.modeling import calibration
+from prcrs_batch.offline import evaluation, evaluation_report
+from prcrs_batch.offline.training import TrainConfig
 
 MANIFEST = {
     "code_version": "0.1.0+gtest",

@@ -9,8 +9,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from prcrs_batch import artifacts, explanations, scoring
-from prcrs_batch.panel import ANALYTE_CODES, HORIZONS
+from prcrs_batch.modeling import store
+from prcrs_batch.nightly import explanations, scoring
+from prcrs_batch.task.panel import ANALYTE_CODES, HORIZONS
 from tests.support.nightly import COHORT
 
 
@@ -29,7 +30,7 @@ def _risk(scores: pd.DataFrame, pid: str, horizon: int) -> float:
 
 
 def test_contribution_is_the_score_without_that_lab(quick_models):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     features = _features()
     explained = explanations.explain(bundle, features, {p: "all" for p in features.index}, "cpu")
     assert list(explained.columns) == explanations.COLUMNS
@@ -52,7 +53,7 @@ def test_contribution_is_the_score_without_that_lab(quick_models):
 
 def test_patients_explained_a_few_at_a_time_give_the_same_rows(quick_models, monkeypatch):
     # PER_PASS bounds the occluded copies held at once; the rows and their order stay.
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     features = _features()
     chosen = {p: m for p, m in zip(features.index, ["all", "no_cytokines"] * 3)}
     whole = explanations.explain(bundle, features, chosen, "cpu")

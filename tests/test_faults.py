@@ -15,10 +15,11 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, text
 
-from prcrs_batch import pipeline, results
-from prcrs_batch.cohort import load_cohort
-from prcrs_batch.db import make_engine
-from prcrs_batch.tables import crs_risk_scores, data_quality_issues, scoring_runs
+from prcrs_batch.app import pipeline
+from prcrs_batch.devdata.cohort import load_cohort
+from prcrs_batch.results import nights
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.tables import crs_risk_scores, data_quality_issues, scoring_runs
 from tests.support.nightly import AS_OF, COHORT, count_rows, patient_with_labs_on_as_of, run_night
 from tests.support.smtp import SMTP_PASSWORD, SMTP_USER, free_port
 
@@ -187,7 +188,7 @@ def test_sigterm_during_the_write_leaves_the_previous_night_whole(
     before = run_night(settings, warehouse)
     assert before.status == "succeeded"
     with warehouse.connect() as connection:
-        stored_before = results.stored_scores(connection=connection, as_of=AS_OF)
+        stored_before = nights.stored_scores(connection=connection, as_of=AS_OF)
 
     locker = make_engine(db_url).connect()
     transaction = locker.begin()
@@ -213,7 +214,7 @@ def test_sigterm_during_the_write_leaves_the_previous_night_whole(
     locker.close()
 
     with warehouse.connect() as connection:
-        stored_after = results.stored_scores(connection=connection, as_of=AS_OF)
+        stored_after = nights.stored_scores(connection=connection, as_of=AS_OF)
         runs = connection.execute(select(scoring_runs.c.run_id)).scalars().all()
     assert runs == [before.run_id]
     assert stored_after.equals(stored_before)

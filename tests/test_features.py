@@ -3,13 +3,13 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from prcrs_batch.cohort import load_cohort, read_cohort
-from prcrs_batch.datasets import LABEL_COLUMNS, horizon_labels, training_frame
-from prcrs_batch.db import make_engine
-from prcrs_batch.features import encode, fit_input_stats, lab_matrix
-from prcrs_batch.labs import clean_labs
-from prcrs_batch.panel import ANALYTE_CODES
-from prcrs_batch.warehouse import Window, active_cohort, latest_labs
+from prcrs_batch.devdata.cohort import load_cohort, read_cohort
+from prcrs_batch.features.cleaning import clean_labs
+from prcrs_batch.features.matrix import encode, fit_input_stats, lab_matrix
+from prcrs_batch.offline.datasets import LABEL_COLUMNS, horizon_labels, training_frame
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.task.panel import ANALYTE_CODES
+from prcrs_batch.warehouse.queries import Window, active_cohort, latest_labs
 from tests.support import TEST_DATA
 
 D0 = date(2026, 1, 10)

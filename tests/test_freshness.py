@@ -9,9 +9,9 @@ from datetime import date, datetime, timedelta
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from prcrs_batch.cli import main
-from prcrs_batch.freshness import FeedState, stale_reasons
-from prcrs_batch.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.app.cli import main
+from prcrs_batch.results.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.warehouse.freshness import FeedState, stale_reasons
 from tests.support.nightly import AS_OF, COHORT, count_rows, run_night
 
 LAST_INFUSION = max(COHORT["infusion_date"])

@@ -38,13 +38,25 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
 
-from prcrs_batch import artifacts, labs, mailer, pipeline, results, scoring, screening
-from prcrs_batch.cli import main
-from prcrs_batch.cohort import warehouse_rows
-from prcrs_batch.db import make_engine, migrate
-from prcrs_batch.report import Report
+from prcrs_batch.app import pipeline
+from prcrs_batch.app.cli import main
+from prcrs_batch.devdata.cohort import warehouse_rows
+from prcrs_batch.features import cleaning
+from prcrs_batch.modeling import store
+from prcrs_batch.nightly import scoring
+from prcrs_batch.report import mailer
+from prcrs_batch.report.render import Report
+from prcrs_batch.results import nights
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.migrations import migrate
+from prcrs_batch.results.tables import (
+    crs_risk_scores,
+    data_quality_issues,
+    night_claims,
+    scoring_runs,
+)
 from prcrs_batch.settings import Settings, load_settings
-from prcrs_batch.tables import crs_risk_scores, data_quality_issues, night_claims, scoring_runs
+from prcrs_batch.task import row_keys
 from tests.support.databases import fresh_database
 from tests.support.nightly import AS_OF, COHORT, count_rows
 from tests.support.smtp import free_port
@@ -52,7 +64,7 @@ from tests.support.smtp import free_port
 PATIENTS = ("CART-1001", "CART-1012")  # the tiny cohort's two patients active on AS_OF
 VICTIM = "CART-1001"  # the patient the hostile lab rows are aimed at
 LONG_ID = "L" * 500  # the contract says TEXT: a 500-character id is an id
-HUGE_ID = "H" * 5000  # over screening.MAX_PATIENT_ID_BYTES: cannot key the results
+HUGE_ID = "H" * 5000  # over row_keys.MAX_PATIENT_ID_BYTES: cannot key the results
 BLANK_ID = "   "
 MEGABYTE_VALUE = "1" * 1_000_000 + " pg/mL"  # stalled the old number pattern for minutes
 
@@ -147,7 +159,7 @@ def night(settings: Settings, engine: Engine, bundle: Any, **kwargs: Any) -> pip
 
 def scores(engine: Engine, as_of: date) -> pd.DataFrame:
     with engine.connect() as connection:
-        return results.stored_scores(connection=connection, as_of=as_of)
+        return nights.stored_scores(connection=connection, as_of=as_of)
 
 
 def issues(engine: Engine) -> pd.DataFrame:
@@ -178,9 +190,9 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture(scope="module")
-def bundle(quick_models: Path) -> artifacts.ModelBundle:
+def bundle(quick_models: Path) -> store.ModelBundle:
     """The quick models loaded once for the module (each night takes them as run_nights does)."""
-    return artifacts.load_models(quick_models, device="cpu")
+    return store.load_models(quick_models, device="cpu")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -273,7 +285,7 @@ def hostile(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     quick_models: Path,
-    bundle: artifacts.ModelBundle,
+    bundle: store.ModelBundle,
 ) -> Iterator[Outcome]:
     folder = tmp_path_factory.mktemp(f"hostile-{request.param}")
     with fresh_database(request.param, folder) as url:
@@ -336,31 +348,31 @@ def hostile(
 
 # (case, patient id, analyte as stored, reason, rows expected)
 ROW_CASES = [
-    ("megabyte_value", VICTIM, "il6", labs.VALUE_TOO_LONG, 1),
-    ("full_width_digits", VICTIM, "il10", labs.NON_ASCII_NUMBER, 1),
-    ("arabic_indic_digits", VICTIM, "il2", labs.NON_ASCII_NUMBER, 1),
-    ("text_without_number", VICTIM, "il4", labs.NO_NUMBER, 1),
-    ("clock_ahead_later_today", VICTIM, "ldh", labs.FUTURE_TIMESTAMP, 1),
-    ("far_future_9999", VICTIM, "alt", labs.FUTURE_TIMESTAMP, 1),
-    ("unknown_unit", VICTIM, "ast", labs.UNKNOWN_UNIT, 1),
-    ("megabyte_unit", VICTIM, "alp", labs.UNKNOWN_UNIT, 1),
-    ("decimal_shift", VICTIM, "sodium", labs.IMPLAUSIBLE, 1),
-    ("conflicting_duplicates", VICTIM, "potassium", labs.CONFLICTING_DUPLICATE, 2),
-    ("overflow_to_infinity", VICTIM, "glucose", labs.NO_NUMBER, 1),
-    ("operator_without_number", VICTIM, "albumin", labs.NO_NUMBER, 1),
-    ("negative_value", VICTIM, "calcium", labs.NO_NUMBER, 1),
-    ("script_as_value", VICTIM, "chloride", labs.NO_NUMBER, 1),
-    ("no_collection_time", VICTIM, "ggt", labs.MISSING_TIMESTAMP, 1),
-    ("code_of_108_characters", VICTIM, "X" * 108, labs.UNKNOWN_ANALYTE, 1),
-    ("hyphenated_code", VICTIM, "il-6", labs.UNKNOWN_ANALYTE, 1),
-    ("null_code", VICTIM, None, labs.UNKNOWN_ANALYTE, 1),
-    ("nul_character_in_value", VICTIM, "uric_acid", labs.NO_NUMBER, 1),
-    ("code_with_spaces_and_case", VICTIM, " IL17A ", screening.ANALYTE_NORMALISED, 1),
-    ("code_in_mixed_case", VICTIM, "TNF_Alpha", screening.ANALYTE_NORMALISED, 1),
-    ("null_patient_id", None, "crp", labs.MISSING_PATIENT_ID, 1),
-    ("blank_patient_id", BLANK_ID, None, labs.MISSING_PATIENT_ID, 1),
-    ("unstorable_patient_id", HUGE_ID[:200], None, screening.PATIENT_ID_UNSTORABLE, 1),
-    ("invalid_crs_grade", "CART-1012", "crs_grade", screening.INVALID_CRS_GRADE, 1),
+    ("megabyte_value", VICTIM, "il6", cleaning.VALUE_TOO_LONG, 1),
+    ("full_width_digits", VICTIM, "il10", cleaning.NON_ASCII_NUMBER, 1),
+    ("arabic_indic_digits", VICTIM, "il2", cleaning.NON_ASCII_NUMBER, 1),
+    ("text_without_number", VICTIM, "il4", cleaning.NO_NUMBER, 1),
+    ("clock_ahead_later_today", VICTIM, "ldh", cleaning.FUTURE_TIMESTAMP, 1),
+    ("far_future_9999", VICTIM, "alt", cleaning.FUTURE_TIMESTAMP, 1),
+    ("unknown_unit", VICTIM, "ast", cleaning.UNKNOWN_UNIT, 1),
+    ("megabyte_unit", VICTIM, "alp", cleaning.UNKNOWN_UNIT, 1),
+    ("decimal_shift", VICTIM, "sodium", cleaning.IMPLAUSIBLE, 1),
+    ("conflicting_duplicates", VICTIM, "potassium", cleaning.CONFLICTING_DUPLICATE, 2),
+    ("overflow_to_infinity", VICTIM, "glucose", cleaning.NO_NUMBER, 1),
+    ("operator_without_number", VICTIM, "albumin", cleaning.NO_NUMBER, 1),
+    ("negative_value", VICTIM, "calcium", cleaning.NO_NUMBER, 1),
+    ("script_as_value", VICTIM, "chloride", cleaning.NO_NUMBER, 1),
+    ("no_collection_time", VICTIM, "ggt", cleaning.MISSING_TIMESTAMP, 1),
+    ("code_of_108_characters", VICTIM, "X" * 108, cleaning.UNKNOWN_ANALYTE, 1),
+    ("hyphenated_code", VICTIM, "il-6", cleaning.UNKNOWN_ANALYTE, 1),
+    ("null_code", VICTIM, None, cleaning.UNKNOWN_ANALYTE, 1),
+    ("nul_character_in_value", VICTIM, "uric_acid", cleaning.NO_NUMBER, 1),
+    ("code_with_spaces_and_case", VICTIM, " IL17A ", row_keys.ANALYTE_NORMALISED, 1),
+    ("code_in_mixed_case", VICTIM, "TNF_Alpha", row_keys.ANALYTE_NORMALISED, 1),
+    ("null_patient_id", None, "crp", cleaning.MISSING_PATIENT_ID, 1),
+    ("blank_patient_id", BLANK_ID, None, cleaning.MISSING_PATIENT_ID, 1),
+    ("unstorable_patient_id", HUGE_ID[:200], None, row_keys.PATIENT_ID_UNSTORABLE, 1),
+    ("invalid_crs_grade", "CART-1012", "crs_grade", row_keys.INVALID_CRS_GRADE, 1),
 ]
 
 
@@ -405,7 +417,7 @@ def test_ids_that_cannot_key_results_are_set_aside_and_recorded(hostile):
     assert stored == {*PATIENTS, LONG_ID}
     assert hostile.summary.n_patients == 3
     unstorable = _decisions(hostile, HUGE_ID[:200], "il6")
-    assert unstorable["reason"].tolist() == [screening.PATIENT_ID_UNSTORABLE]
+    assert unstorable["reason"].tolist() == [row_keys.PATIENT_ID_UNSTORABLE]
     assert unstorable["patient_id"].iloc[0].endswith("[5000 characters, first 200 kept]")
 
 
@@ -445,30 +457,30 @@ def test_the_hostile_night_is_quick_and_leaks_nothing(hostile):
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        ("1" * 1_000_000, labs.VALUE_TOO_LONG),
+        ("1" * 1_000_000, cleaning.VALUE_TOO_LONG),
         ("1" * 64, None),
-        ("<" + " " * 100 + "5", labs.VALUE_TOO_LONG),
-        ("１２", labs.NON_ASCII_NUMBER),
-        ("½", labs.NO_NUMBER),
-        ("0x10", labs.NO_NUMBER),
-        ("1_000", labs.NO_NUMBER),
-        ("Infinity", labs.NO_NUMBER),
-        ("1e400", labs.NO_NUMBER),
-        (10**400, labs.NO_NUMBER),
-        (float("inf"), labs.NO_NUMBER),
-        (True, labs.NO_NUMBER),
+        ("<" + " " * 100 + "5", cleaning.VALUE_TOO_LONG),
+        ("１２", cleaning.NON_ASCII_NUMBER),
+        ("½", cleaning.NO_NUMBER),
+        ("0x10", cleaning.NO_NUMBER),
+        ("1_000", cleaning.NO_NUMBER),
+        ("Infinity", cleaning.NO_NUMBER),
+        ("1e400", cleaning.NO_NUMBER),
+        (10**400, cleaning.NO_NUMBER),
+        (float("inf"), cleaning.NO_NUMBER),
+        (True, cleaning.NO_NUMBER),
         ("\u00a05.5\t", None),
         ("5.", None),
         (".5", None),
-        ("<<5", labs.NO_NUMBER),
+        ("<<5", cleaning.NO_NUMBER),
     ],
 )
 def test_value_strings(raw, reason):
     started = time.perf_counter()
-    parsed = labs.parse_value(raw)
+    parsed = cleaning.parse_value(raw)
     assert time.perf_counter() - started < 0.5
     assert parsed.reason == reason
-    assert (parsed.value is None) == (reason not in (None, labs.CENSORED))
+    assert (parsed.value is None) == (reason not in (None, cleaning.CENSORED))
 
 
 # --- view types the contract did not foresee, and the optional table --------------------
@@ -476,7 +488,7 @@ def test_value_strings(raw, reason):
 
 @pytest.fixture(scope="module")
 def clean_scores(
-    tmp_path_factory: pytest.TempPathFactory, quick_models: Path, bundle: artifacts.ModelBundle
+    tmp_path_factory: pytest.TempPathFactory, quick_models: Path, bundle: store.ModelBundle
 ) -> pd.DataFrame:
     """Today's scores of the two patients from a plain warehouse (TEXT, TIMESTAMP)."""
     folder = tmp_path_factory.mktemp("clean")
@@ -517,7 +529,7 @@ def test_timestamptz_view_reads_wall_clock_time_in_the_zone(fresh, backend, bund
 def test_numeric_value_column(fresh, bundle, clean_scores):
     settings, engine = fresh
     rows = contract_rows(settings.today())
-    assert all(labs.parse_value(r["value"]).reason is None for r in rows["lab_results"])
+    assert all(cleaning.parse_value(r["value"]).reason is None for r in rows["lab_results"])
     for row in rows["lab_results"]:
         row["value"] = float(row["value"])
     create_contract(engine, value_type="NUMERIC")
@@ -631,7 +643,7 @@ def _lock_is_held(engine: Engine, as_of: date) -> bool:
             " AND classid::bigint = :kind AND objid::bigint = :night"
         )
         with engine.connect() as connection:
-            key = {"kind": results.RUN_LOCK, "night": as_of.toordinal()}
+            key = {"kind": nights.RUN_LOCK, "night": as_of.toordinal()}
             return bool(connection.execute(query, key).scalar_one())
     lock_file = Path(f"{engine.url.database}.night-{as_of.isoformat()}.lock")
     if not lock_file.exists():
@@ -695,11 +707,11 @@ def test_concurrent_writes_of_one_night_replace_each_other(fresh, backend):
         "detail": "",
     }
     frame = pd.DataFrame([row])
-    empty = pd.DataFrame(columns=labs.ISSUE_COLUMNS)
+    empty = pd.DataFrame(columns=cleaning.ISSUE_COLUMNS)
 
     def write(run_id: str, connection: Any) -> None:
-        run = results.RunInfo(run_id, as_of, now, now, finished_at=now, status="succeeded")
-        results.replace_night(connection=connection, run=run, scores=frame, issues=empty)
+        run = nights.RunInfo(run_id, as_of, now, now, finished_at=now, status="succeeded")
+        nights.replace_night(connection=connection, run=run, scores=frame, issues=empty)
 
     first = engine.connect()
     transaction = first.begin()
@@ -738,7 +750,7 @@ def test_run_command_on_a_running_night_exits_cleanly(fresh, backend, quick_mode
         "PRCRS_DEVICE": "cpu",
         "PRCRS_TIMEZONE": settings.timezone,
     }
-    with results.night_lock(engine, settings.today()) as held:
+    with nights.night_lock(engine, settings.today()) as held:
         assert held
         outcome = CliRunner().invoke(main, ["run"], env=env)
     assert outcome.exit_code == 0, outcome.output
@@ -752,9 +764,9 @@ def test_a_killed_run_leaves_no_lock_behind(fresh, tmp_path, bundle):
     script = (
         "import sys, time\n"
         "from datetime import date\n"
-        "from prcrs_batch import results\n"
-        "from prcrs_batch.db import make_engine\n"
-        "with results.night_lock(make_engine(sys.argv[1]), date.fromisoformat(sys.argv[2])):\n"
+        "from prcrs_batch.results import nights\n"
+        "from prcrs_batch.results.engines import make_engine\n"
+        "with nights.night_lock(make_engine(sys.argv[1]), date.fromisoformat(sys.argv[2])):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(120)\n"
     )
@@ -775,7 +787,7 @@ def test_a_killed_run_leaves_no_lock_behind(fresh, tmp_path, bundle):
 def test_a_long_host_name_still_claims_the_night(fresh):
     settings, engine = fresh
     with engine.begin() as connection:
-        claimed = results.claim_night(
+        claimed = nights.claim_night(
             connection=connection,
             as_of=settings.today(),
             claimed_by="h" * 300,
@@ -784,7 +796,7 @@ def test_a_long_host_name_still_claims_the_night(fresh):
     assert claimed
     with engine.connect() as connection:
         [host] = connection.execute(select(night_claims.c.claimed_by)).scalars()
-    assert host == "h" * results.MAX_CLAIMED_BY_CHARS
+    assert host == "h" * nights.MAX_CLAIMED_BY_CHARS
 
 
 # --- mail relays that stall -----------------------------------------------------------

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from prcrs_batch import labs
+from prcrs_batch.features import cleaning
 
 WHEN = pd.Timestamp("2026-11-26 06:00")
 
@@ -13,20 +13,20 @@ WHEN = pd.Timestamp("2026-11-26 06:00")
 CASES = [
     ("il6", "12.5", "pg/mL", 12.5, None),
     ("il6", 12.5, "pg/mL", 12.5, None),
-    ("il6", "<0.5", "pg/mL", 0.5, labs.CENSORED),
-    ("il6", "< 0.5", "pg/mL", 0.5, labs.CENSORED),
-    ("il6", ">5000", "pg/mL", 5000.0, labs.CENSORED),
-    ("il6", "<=2", "pg/mL", 2.0, labs.CENSORED),
-    ("il6", "≥ 7", "pg/mL", 7.0, labs.CENSORED),
-    ("crp", "hemolyzed", "mg/L", None, labs.NO_NUMBER),
-    ("crp", "see comment", "mg/L", None, labs.NO_NUMBER),
-    ("crp", "", "mg/L", None, labs.NO_NUMBER),
-    ("crp", None, "mg/L", None, labs.NO_NUMBER),
-    ("crp", "   ", "mg/L", None, labs.NO_NUMBER),
-    ("crp", "NaN", "mg/L", None, labs.NO_NUMBER),
-    ("crp", "inf", "mg/L", None, labs.NO_NUMBER),
-    ("crp", "12,5", "mg/L", None, labs.NO_NUMBER),
-    ("crp", "-3", "mg/L", None, labs.NO_NUMBER),
+    ("il6", "<0.5", "pg/mL", 0.5, cleaning.CENSORED),
+    ("il6", "< 0.5", "pg/mL", 0.5, cleaning.CENSORED),
+    ("il6", ">5000", "pg/mL", 5000.0, cleaning.CENSORED),
+    ("il6", "<=2", "pg/mL", 2.0, cleaning.CENSORED),
+    ("il6", "≥ 7", "pg/mL", 7.0, cleaning.CENSORED),
+    ("crp", "hemolyzed", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "see comment", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", None, "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "   ", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "NaN", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "inf", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "12,5", "mg/L", None, cleaning.NO_NUMBER),
+    ("crp", "-3", "mg/L", None, cleaning.NO_NUMBER),
     ("crp", "1.2e2", "mg/L", 120.0, None),
     ("crp", " 7.0 ", "mg/L", 7.0, None),
     ("crp", "2.5", "mg/dL", 25.0, None),
@@ -36,22 +36,22 @@ CASES = [
     ("albumin", "3.5", "g/dL", 35.0, None),
     ("fibrinogen", "300", "mg/dL", 3.0, None),
     ("hemoglobin", "9.8", "g/dL", 98.0, None),
-    ("hemoglobin", "9.8", "g/L", None, labs.IMPLAUSIBLE),
+    ("hemoglobin", "9.8", "g/L", None, cleaning.IMPLAUSIBLE),
     ("neutrophil_pct", "73", "%", 0.73, None),
     ("platelet", "150000", "/uL", 150.0, None),
     ("platelet", "150", "x10^9/L", 150.0, None),
     ("platelet", "150", "K/uL", 150.0, None),
-    ("wbc", "5.1", "furlongs", None, labs.UNKNOWN_UNIT),
+    ("wbc", "5.1", "furlongs", None, cleaning.UNKNOWN_UNIT),
     ("glucose", "5.0", "mmol/L", 5.0, None),
     ("glucose", "5.0", None, 5.0, None),
-    ("sodium", "14.5", "mmol/L", None, labs.IMPLAUSIBLE),
+    ("sodium", "14.5", "mmol/L", None, cleaning.IMPLAUSIBLE),
     ("sodium", "141", "mEq/L", 141.0, None),
-    ("chloride", "15.2", None, None, labs.IMPLAUSIBLE),
+    ("chloride", "15.2", None, None, cleaning.IMPLAUSIBLE),
     ("chloride", "101", "mmol/L", 101.0, None),
-    ("pt", "1.1", "s", None, labs.IMPLAUSIBLE),
-    ("aptt", "3", "sec", None, labs.IMPLAUSIBLE),
-    ("rbc", "99.7", "10^12/L", None, labs.IMPLAUSIBLE),
-    ("potassium", "42", "mmol/L", None, labs.IMPLAUSIBLE),
+    ("pt", "1.1", "s", None, cleaning.IMPLAUSIBLE),
+    ("aptt", "3", "sec", None, cleaning.IMPLAUSIBLE),
+    ("rbc", "99.7", "10^12/L", None, cleaning.IMPLAUSIBLE),
+    ("potassium", "42", "mmol/L", None, cleaning.IMPLAUSIBLE),
     ("d_dimer", "500", "ng/mL FEU", 0.5, None),
     ("ferritin", "800", "ug/L", 800.0, None),
 ]
@@ -62,7 +62,7 @@ def test_each_bad_value(analyte, raw, unit, expected, reason):
     frame = pd.DataFrame(
         [{"patient_id": "p1", "collected_at": WHEN, "analyte": analyte, "value": raw, "unit": unit}]
     )
-    clean, issues = labs.clean_labs(frame)
+    clean, issues = cleaning.clean_labs(frame)
     if expected is None:
         assert clean.empty
     else:
@@ -146,17 +146,17 @@ def test_row_level_problems():
             },
         ]
     )
-    clean, issues = labs.clean_labs(frame, now=WHEN + pd.Timedelta(hours=1))
+    clean, issues = cleaning.clean_labs(frame, now=WHEN + pd.Timedelta(hours=1))
     assert sorted(issues["reason"]) == sorted(
         [
-            labs.MISSING_PATIENT_ID,
-            labs.MISSING_PATIENT_ID,
-            labs.UNKNOWN_ANALYTE,
-            labs.MISSING_TIMESTAMP,
-            labs.FUTURE_TIMESTAMP,
-            labs.DUPLICATE,
-            labs.CONFLICTING_DUPLICATE,
-            labs.CONFLICTING_DUPLICATE,
+            cleaning.MISSING_PATIENT_ID,
+            cleaning.MISSING_PATIENT_ID,
+            cleaning.UNKNOWN_ANALYTE,
+            cleaning.MISSING_TIMESTAMP,
+            cleaning.FUTURE_TIMESTAMP,
+            cleaning.DUPLICATE,
+            cleaning.CONFLICTING_DUPLICATE,
+            cleaning.CONFLICTING_DUPLICATE,
         ]
     )
     assert clean.set_index("patient_id")["value"].to_dict() == {"p2": 10.0, "p4": 12.0}
@@ -184,13 +184,13 @@ def test_one_bad_patient_does_not_touch_another():
             }
         ]
     )
-    clean, issues = labs.clean_labs(frame)
+    clean, issues = cleaning.clean_labs(frame)
     assert clean["patient_id"].tolist() == ["good"]
     assert set(issues["patient_id"]) == {"bad"}
 
 
 def test_every_panel_analyte_has_a_plausible_range():
-    from prcrs_batch.panel import ANALYTE_CODES
+    from prcrs_batch.task.panel import ANALYTE_CODES
 
-    assert set(labs.PLAUSIBLE_RANGES) == set(ANALYTE_CODES)
-    assert all(low < high for low, high in labs.PLAUSIBLE_RANGES.values())
+    assert set(cleaning.PLAUSIBLE_RANGES) == set(ANALYTE_CODES)
+    assert all(low < high for low, high in cleaning.PLAUSIBLE_RANGES.values())

@@ -7,10 +7,10 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
-from prcrs_batch.i18n import LANGUAGES, catalogue_path
-from prcrs_batch.panel import ANALYTES
+from prcrs_batch.report.i18n import LANGUAGES, catalogue_path
+from prcrs_batch.report.wording import MONTHS
 from prcrs_batch.resources import SOURCE_ROOT, template_dir
-from prcrs_batch.wording import MONTHS
+from prcrs_batch.task.panel import ANALYTES
 from tests.support.nightly import run_night
 
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from prcrs_batch.mailer import MailError, build_message, send_report
-from prcrs_batch.report import Report, build_failure_notice
+from prcrs_batch.report.mailer import MailError, build_message, send_report
+from prcrs_batch.report.render import Report, build_failure_notice
 from tests.support.report_data import (
     make_data_issues,
     make_history,
@@ -107,7 +107,7 @@ def test_failure_notice_is_sent(smtp_sink):
 
 def test_server_down_raises_mail_error_after_the_retries(alert_report, caplog):
     port = free_port()  # nothing listens there
-    caplog.set_level(logging.WARNING, logger="prcrs_batch.mailer")
+    caplog.set_level(logging.WARNING, logger="prcrs_batch.report.mailer")
     started = time.monotonic()
     with pytest.raises(MailError, match=rf"127\.0\.0\.1:{port} after 3 attempt"):
         send_report(

@@ -1,8 +1,9 @@
 from sqlalchemy import inspect, text
 
 from alembic import command
-from prcrs_batch.db import alembic_config, make_engine, migrate
-from prcrs_batch.tables import metadata
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.migrations import alembic_config, migrate
+from prcrs_batch.results.tables import metadata
 
 
 def test_upgrade_creates_schema_and_view(engine):

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prcrs_batch import baselines, metrics
+from prcrs_batch.offline import baselines
+from prcrs_batch.task import metrics
 
 
 def test_binary_metrics_by_hand():

@@ -13,11 +13,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sqlalchemy import select
 
-from prcrs_batch import drift, monitoring
-from prcrs_batch.cli import main
-from prcrs_batch.cohort import crs_assessments
-from prcrs_batch.datasets import training_frame
-from prcrs_batch.tables import crs_risk_scores, input_drift, model_performance
+from prcrs_batch.app.cli import main
+from prcrs_batch.monitoring import drift, performance
+from prcrs_batch.offline.datasets import training_frame
+from prcrs_batch.results.tables import crs_risk_scores, input_drift, model_performance
+from prcrs_batch.warehouse.contract import crs_assessments
 from tests.support import TEST_DATA
 from tests.support.nightly import AS_OF, run_night
 
@@ -114,7 +114,7 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
 
 def test_discrimination_and_calibration_figures_on_many_predictions():
     """The tiny cohort's nights have too few onsets for an AUROC: here 300 synthetic
-    patients over 20 nights, judged by monitoring.performance and by sklearn."""
+    patients over 20 nights, judged by performance.performance and by sklearn."""
     rng = np.random.default_rng(3)
     last = AS_OF
     rows, assessed = [], []
@@ -134,7 +134,9 @@ def test_discrimination_and_calibration_figures_on_many_predictions():
         rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk", "status"]
     )
     grades = pd.DataFrame(assessed, columns=["patient_id", "assessed_on", "grade"])
-    got = monitoring.performance(stored, monitoring.daily_grades(grades), last, [14], 0.27).iloc[0]
+    got = performance.performance(stored, performance.daily_grades(grades), last, [14], 0.27).iloc[
+        0
+    ]
     expected = _independent(stored, grades, last, 14)
     assert got["n_events"] == expected["y"].sum() >= 5
     assert np.isclose(got["auroc"], roc_auc_score(expected["y"], expected["risk"]))

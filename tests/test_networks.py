@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from prcrs_batch.networks import PrCRS, PrCRSConfig, build, slots_for
-from prcrs_batch.panel import FACTOR_SETS, inputs_for
-from prcrs_batch.training import transfer_model
+from prcrs_batch.modeling.networks import PrCRS, PrCRSConfig, build, slots_for
+from prcrs_batch.offline.training import transfer_model
+from prcrs_batch.task.panel import FACTOR_SETS, inputs_for
 
 
 @pytest.mark.parametrize("arch", ["prcrs", "cnn", "transformer"])

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from prcrs_batch import checks
-from prcrs_batch.cohort import load_cohort
-from prcrs_batch.omop import TABLES, load_cohort_omop
+from prcrs_batch.app import checks
+from prcrs_batch.devdata.cohort import load_cohort
+from prcrs_batch.devdata.omop import TABLES, load_cohort_omop
+from prcrs_batch.results.tables import crs_risk_scores
 from prcrs_batch.settings import Settings
-from prcrs_batch.tables import crs_risk_scores
 from tests.support.nightly import AS_OF, COHORT, run_night
 
 NIGHTS = [AS_OF - timedelta(days=2), AS_OF, AS_OF + timedelta(days=2)]

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 import pandas as pd
 from sqlalchemy import Engine, select, update
 
-from prcrs_batch.labs import clean_labs
-from prcrs_batch.omop import TABLES, load_cohort_omop
-from prcrs_batch.omop_codes import read_code_lists
-from prcrs_batch.warehouse import Source, Window, latest_labs
+from prcrs_batch.devdata.omop import TABLES, load_cohort_omop
+from prcrs_batch.features.cleaning import clean_labs
+from prcrs_batch.warehouse.code_lists import read_code_lists
+from prcrs_batch.warehouse.queries import Source, Window, latest_labs
 
 INFUSED = date(2026, 3, 1)
 OMOP = Source(model="omop", codes=read_code_lists())

@@ -9,12 +9,14 @@ import pandas as pd
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from prcrs_batch import artifacts, pipeline, results
-from prcrs_batch.cli import main
-from prcrs_batch.db import make_engine
-from prcrs_batch.history import HISTORY_DAYS
-from prcrs_batch.panel import FACTOR_SETS, HORIZONS
-from prcrs_batch.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.app import pipeline
+from prcrs_batch.app.cli import main
+from prcrs_batch.modeling import store
+from prcrs_batch.nightly.alert_states import HISTORY_DAYS
+from prcrs_batch.results import nights
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS
 from tests.support.nightly import AS_OF, count_rows, run_night
 
 
@@ -24,7 +26,7 @@ def test_scores_18_rows_per_active_patient(settings, warehouse):
     assert summary.n_patients > 0
     assert summary.n_scores == summary.n_patients * len(FACTOR_SETS) * len(HORIZONS)
     with warehouse.connect() as connection:
-        stored = results.stored_scores(connection=connection, as_of=AS_OF)
+        stored = nights.stored_scores(connection=connection, as_of=AS_OF)
     assert len(stored) == summary.n_scores
     per_patient = stored.groupby("patient_id").size()
     assert (per_patient == 18).all()
@@ -53,12 +55,12 @@ def test_a_night_written_in_small_batches_stores_the_same_rows(settings, warehou
     # INSERT_BATCH bounds how many rows are Python objects at once; batching loses nothing.
     run_night(settings, warehouse)
     with warehouse.connect() as connection:
-        whole = results.stored_scores(connection=connection, as_of=AS_OF)
-    monkeypatch.setattr(results, "INSERT_BATCH", 7)
+        whole = nights.stored_scores(connection=connection, as_of=AS_OF)
+    monkeypatch.setattr(nights, "INSERT_BATCH", 7)
     summary = run_night(settings, warehouse)
     with warehouse.connect() as connection:
-        batched = results.stored_scores(connection=connection, as_of=AS_OF)
-    assert len(batched) == summary.n_scores > 2 * results.INSERT_BATCH
+        batched = nights.stored_scores(connection=connection, as_of=AS_OF)
+    assert len(batched) == summary.n_scores > 2 * nights.INSERT_BATCH
     pd.testing.assert_frame_equal(batched, whole)
 
 
@@ -67,7 +69,7 @@ def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(s
     for night in nights:
         run_night(settings, warehouse, as_of=night)
     with warehouse.connect() as connection:
-        everything = results.score_history(
+        everything = nights.score_history(
             connection=connection, since=nights[0], before=AS_OF, trend_patients=[]
         )
         stored = pd.DataFrame(
@@ -80,7 +82,7 @@ def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(s
         both = stored.groupby("patient_id")["as_of"].nunique().loc[lambda n: n == 2].index
         assert len(both) >= 1
         chosen = str(both[0])
-        history = results.score_history(
+        history = nights.score_history(
             connection=connection, since=nights[0], before=AS_OF, trend_patients=[chosen]
         )
     # without trend patients: only each patient's latest earlier night
@@ -101,7 +103,7 @@ def test_backfill_gives_the_same_rows_as_single_runs(
     for night in nights:
         assert run_night(settings, warehouse, as_of=night).status == "succeeded"
     with warehouse.connect() as connection:
-        single = pd.concat([results.stored_scores(connection=connection, as_of=n) for n in nights])
+        single = pd.concat([nights.stored_scores(connection=connection, as_of=n) for n in nights])
     monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
     monkeypatch.setenv("PRCRS_MODEL_DIR", str(quick_models))
     monkeypatch.setenv("PRCRS_REPORT_DIR", str(tmp_path / "backfill"))
@@ -114,7 +116,7 @@ def test_backfill_gives_the_same_rows_as_single_runs(
     assert "3 succeeded" in outcome.output
     with warehouse.connect() as connection:
         backfilled = pd.concat(
-            [results.stored_scores(connection=connection, as_of=n) for n in nights]
+            [nights.stored_scores(connection=connection, as_of=n) for n in nights]
         )
     pd.testing.assert_frame_equal(single.reset_index(drop=True), backfilled.reset_index(drop=True))
     assert count_rows(warehouse, scoring_runs, status="succeeded") == 3
@@ -136,7 +138,7 @@ def _recommended_risks(stored: pd.DataFrame) -> dict[str, float]:
 def test_report_names_exactly_the_patients_at_or_above_threshold(settings, warehouse):
     probe = run_night(settings, warehouse)
     with warehouse.connect() as connection:
-        stored = results.stored_scores(connection=connection, as_of=AS_OF)
+        stored = nights.stored_scores(connection=connection, as_of=AS_OF)
     risks = _recommended_risks(stored)
     assert risks, "no patient could be scored"
     # Put the threshold exactly on one patient's risk: that patient and those above alert.
@@ -204,7 +206,7 @@ def test_corrupt_weight_file_errors_that_model_only(settings, warehouse, quick_m
     summary = run_night(settings, warehouse)
     assert summary.status == "succeeded"
     with warehouse.connect() as connection:
-        stored = results.stored_scores(connection=connection, as_of=AS_OF)
+        stored = nights.stored_scores(connection=connection, as_of=AS_OF)
     bad = stored[(stored["model"] == "cytokines") & (stored["horizon_days"] == 2)]
     assert (bad["status"] == "error").all()
     assert bad["detail"].str.contains("SHA-256").all()
@@ -223,16 +225,16 @@ def test_run_command_prints_a_summary(
     assert outcome.exit_code == 0, outcome.output
     for word in ("patients", "scores", "alerts", "report", "time"):
         assert word in outcome.output
-    assert isinstance(artifacts.load_models(quick_models).model_version, str)
+    assert isinstance(store.load_models(quick_models).model_version, str)
     assert date.fromisoformat(AS_OF.isoformat()) == AS_OF
 
 
 def _copy_night(engine, source: date, target: date) -> None:
     """Store `source`'s scores again as the night `target` (an earlier run, cheaply)."""
     with engine.begin() as connection:
-        scores = results.stored_scores(connection=connection, as_of=source).drop(columns="as_of")
+        scores = nights.stored_scores(connection=connection, as_of=source).drop(columns="as_of")
         now = datetime.now(timezone.utc)
-        run = results.RunInfo(
+        run = nights.RunInfo(
             run_id=f"copy-{target}",
             as_of=target,
             started_at=now,
@@ -241,7 +243,7 @@ def _copy_night(engine, source: date, target: date) -> None:
             status="succeeded",
             model_version="copy",
         )
-        results.replace_night(
+        nights.replace_night(
             connection=connection, run=run, scores=scores, issues=pd.DataFrame(columns=ISSUES)
         )
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from prcrs_batch.history import HISTORY_DAYS
-from prcrs_batch.outbox import write_html
-from prcrs_batch.report import MAX_CHARTS, Report, build_failure_notice, build_report
+from prcrs_batch.nightly.alert_states import HISTORY_DAYS
+from prcrs_batch.report.outbox import write_html
+from prcrs_batch.report.render import MAX_CHARTS, Report, build_failure_notice, build_report
 from tests.support.report_data import (
     AS_OF,
     EMPTY_HISTORY,

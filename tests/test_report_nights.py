@@ -12,17 +12,17 @@ from datetime import timedelta
 import pandas as pd
 from sqlalchemy import Engine, insert, select, text
 
-from prcrs_batch.cohort import crs_assessments
-from prcrs_batch.panel import BY_CODE
+from prcrs_batch.report.wording import format_value
 from prcrs_batch.resources import SOURCE_ROOT
-from prcrs_batch.tables import (
+from prcrs_batch.results.tables import (
     VIEWS,
     crs_patient_nights,
     crs_risk_explanations,
     metadata,
     scoring_runs,
 )
-from prcrs_batch.wording import format_value
+from prcrs_batch.task.panel import BY_CODE
+from prcrs_batch.warehouse.contract import crs_assessments
 from tests.support.nightly import AS_OF, patient_with_labs_on_as_of, run_night
 
 FIRST, SECOND = AS_OF - timedelta(days=1), AS_OF

@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from prcrs_batch import db, pipeline
-from prcrs_batch.cli import main
+from prcrs_batch.app import pipeline
+from prcrs_batch.app.cli import main
+from prcrs_batch.results import engines
 from tests.support.nightly import AS_OF, run_night
 
 
@@ -68,7 +69,7 @@ def test_run_json_is_one_line_and_the_metrics_file_describes_the_night(cli_env):
 
 def test_a_failed_night_is_in_the_metrics(settings, engine, tmp_path, monkeypatch):
     settings = settings.model_copy(update={"metrics_file": tmp_path / "m.prom"})
-    monkeypatch.setattr(db, "DB_BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(engines, "DB_BACKOFF_SECONDS", 0.0)
     # The warehouse tables are missing: the night fails and is recorded.
     summary = next(pipeline.run_nights(settings, [AS_OF], send_email=False))
     assert summary.status == "failed"

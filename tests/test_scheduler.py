@@ -9,10 +9,10 @@ import sys
 import threading
 from datetime import datetime, timedelta
 
-from prcrs_batch import pipeline, scheduler
-from prcrs_batch.db import migrate
+from prcrs_batch.app import pipeline, scheduler
+from prcrs_batch.results.migrations import migrate
+from prcrs_batch.results.tables import crs_risk_scores, night_claims
 from prcrs_batch.settings import load_settings
-from prcrs_batch.tables import crs_risk_scores, night_claims
 from tests.support.nightly import AS_OF, count_rows
 
 

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from prcrs_batch import results
-from prcrs_batch.cli import main
-from prcrs_batch.cohort import cart_infusions, lab_results
-from prcrs_batch.tables import crs_patient_nights
+from prcrs_batch.app.cli import main
+from prcrs_batch.results import nights
+from prcrs_batch.results.tables import crs_patient_nights
+from prcrs_batch.warehouse.contract import cart_infusions, lab_results
 from tests.support.nightly import AS_OF, patient_with_labs_on_as_of, run_night
 
 
@@ -37,7 +37,7 @@ def test_score_gives_the_nightly_rows_of_a_patient(settings, warehouse, score_en
                 crs_patient_nights.c.patient_id == pid, crs_patient_nights.c.as_of == AS_OF
             )
         ).scalar_one()
-        nightly = results.stored_scores(connection=connection, as_of=AS_OF)
+        nightly = nights.stored_scores(connection=connection, as_of=AS_OF)
     path = tmp_path / "labs.csv"
     pd.DataFrame(rows, columns=[c.name for c in lab_results.columns]).to_csv(path, index=False)
     options = ["--as-of", AS_OF.isoformat(), "--infusion-date", str(infused), "--json"]

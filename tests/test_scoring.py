@@ -5,9 +5,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from prcrs_batch import artifacts, scoring
-from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
+from prcrs_batch.modeling import device, store
+from prcrs_batch.nightly import scoring
 from prcrs_batch.resources import model_dir
+from prcrs_batch.task.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
 from tests.support.nightly import COHORT
 
 
@@ -17,7 +18,7 @@ def _features() -> pd.DataFrame:
 
 
 def test_shared_body_pass_equals_each_model_alone(quick_models):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     features = _features()
     scores = scoring.score(bundle, features, "cpu")
     assert len(scores) == len(features) * len(FACTOR_SETS) * len(HORIZONS)
@@ -26,19 +27,19 @@ def test_shared_body_pass_equals_each_model_alone(quick_models):
         ok = rows[rows["status"] == "ok"]
         if ok.empty:
             continue
-        alone = model.probabilities(features.loc[ok["patient_id"]], artifacts.resolve_device("cpu"))
+        alone = model.probabilities(features.loc[ok["patient_id"]], device.resolve_device("cpu"))
         np.testing.assert_allclose(ok["probability"].to_numpy(), alone, atol=1e-6)
 
 
 def test_horizons_of_a_set_share_normalisation(quick_models):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     for factor_set in FACTOR_SETS:
         stats = [bundle.models[(factor_set, h)].stats for h in HORIZONS]
         assert stats[0] == stats[1] == stats[2]
 
 
 def test_scores_are_keyed_by_patient_not_row_order(quick_models):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     features = _features()
     forward = scoring.score(bundle, features, "cpu").set_index(
         ["patient_id", "model", "horizon_days"]
@@ -52,7 +53,7 @@ def test_scores_are_keyed_by_patient_not_row_order(quick_models):
 
 
 def test_risks_are_cumulative_over_the_horizons_for_every_patient_and_model(quick_models):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     scores = scoring.score(bundle, _features(), "cpu")
     ok = scores[scores["status"] == "ok"]
     wide = ok.pivot_table(
@@ -63,7 +64,7 @@ def test_risks_are_cumulative_over_the_horizons_for_every_patient_and_model(quic
 
 
 def test_a_patient_already_severe_is_not_scored_as_a_warning(quick_models):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     features = _features()
     severe = str(features.index[0])
     scores = scoring.score(bundle, features, "cpu", already_severe=[severe])
@@ -77,12 +78,12 @@ def test_a_patient_already_severe_is_not_scored_as_a_warning(quick_models):
 
 def test_loading_quick_models_warns_loudly(quick_models, caplog):
     caplog.set_level(logging.WARNING, logger="prcrs_batch")
-    artifacts.load_models(quick_models, "cpu")
+    store.load_models(quick_models, "cpu")
     assert any("--quick" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
 def test_chunked_scoring_equals_one_batch(quick_models, monkeypatch):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     features = _features()
     monkeypatch.setitem(scoring.CHUNK_ROWS, "cpu", len(features) + 1)
     whole = scoring.score(bundle, features, "cpu")
@@ -112,11 +113,11 @@ def _assert_fused_equals_plain(bundle, features, monkeypatch):
 
 
 def test_fused_cpu_path_gives_the_risks_of_the_networks_as_trained(quick_models, monkeypatch):
-    bundle = artifacts.load_models(quick_models, "cpu")
+    bundle = store.load_models(quick_models, "cpu")
     _assert_fused_equals_plain(bundle, _noisy_cohort(150), monkeypatch)
 
 
 def test_fused_cpu_path_gives_the_shipped_models_risks(monkeypatch):
-    bundle = artifacts.load_models(model_dir(), "cpu")
+    bundle = store.load_models(model_dir(), "cpu")
     assert not bundle.errors()
     _assert_fused_equals_plain(bundle, _noisy_cohort(300), monkeypatch)

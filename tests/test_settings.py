@@ -1,7 +1,7 @@
 import pytest
 from click.testing import CliRunner
 
-from prcrs_batch.cli import main
+from prcrs_batch.app.cli import main
 from prcrs_batch.settings import SettingsError, load_settings
 
 

@@ -13,9 +13,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import make_url
 
 from alembic import command
-from prcrs_batch.cli import main
-from prcrs_batch.cohort import load_cohort
-from prcrs_batch.db import alembic_config, head_revision, make_engine
+from prcrs_batch.app.cli import main
+from prcrs_batch.devdata.cohort import load_cohort
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.migrations import alembic_config, head_revision
 from prcrs_batch.settings import load_settings, unknown_variables
 from tests.support import TEST_DATA
 from tests.support.nightly import AS_OF, COHORT

@@ -9,10 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from prcrs_batch import artifacts, cv, datasets, features, scoring, training
-from prcrs_batch.networks import predict
-from prcrs_batch.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
+from prcrs_batch.features import matrix
+from prcrs_batch.modeling import device, store
+from prcrs_batch.modeling.networks import predict
+from prcrs_batch.nightly import scoring
+from prcrs_batch.offline import cv, datasets, training
 from prcrs_batch.resources import bundled_data, model_dir
+from prcrs_batch.task.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
 
 pytestmark = pytest.mark.slow
 
@@ -88,15 +91,15 @@ def test_training_is_reproducible(trained, small_data, tmp_path):
         covid_path=small_data[1],
         factor_sets=["cytokines"],
     )
-    for name in (artifacts.PRETRAINED_FILE, "cytokines_h1.safetensors", "cytokines_h3.safetensors"):
-        assert artifacts.sha256(trained / name) == artifacts.sha256(tmp_path / name), name
+    for name in (store.PRETRAINED_FILE, "cytokines_h1.safetensors", "cytokines_h3.safetensors"):
+        assert store.sha256(trained / name) == store.sha256(tmp_path / name), name
 
 
 def test_round_trip_load_gives_training_time_predictions(trained, frame):
-    bundle = artifacts.load_models(trained, "cpu")
+    bundle = store.load_models(trained, "cpu")
     assert not bundle.errors()
     model = bundle.models[("all", 1)]
-    values, observed = artifacts.reference_inputs(len(model.inputs))
+    values, observed = store.reference_inputs(len(model.inputs))
     again = predict(model.members, values, observed)
     np.testing.assert_allclose(again, model.entry["reference_probabilities"], atol=1e-6)
     # same predictions through scoring as through the training code path
@@ -105,12 +108,12 @@ def test_round_trip_load_gives_training_time_predictions(trained, frame):
     ok = scores[
         (scores["model"] == "all") & (scores["horizon_days"] == 1) & (scores["status"] == "ok")
     ]
-    expected = predict(model.members, *features.encode(day.loc[ok["patient_id"]], model.stats))
+    expected = predict(model.members, *matrix.encode(day.loc[ok["patient_id"]], model.stats))
     np.testing.assert_allclose(ok["probability"].to_numpy(), expected, rtol=1e-6)
 
 
 def test_scores_are_keyed_by_patient_not_row(trained, frame):
-    bundle = artifacts.load_models(trained, "cpu")
+    bundle = store.load_models(trained, "cpu")
     day = frame[frame["day"] == 0].set_index("patient_id")[list(ANALYTE_CODES)]
     day.iloc[0] = np.nan  # one patient with nothing observed
     a = scoring.score(bundle, day, "cpu")
@@ -140,9 +143,9 @@ def test_wrong_checksum_refuses_that_model_only(trained, tmp_path):
         for m in json.loads((broken / "manifest.json").read_text())["models"]
         if m["name"] == "cytokines_h2"
     )
-    with pytest.raises(artifacts.ModelChecksumError, match="cytokines_h2.safetensors"):
-        artifacts.load_model(broken, entry, artifacts.resolve_device("cpu"))
-    bundle = artifacts.load_models(broken, "cpu")
+    with pytest.raises(store.ModelChecksumError, match="cytokines_h2.safetensors"):
+        store.load_model(broken, entry, device.resolve_device("cpu"))
+    bundle = store.load_models(broken, "cpu")
     errors = bundle.errors()
     assert set(errors) == {("cytokines", 2), ("biochem", 3)}
     assert "ModelChecksumError" in errors[("cytokines", 2)]
@@ -160,9 +163,9 @@ def test_wrong_checksum_refuses_that_model_only(trained, tmp_path):
 def test_corrupt_shared_body_refuses_every_model(trained, tmp_path):
     broken = tmp_path / "models"
     shutil.copytree(trained, broken)
-    target = broken / artifacts.PRETRAINED_FILE
+    target = broken / store.PRETRAINED_FILE
     target.write_bytes(target.read_bytes()[:-8] + b"\0" * 8)
-    bundle = artifacts.load_models(broken, "cpu")
+    bundle = store.load_models(broken, "cpu")
     assert len(bundle.errors()) == 18
 
 
@@ -185,7 +188,7 @@ def test_bodies_load_from_the_recorded_pretraining_config(trained, tmp_path):
     manifest = json.loads((trained / "manifest.json").read_text())
     recorded = manifest["pretraining"]["network"]
     assert recorded["n_classes"] == 3 and recorded["readout"] == "mean"
-    bodies = artifacts.load_bodies(trained)
+    bodies = store.load_bodies(trained)
     assert len(bodies) == len(manifest["pretraining"]["members"])
     assert all(b.config.to_dict() == recorded for b in bodies)
     # a manifest from before the config was recorded: derived, same weights
@@ -193,15 +196,15 @@ def test_bodies_load_from_the_recorded_pretraining_config(trained, tmp_path):
     shutil.copytree(trained, older)
     del manifest["pretraining"]["network"]
     (older / "manifest.json").write_text(json.dumps(manifest))
-    for new, old in zip(bodies, artifacts.load_bodies(older)):
+    for new, old in zip(bodies, store.load_bodies(older)):
         assert old.config.d_model == new.config.d_model and old.config.n_classes == 3
         for name, tensor in _body_tensors(new).items():
             assert torch.equal(tensor, _body_tensors(old)[name]), name
 
 
 def test_shipped_bodies_load():
-    bodies = artifacts.load_bodies(model_dir())
-    manifest, _ = artifacts.read_manifest(model_dir())
+    bodies = store.load_bodies(model_dir())
+    manifest, _ = store.read_manifest(model_dir())
     assert len(bodies) == len(manifest["pretraining"]["members"])
     assert all(b.config.n_classes == 3 and not b.training for b in bodies)
 
@@ -209,7 +212,7 @@ def test_shipped_bodies_load():
 def test_quick_training_never_replaces_the_model_folder(settings_env):
     from click.testing import CliRunner
 
-    from prcrs_batch.cli import main
+    from prcrs_batch.app.cli import main
 
     result = CliRunner().invoke(main, ["train", "--quick"])
     assert result.exit_code != 0 and "--output" in result.output

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
-from prcrs_batch import warehouse
-from prcrs_batch.cohort import lab_results, load_cohort
-from prcrs_batch.warehouse import Window
+from prcrs_batch.devdata.cohort import load_cohort
+from prcrs_batch.warehouse import queries
+from prcrs_batch.warehouse.contract import lab_results
+from prcrs_batch.warehouse.queries import Window
 from tests.support.nightly import AS_OF, COHORT
 
 WINDOW = Window(as_of=AS_OF, active_days=30, lookback_hours=72)
@@ -24,12 +25,12 @@ def _reads(engine: Engine, window: Window) -> dict[str, pd.DataFrame]:
         frames = {
             name: read(connection=connection, window=window)
             for name, read in [
-                ("active_cohort", warehouse.active_cohort),
-                ("latest_labs", warehouse.latest_labs),
-                ("latest_crs_grades", warehouse.latest_crs_grades),
+                ("active_cohort", queries.active_cohort),
+                ("latest_labs", queries.latest_labs),
+                ("latest_crs_grades", queries.latest_crs_grades),
             ]
         }
-        frames["crs_assessments"] = warehouse.crs_assessments(
+        frames["crs_assessments"] = queries.crs_assessments(
             connection=connection,
             first_infusion=window.as_of - timedelta(days=window.active_days),
             last_infusion=window.as_of,
@@ -53,9 +54,9 @@ def night(engine: Engine) -> Engine:
 
 
 def test_a_read_in_many_batches_is_the_read_in_one(night, monkeypatch):
-    monkeypatch.setattr(warehouse, "BATCH_ROWS", 1_000_000)
+    monkeypatch.setattr(queries, "BATCH_ROWS", 1_000_000)
     whole = _reads(night, WINDOW)
-    monkeypatch.setattr(warehouse, "BATCH_ROWS", 7)
+    monkeypatch.setattr(queries, "BATCH_ROWS", 7)
     batched = _reads(night, WINDOW)
     assert len(whole["latest_labs"]) > 10 * 7  # many batches
     for name, frame in whole.items():
@@ -79,7 +80,7 @@ def test_an_empty_read_has_the_same_columns_and_dtypes(night):
 
 def test_a_query_with_other_columns_fails_naming_them(night, monkeypatch, tmp_path):
     (tmp_path / "latest_labs.sql").write_text("SELECT patient_id, analyte FROM lab_results")
-    monkeypatch.setattr(warehouse, "sql_dir", lambda: tmp_path)
-    with night.connect() as connection, pytest.raises(warehouse.WarehouseError) as failed:
-        warehouse.latest_labs(connection=connection, window=WINDOW)
+    monkeypatch.setattr(queries, "sql_dir", lambda: tmp_path)
+    with night.connect() as connection, pytest.raises(queries.WarehouseError) as failed:
+        queries.latest_labs(connection=connection, window=WINDOW)
     assert "latest_labs.sql returned ['patient_id', 'analyte']" in str(failed.value)

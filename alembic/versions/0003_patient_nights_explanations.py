@@ -13,7 +13,7 @@ Create Date: 2026-11-27 01:30:00
 import sqlalchemy as sa
 
 from alembic import op
-from prcrs_batch.schema_text import comment_sql, create_views_sql
+from prcrs_batch.results.schema_text import comment_sql, create_views_sql
 
 revision = "0003"
 down_revision = "0002"

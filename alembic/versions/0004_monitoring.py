@@ -10,7 +10,7 @@ Create Date: 2026-11-27 02:10:00
 import sqlalchemy as sa
 
 from alembic import op
-from prcrs_batch.schema_text import comment_sql, create_views_sql
+from prcrs_batch.results.schema_text import comment_sql, create_views_sql
 
 revision = "0004"
 down_revision = "0003"

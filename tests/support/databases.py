@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from prcrs_batch.db import make_engine, migrate
+from prcrs_batch.results.engines import make_engine
+from prcrs_batch.results.migrations import migrate
 
 BACKENDS = ["sqlite", "postgresql"]
 

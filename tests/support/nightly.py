@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from prcrs_batch import pipeline, training
-from prcrs_batch.cohort import load_cohort, read_cohort
+from prcrs_batch.app import pipeline
+from prcrs_batch.devdata.cohort import load_cohort, read_cohort
+from prcrs_batch.offline import training
 from prcrs_batch.settings import Settings, load_settings
 from tests.support import TEST_DATA
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pandas as pd
 
-from prcrs_batch import alerts
-from prcrs_batch.history import recent_history, with_previous
-from prcrs_batch.panel import FACTOR_SETS, HORIZONS, inputs_for
-from prcrs_batch.report import Report, build_report
+from prcrs_batch.nightly import alerts
+from prcrs_batch.nightly.alert_states import recent_history, with_previous
+from prcrs_batch.report.render import Report, build_report
 from prcrs_batch.resources import template_dir
-from prcrs_batch.results import RunInfo
+from prcrs_batch.results.nights import RunInfo
+from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS, inputs_for
 
 TEMPLATE_DIR = template_dir()
 AS_OF = date(2026, 11, 26)

@@ -1,0 +1,136 @@
+"""Loads a cohort file in the cart_dev.csv format into the three warehouse contract tables.
+
+For development, demos and tests: a hospital's own warehouse already holds these tables.
+Loading the same file twice changes nothing (unique keys, conflicting rows skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    Engine,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE
+from prcrs_batch.warehouse.contract import (
+    cart_infusions,
+    crs_assessments,
+    lab_results,
+    warehouse_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+COLLECTION_TIME = time(6, 0)  # the development cohort's labs are dated by day; say 06:00
+STATIC_COLUMNS = ["patient_id", "infusion_date", "day", "sex", "age", "crs_grade"]
+
+
+def read_cohort(path: Path) -> pd.DataFrame:
+    """Read a cart_dev.csv-format file; analyte cells stay text, as a warehouse holds them."""
+    frame = pd.read_csv(
+        path, dtype={code: "string" for code in ANALYTE_CODES} | {"patient_id": "string"}
+    )
+    missing = [c for c in STATIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    frame["infusion_date"] = pd.to_datetime(frame["infusion_date"]).dt.date
+    return frame
+
+
+def place_in_treatment(cohort: pd.DataFrame, today: date, seed: int = 0) -> pd.DataFrame:
+    """Move each patient so that they are in treatment today, with labs up to yesterday.
+
+    Each patient's last kept day is drawn at random (seeded) and put on yesterday, so the
+    demo warehouse looks like the warehouse at 2 am: some patients just infused, some a week
+    in, nobody with results from the future. Later days are dropped.
+    """
+    rng = np.random.default_rng(seed)
+    last_day = cohort.groupby("patient_id")["day"].max()
+    kept_day = pd.Series(
+        [int(rng.integers(0, d + 1)) for d in last_day.to_numpy()], index=last_day.index
+    )
+    moved = cohort[cohort["day"] <= cohort["patient_id"].map(kept_day)].copy()
+    yesterday = today - timedelta(days=1)
+    moved["infusion_date"] = [
+        yesterday - timedelta(days=int(kept_day[p])) for p in moved["patient_id"]
+    ]
+    return moved
+
+
+def warehouse_rows(cohort: pd.DataFrame) -> dict[str, list[dict]]:
+    """The contract rows for a cohort frame: infusions, lab results, CRS assessments."""
+    infusions = (
+        cohort.drop_duplicates("patient_id")[["patient_id", "infusion_date", "sex", "age"]]
+        .astype(object)
+        .where(lambda f: f.notna(), None)
+    )
+    dates = [d + timedelta(days=int(n)) for d, n in zip(cohort["infusion_date"], cohort["day"])]
+    labs = []
+    for code in ANALYTE_CODES:
+        if code not in cohort.columns:
+            continue
+        unit = BY_CODE[code].unit
+        for pid, when, value in zip(cohort["patient_id"], dates, cohort[code]):
+            if pd.isna(value) or str(value).strip() == "":
+                continue
+            collected = datetime.combine(when, COLLECTION_TIME)
+            labs.append(
+                {
+                    "patient_id": pid,
+                    "collected_at": collected,
+                    "analyte": code,
+                    "value": str(value),
+                    "unit": unit,
+                }
+            )
+    grades = [
+        {"patient_id": pid, "assessed_on": when, "grade": int(g)}
+        for pid, when, g in zip(cohort["patient_id"], dates, cohort["crs_grade"])
+        if not pd.isna(g)
+    ]
+    return {
+        "cart_infusions": infusions.to_dict("records"),
+        "lab_results": labs,
+        "crs_assessments": grades,
+    }
+
+
+def create_warehouse_tables(engine: Engine) -> None:
+    """Create the contract tables where absent (development warehouses only)."""
+    warehouse_metadata.create_all(engine, checkfirst=True)
+
+
+def load_cohort(engine: Engine, cohort: pd.DataFrame) -> dict[str, int]:
+    """Insert a cohort frame into the contract tables; rows already there are skipped.
+
+    Returns the number of rows in each table afterwards.
+    """
+    create_warehouse_tables(engine)
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    rows = warehouse_rows(cohort)
+    with engine.begin() as connection:
+        for table in (cart_infusions, lab_results, crs_assessments):
+            batch = rows[table.name]
+            for start in range(0, len(batch), 5000):
+                statement = dialect.insert(table).on_conflict_do_nothing()
+                connection.execute(statement, batch[start : start + 5000])
+        counts = {
+            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (cart_infusions, lab_results, crs_assessments)
+        }
+    log.info("warehouse now holds %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
+    return counts
+
+
+def reset_warehouse(engine: Engine) -> None:
+    """Drop and recreate the contract tables (the demo's embedded warehouse only)."""
+    warehouse_metadata.drop_all(engine, checkfirst=True)
+    warehouse_metadata.create_all(engine)

@@ -1,0 +1,174 @@
+"""Engines for the warehouse and results databases, their retries, and what a database
+error at set-up means for the operator (which setting, what to do)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from prcrs_batch.errors import describe, redact_url
+from prcrs_batch.results.tables import metadata as results_metadata
+from prcrs_batch.settings import normalise_database_url
+from prcrs_batch.warehouse.contract import warehouse_metadata
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RESULTS_TABLES = tuple(results_metadata.tables)
+CONTRACT_TABLES = tuple(warehouse_metadata.tables)
+INIT_DB = "run `prcrs-batch init-db`"
+
+
+class DatabaseSetupError(RuntimeError):
+    """A configured database cannot be used as it is. The message is one line that names
+    the setting (or the table) and what to do; never a password."""
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets foreign keys and a busy timeout, PostgreSQL a pool check."""
+    url = normalise_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (connecting would create it empty).
+
+    >>> missing_sqlite_file("sqlite:///no/such/prcrs.db"), missing_sqlite_file("sqlite://")
+    (PosixPath('no/such/prcrs.db'), None)
+    """
+    parsed = make_url(normalise_database_url(url))
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
+
+
+def missing_file_message(setting: str, url: str, path: Path) -> str:
+    """One line for a SQLite file that is not there (often an unset or misspelt setting)."""
+    return (
+        f"{setting} ({redact_url(url)}): the SQLite file {path} does not exist "
+        f"(is {setting} set? unset, it is sqlite:///prcrs.db in the working folder)"
+    )
+
+
+@contextmanager
+def explained(setting: str, url: str) -> Iterator[None]:
+    """Turn a database error inside the block into a DatabaseSetupError naming `setting`."""
+    try:
+        yield
+    except (DBAPIError, ArgumentError) as exc:
+        raise DatabaseSetupError(explain(exc, setting=setting, url=url)) from None
+
+
+_MISSING_TABLE = re.compile(r'relation "(?:[^"]+\.)?([^"]+)" does not exist|no such table: (\S+)')
+_MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
+_UNREACHABLE = (
+    "connection refused",
+    "could not connect",
+    "timeout expired",
+    "timed out",
+    "no route to host",
+    "network is unreachable",
+    "could not translate host name",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "no such file or directory",  # a Unix socket that is not there
+)
+
+
+def explain(exc: BaseException, *, setting: str, url: str) -> str:
+    """A database error as one line: which setting, what went wrong, what to do.
+
+    >>> from sqlalchemy.exc import OperationalError
+    >>> explain(OperationalError("SELECT 1", {}, Exception("no such table: lab_results")),
+    ...         setting="PRCRS_WAREHOUSE_URL", url="sqlite:///w.db")
+    'PRCRS_WAREHOUSE_URL (sqlite:///w.db): the warehouse table or view lab_results is missing: \
+create it or map your warehouse onto it (README, Warehouse contract)'
+    """
+    where = f"{setting} ({redact_url(url)})"
+    message = describe(exc)
+    if isinstance(exc, ArgumentError):
+        return f"{setting}: not a usable database URL: {message}"
+    text = message.lower()
+    if match := _MISSING_TABLE.search(message):
+        table = match.group(1) or match.group(2)
+        if table in RESULTS_TABLES or table in ("crs_risk_latest", "alembic_version"):
+            return f"{where}: the results table {table} is missing: {INIT_DB}"
+        if table in CONTRACT_TABLES:
+            return (
+                f"{where}: the warehouse table or view {table} is missing: create it or map "
+                "your warehouse onto it (README, Warehouse contract)"
+            )
+        return f"{where}: table {table} is missing ({message})"
+    if match := _MISSING_DATABASE.search(message):
+        return (
+            f"{where}: the database {match.group(1)} does not exist: create it (createdb) or "
+            "correct the database name in the URL"
+        )
+    if "password authentication failed" in text or "no password supplied" in text:
+        return (
+            f"{where}: login refused ({message}): check the user name in the URL and its "
+            "password in the password file (PGPASSFILE)"
+        )
+    if re.search(r'role "[^"]+" does not exist', message):
+        return f"{where}: login refused ({message}): create the role or correct the user name"
+    if "unable to open database file" in text:
+        return f"{where}: cannot open the SQLite file: does its folder exist and is it writable?"
+    if "permission denied" in text:
+        return (
+            f"{where}: permission denied ({message}): grant the login its role "
+            "(deploy/roles.sql, deploy/README.md)"
+        )
+    if any(fragment in text for fragment in _UNREACHABLE):
+        return (
+            f"{where}: cannot reach the database server ({message}): check the host and port "
+            "in the URL and that the server is running"
+        )
+    return f"{where}: {message}"
+
+
+DB_ATTEMPTS = 3
+DB_BACKOFF_SECONDS = 2.0
+
+
+def with_db_retries(action: Callable[[], T], what: str, attempts: int = DB_ATTEMPTS) -> T:
+    """Run a database action, retrying lost or refused connections with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (OperationalError, DBAPIError) as exc:
+            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not transient or attempt == attempts:
+                raise
+            wait = DB_BACKOFF_SECONDS * 2 ** (attempt - 1)
+            log.warning(
+                "%s: database error (%s), retry %d/%d in %.0fs",
+                what,
+                type(exc.orig).__name__,
+                attempt,
+                attempts - 1,
+                wait,
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")

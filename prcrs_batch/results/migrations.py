@@ -1,0 +1,153 @@
+"""The results schema's migrations (Alembic owns the schema) and whether a configured
+results database is ready for a night."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from prcrs_batch import resources
+from prcrs_batch.errors import redact_url
+from prcrs_batch.results.engines import (
+    INIT_DB,
+    RESULTS_TABLES,
+    DatabaseSetupError,
+    make_engine,
+    missing_file_message,
+    missing_sqlite_file,
+)
+from prcrs_batch.settings import Settings, normalise_database_url
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic configuration for the repo's migrations, aimed at `url`."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.alembic_dir()))
+    config.attributes["url"] = normalise_database_url(url)
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration this release ships."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:  # cannot happen with alembic/versions/ in place
+        raise DatabaseSetupError(f"no migrations found in {resources.alembic_dir()}")
+    return head
+
+
+def known_revisions() -> set[str]:
+    """Every migration this release ships."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a results database stands against this release's migrations."""
+
+    current: str | None  # the applied revision; None: no results schema
+    head: str  # the newest revision of this release
+    tables_missing: tuple[str, ...] = ()
+    revision_readable: bool = True  # False: this login may not read alembic_version
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong, with what to do; None when the schema is usable."""
+        if not self.revision_readable:
+            if self.tables_missing:
+                return f"results table(s) {', '.join(self.tables_missing)} missing: {INIT_DB}"
+            return None  # the tables are there; the version is not ours to read
+        if self.current is None:
+            return f"no results schema: {INIT_DB}"
+        if self.current != self.head:
+            if self.current in known_revisions():
+                return (
+                    f"results schema at revision {self.current}, this release needs "
+                    f"{self.head}: {INIT_DB}"
+                )
+            return (
+                f"results schema at revision {self.current}, unknown to this release "
+                f"(newest {self.head}): the database was migrated by a newer prcrs-batch"
+            )
+        return None
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    """Read the applied revision (alembic_version) and which results tables exist."""
+    head = head_revision()
+    with engine.connect() as connection:
+        present = set(inspect(connection).get_table_names())
+        missing = tuple(t for t in RESULTS_TABLES if t not in present)
+        try:
+            current = MigrationContext.configure(connection).get_current_revision()
+        except ProgrammingError:  # permission denied on alembic_version (an older roles.sql)
+            return SchemaState(None, head, missing, revision_readable=False)
+    return SchemaState(current, head, missing)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What `migrate` did: the revision before (None: no schema) and after."""
+
+    before: str | None
+    after: str
+
+    def describe(self, where: str) -> str:
+        """One line for the operator.
+
+        >>> Migration(None, "0002").describe("sqlite:///r.db")
+        'created the results schema (revision 0002) in sqlite:///r.db'
+        >>> Migration("0002", "0002").describe("sqlite:///r.db")
+        'results schema already at the newest revision 0002 in sqlite:///r.db: no change'
+        """
+        if self.before is None:
+            return f"created the results schema (revision {self.after}) in {where}"
+        if self.before != self.after:
+            return f"upgraded the results schema from {self.before} to {self.after} in {where}"
+        return f"results schema already at the newest revision {self.after} in {where}: no change"
+
+
+def migrate(url: str) -> Migration:
+    """Bring the results schema to the newest revision (`alembic upgrade head`)."""
+    from alembic import command
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
+        command.upgrade(alembic_config(url), "head")
+        with engine.connect() as connection:
+            after = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    return Migration(before, after or head_revision())
+
+
+def require_usable(settings: Settings) -> None:
+    """Before a night: raise DatabaseSetupError for a set-up mistake no retry can fix (a
+    SQLite file that is not there, a results schema missing or at another revision).
+
+    An unreachable server is left to the night itself: it retries, then fails, records
+    the failure where it can and sends the failure notice.
+    """
+    warehouse, results = settings.warehouse_url, settings.results_database_url
+    if (path := missing_sqlite_file(warehouse)) is not None:
+        raise DatabaseSetupError(missing_file_message("PRCRS_WAREHOUSE_URL", warehouse, path))
+    where = f"PRCRS_RESULTS_URL ({redact_url(results)})"
+    if missing_sqlite_file(results) is not None:
+        raise DatabaseSetupError(f"{where}: no results schema (no such file): {INIT_DB}")
+    engine = make_engine(results)
+    try:
+        state = schema_state(engine)
+    except OperationalError:
+        return
+    finally:
+        engine.dispose()
+    if state.problem:
+        raise DatabaseSetupError(f"{where}: {state.problem}")

@@ -1,0 +1,92 @@
+"""SQL and Markdown made from tables.py: the CREATE VIEW statements, the COMMENT ON statements
+for PostgreSQL, and the README's "Results schema" section, so that all three say the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Column, DateTime, String, Table, Text
+
+from prcrs_batch.results.tables import (
+    VIEWS,
+    crs_patient_nights,
+    crs_risk_explanations,
+    crs_risk_scores,
+    data_quality_issues,
+    input_drift,
+    metadata,
+    model_performance,
+    night_claims,
+    scoring_runs,
+)
+
+
+def create_views_sql(names: Iterable[str] | None = None) -> list[str]:
+    """CREATE VIEW statements for VIEWS (`names`: those a migration creates; default all)."""
+    return [f"CREATE VIEW {name} AS\n{VIEWS[name][1]}" for name in names or VIEWS]
+
+
+def comment_sql(
+    tables: Iterable[str] | None = None, views: Iterable[str] | None = None
+) -> list[str]:
+    """PostgreSQL COMMENT ON statements for the tables and views named (default all), and
+    every column of theirs."""
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def on(kind: str, name: str, comment: str, columns: Table) -> list[str]:
+        statements = [f"COMMENT ON {kind} {name} IS {quoted(comment)}"]
+        for column in columns.columns:
+            statements.append(
+                f"COMMENT ON COLUMN {name}.{column.name} IS {quoted(column.comment or '')}"
+            )
+        return statements
+
+    out = []
+    for name in tables or metadata.tables:
+        table = metadata.tables[name]
+        out += on("TABLE", name, table.comment or "", table)
+    for name in views or VIEWS:
+        comment, _, source = VIEWS[name]
+        out += on("VIEW", name, comment, metadata.tables[source])
+    return out
+
+
+def schema_markdown() -> str:
+    """The README's table-by-table schema, from the same comments."""
+    lines = []
+    for table in [
+        scoring_runs,
+        crs_patient_nights,
+        crs_risk_explanations,
+        crs_risk_scores,
+        model_performance,
+        input_drift,
+        data_quality_issues,
+        night_claims,
+    ]:
+        lines += [
+            f"**`{table.name}`**: {table.comment}.",
+            "",
+            "| column | type | meaning |",
+            "|---|---|---|",
+        ]
+        for column in table.columns:
+            kind = _kind(column)
+            lines.append(f"| `{column.name}` | {kind} | {column.comment} |")
+        lines.append("")
+    for name, (comment, _, source) in VIEWS.items():
+        lines += [f"**`{name}`** (view, the columns of `{source}`): {comment}.", ""]
+    return "\n".join(lines)
+
+
+def _kind(column: Column) -> str:
+    """A column's type as the README states it."""
+    kind = column.type
+    if isinstance(kind, DateTime):
+        return "timestamp with time zone" if kind.timezone else "timestamp (warehouse clock)"
+    if isinstance(kind, String) and not isinstance(kind, Text):
+        return "text"
+    return str(kind).lower()
