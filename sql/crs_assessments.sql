@@ -1,11 +1,9 @@
--- Every CRS assessment of patients infused from first_infusion to last_infusion:
--- training labels.
-SELECT c.patient_id, c.assessed_on, c.grade
-FROM crs_assessments AS c
-WHERE c.patient_id IN (
-    SELECT patient_id
-    FROM cart_infusions
-    WHERE infusion_date >= :first_infusion
-      AND infusion_date <= :last_infusion
-)
-ORDER BY c.patient_id, c.assessed_on
+-- Every day's CRS grade (shared/daily_grades.sql) of the patients infused from
+-- first_infusion to last_infusion: training labels, and the outcomes monitoring judges by.
+{% set until = "last_infusion" -%}
+WITH {% include "shared/active_patients.sql" %},
+{% include "shared/daily_grades.sql" %}
+SELECT d.patient_id, d.assessed_on, d.grade
+FROM daily AS d
+JOIN active AS a ON a.patient_id = d.patient_id
+ORDER BY d.patient_id, d.assessed_on

@@ -6,13 +6,7 @@
 --                      [fresh_since, window_end): NULL when none is that recent
 -- Cheap with the indexes README recommends (cart_infusions (infusion_date),
 -- lab_results (collected_at)).
-WITH active AS (
-    SELECT DISTINCT patient_id
-    FROM cart_infusions
-    WHERE infusion_date >= :first_infusion
-      AND infusion_date <= :as_of
-      AND patient_id IS NOT NULL
-)
+WITH {% include "shared/active_patients.sql" %}
 SELECT
     (SELECT MAX(infusion_date) FROM cart_infusions WHERE infusion_date <= :as_of)
         AS newest_infusion,

@@ -1,18 +1,15 @@
--- Each active patient's most recent CRS grade assessed on or before the as-of date.
-WITH active AS (
-    SELECT DISTINCT patient_id
-    FROM cart_infusions
-    WHERE infusion_date >= :first_infusion
-      AND infusion_date <= :as_of
-),
+-- Each active patient's most recent CRS grade (a day's grade: shared/daily_grades.sql)
+-- assessed on or before the as-of date.
+WITH {% include "shared/active_patients.sql" %},
+{% include "shared/daily_grades.sql" %},
 ranked AS (
-    SELECT c.patient_id,
-           c.assessed_on,
-           c.grade,
-           ROW_NUMBER() OVER (PARTITION BY c.patient_id ORDER BY c.assessed_on DESC) AS recency
-    FROM crs_assessments AS c
-    JOIN active AS a ON a.patient_id = c.patient_id
-    WHERE c.assessed_on <= :as_of
+    SELECT d.patient_id,
+           d.assessed_on,
+           d.grade,
+           ROW_NUMBER() OVER (PARTITION BY d.patient_id ORDER BY d.assessed_on DESC) AS recency
+    FROM daily AS d
+    JOIN active AS a ON a.patient_id = d.patient_id
+    WHERE d.assessed_on <= :as_of
 )
 SELECT patient_id, assessed_on, grade
 FROM ranked

@@ -4,12 +4,7 @@
 -- `now` (a clock running ahead; NULL: none) and those without a collection time; and the
 -- window's results without a patient id. The database picks nothing: labs.py takes each
 -- analyte's latest usable result and records why it set any newer one aside.
-WITH active AS (
-    SELECT DISTINCT patient_id
-    FROM cart_infusions
-    WHERE infusion_date >= :first_infusion
-      AND infusion_date <= :as_of
-)
+WITH {% include "shared/active_patients.sql" %}
 SELECT l.patient_id, l.collected_at, l.analyte, l.value, l.unit
 FROM lab_results AS l
 JOIN active AS a ON a.patient_id = l.patient_id

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import Connection, Date, DateTime, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
@@ -123,11 +124,27 @@ _PARAM_TYPES = {
 }
 
 
+def render(folder: Path, name: str) -> str:
+    """The SQL of `name`.sql in a folder (sql/ or sql/omop/), its shared parts included.
+
+    A query file is a Jinja template only for `{% include "shared/..." %}`: the active
+    patients and a day's grade are written once, in the folder's shared/ (a site edits one
+    file per concept). Nothing else is rendered into the SQL: every value is a bound
+    parameter. An unknown template variable fails rather than rendering empty.
+    """
+    environment = Environment(
+        loader=FileSystemLoader(folder),
+        undefined=StrictUndefined,
+        autoescape=False,  # SQL, not HTML: no value is ever rendered into it
+    )
+    return environment.get_template(f"{name}.sql").render()
+
+
 @cache
 def query(folder: Path, name: str) -> TextClause:
-    """The query `name`.sql of a folder (sql/ or sql/omop/), its parameters typed; a code
-    list (sql/omop/) is an expanding parameter."""
-    sql = (folder / f"{name}.sql").read_text("utf-8")
+    """The query `name`.sql of a folder (sql/ or sql/omop/), rendered once (`render`), its
+    parameters typed; a code list (sql/omop/) is an expanding parameter."""
+    sql = render(folder, name)
     binds = [bindparam(p, type_=t()) for p, t in _PARAM_TYPES.items() if f":{p}" in sql]
     binds += [bindparam(p, expanding=True) for p in sorted(EXPANDING) if f":{p}" in sql]
     return text(sql).bindparams(*binds)
