@@ -1,1 +1,2 @@
-"""The job watching itself: performance as outcomes arrive, drift, the night's watch, run metrics."""
+"""The job watching itself: performance as outcomes arrive, drift, the night's watch and its
+run metrics."""

@@ -24,7 +24,6 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from prcrs_batch.features import matrix
 from prcrs_batch.features.matrix import InputStats
 from prcrs_batch.modeling.networks import (
     PrCRS,
@@ -34,7 +33,7 @@ from prcrs_batch.modeling.networks import (
     predict,
 )
 from prcrs_batch.offline import training
-from prcrs_batch.offline.cv import FitPredict, labels
+from prcrs_batch.offline.cv import FitPredict, FoldArrays, labels
 
 LABELS = {
     "prcrs_transfer": "PrCRS (COVID-19 transfer)",
@@ -68,18 +67,14 @@ ABLATIONS = (
 )
 
 
-def inputs_and_mask(frame: pd.DataFrame, stats: InputStats) -> np.ndarray:
-    """The encoded inputs followed by their observed mask as 0/1: (N, 2L) float32."""
-    values, observed = matrix.encode(frame, stats)
-    return np.hstack([values, observed.astype(np.float32)])
-
-
 def fit_predict_logistic(
     train: pd.DataFrame, test: pd.DataFrame, stats: InputStats, horizon: int, seed: int
 ) -> np.ndarray:
+    a = FoldArrays.of(train, test, stats, horizon)
+    x_train, x_test = a.inputs_and_mask()
     model = LogisticRegression(C=0.1, max_iter=5000)
-    model.fit(inputs_and_mask(train, stats), labels(train, horizon))
-    return model.predict_proba(inputs_and_mask(test, stats))[:, 1]
+    model.fit(x_train, a.y)
+    return model.predict_proba(x_test)[:, 1]
 
 
 def fit_predict_boosting(
@@ -120,10 +115,11 @@ def from_scratch(arch: str, cfg: training.TrainConfig) -> FitPredict:
     def fit_predict(
         train: pd.DataFrame, test: pd.DataFrame, stats: InputStats, horizon: int, seed: int
     ) -> np.ndarray:
-        v, o = matrix.encode(train, stats)
-        y, groups = labels(train, horizon), train["patient_id"].to_numpy()
-        net = training.fit_network(arch, v, o, y, groups, stats.inputs, seed, cfg)
-        return predict([net], *matrix.encode(test, stats))
+        a = FoldArrays.of(train, test, stats, horizon)
+        net = training.fit_network(
+            arch, a.values, a.observed, a.y, a.groups, stats.inputs, seed, cfg
+        )
+        return predict([net], a.test_values, a.test_observed)
 
     return fit_predict
 
@@ -134,16 +130,16 @@ def head_only(n_members: int, cfg: training.TrainConfig) -> FitPredict:
     def fit_predict(
         train: pd.DataFrame, test: pd.DataFrame, stats: InputStats, horizon: int, seed: int
     ) -> np.ndarray:
-        x_train = torch.from_numpy(inputs_and_mask(train, stats))
-        x_test = torch.from_numpy(inputs_and_mask(test, stats))
-        y, groups = labels(train, horizon), train["patient_id"].to_numpy()
+        a = FoldArrays.of(train, test, stats, horizon)
+        x_train, x_test = (torch.from_numpy(x) for x in a.inputs_and_mask())
         config = PrCRSConfig(d_model=cfg.d_model, dropout=cfg.dropout)
         heads = []
         for k in range(n_members):
-            member_seed = seed * 1000 + k  # as training.fit_transfer seeds its heads
-            with training.seeded(member_seed):
+            with training.seeded(training.member_seed(seed, k)):
                 head = classifier_head(x_train.shape[1], config)
-            heads.append(training.fit_head(head, x_train, y, groups, member_seed, cfg))
+            heads.append(
+                training.fit_head(head, x_train, a.y, a.groups, training.member_seed(seed, k), cfg)
+            )
         with torch.inference_mode():
             return ensemble_probability(head(x_test) for head in heads)
 

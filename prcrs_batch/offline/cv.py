@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from prcrs_batch.features.matrix import InputStats, fit_input_stats
+from prcrs_batch.features.matrix import InputStats, encode, fit_input_stats
 from prcrs_batch.task.panel import inputs_for, scorable
 from prcrs_batch.task.target import SEVERE_GRADE
 
@@ -39,6 +39,37 @@ class FitPredict(Protocol):
         horizon: int,
         seed: int,
     ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FoldArrays:
+    """What every method under CV learns from and predicts, encoded once the same way:
+    the fold's training rows (values, observed mask, 0/1 labels, patient ids as groups for
+    early stopping) and its test rows (values, observed mask)."""
+
+    values: np.ndarray  # (N, L) float32, matrix.encode'd
+    observed: np.ndarray  # (N, L) bool
+    y: np.ndarray  # (N,) int
+    groups: np.ndarray  # (N,) patient ids
+    test_values: np.ndarray  # (M, L)
+    test_observed: np.ndarray  # (M, L)
+
+    @classmethod
+    def of(
+        cls, train: pd.DataFrame, test: pd.DataFrame, stats: InputStats, horizon: int
+    ) -> FoldArrays:
+        """The arrays of a fold's `train` and `test` rows, `stats` its normalisation."""
+        values, observed = encode(train, stats)
+        test_values, test_observed = encode(test, stats)
+        groups = train["patient_id"].to_numpy()
+        return cls(values, observed, labels(train, horizon), groups, test_values, test_observed)
+
+    def inputs_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """Train and test inputs followed by their observed mask as 0/1: (N, 2L), (M, 2L)."""
+        return (
+            np.hstack([self.values, self.observed.astype(np.float32)]),
+            np.hstack([self.test_values, self.test_observed.astype(np.float32)]),
+        )
 
 
 def labels(rows: pd.DataFrame, horizon: int) -> np.ndarray:

@@ -5,8 +5,8 @@ The choices, each option a cv.FitPredict that `evaluate` runs for `all` on every
 on the same folds as the shipped procedure (`prcrs_transfer`):
 
 - ensemble size: the shipped 5 members against the first 1 and 3. Member k is body k's head
-  fine-tuned with seed `seed * 1000 + k` (training.fit_transfer), so the first k members of
-  one fit are exactly the k-member ensemble; the members are fitted once per fold
+  fine-tuned with seed `training.member_seed(seed, k)` (training.fit_transfer), so the first
+  k members of one fit are exactly the k-member ensemble; the members are fitted once per fold
   (`MemberLogits`) and every size reads them;
 - readout: "skip" (shipped) against the published mean pool (`prcrs_transfer_mean`);
 - pre-trained body: the frozen COVID-19 body (shipped) against none (`head_only`);
@@ -107,12 +107,11 @@ class MemberLogits:
             _digest(test, ["patient_id", "day"]),
         )
         if key not in self._fits:
-            v, o = matrix.encode(train, stats)
-            y, groups = cv.labels(train, horizon), train["patient_id"].to_numpy()
+            a = cv.FoldArrays.of(train, test, stats, horizon)
             members = training.fit_transfer(
-                self.bodies, v, o, y, groups, stats.inputs, seed, self.cfg
+                self.bodies, a.values, a.observed, a.y, a.groups, stats.inputs, seed, self.cfg
             )
-            vt, ot = (torch.from_numpy(a) for a in matrix.encode(test, stats))
+            vt, ot = torch.from_numpy(a.test_values), torch.from_numpy(a.test_observed)
             with torch.inference_mode():
                 self._fits[key] = [m.eval()(vt, ot) for m in members]
         return self._fits[key]
@@ -143,19 +142,19 @@ def transfer_with_context(bodies: list[PrCRS], cfg: training.TrainConfig, kind: 
         horizon: int,
         seed: int,
     ) -> np.ndarray:
-        v, o = (torch.from_numpy(a) for a in matrix.encode(train, stats))
-        vt, ot = (torch.from_numpy(a) for a in matrix.encode(test, stats))
+        a = cv.FoldArrays.of(train, test, stats, horizon)
+        v, o = torch.from_numpy(a.values), torch.from_numpy(a.observed)
+        vt, ot = torch.from_numpy(a.test_values), torch.from_numpy(a.test_observed)
         extra = torch.from_numpy(temporal.context_inputs(train, stats, kind))  # (N, E)
         extra_test = torch.from_numpy(temporal.context_inputs(test, stats, kind))
-        y, groups = cv.labels(train, horizon), train["patient_id"].to_numpy()
         logits = []
         for k, body in enumerate(bodies):
-            member_seed = seed * 1000 + k
+            member_seed = training.member_seed(seed, k)
             with training.seeded(member_seed), torch.no_grad():
                 model = training.transfer_model(body, stats.inputs, "skip")  # body in eval mode
                 read = torch.cat([model.features(v, o), extra], dim=1)  # (N, F + E)
                 head = classifier_head(read.shape[1], model.config)  # replaces model.head
-            training.fit_head(head, read, y, groups, member_seed, cfg)
+            training.fit_head(head, read, a.y, a.groups, member_seed, cfg)
             with torch.inference_mode():
                 logits.append(head(torch.cat([model.features(vt, ot), extra_test], dim=1)))
         return ensemble_probability(logits)

@@ -199,6 +199,17 @@ def transfer_model(body: PrCRS, inputs: list[str], readout: str = "skip") -> PrC
     return model
 
 
+def member_seed(seed: int, k: int) -> int:
+    """The seed of ensemble member k of a fit seeded `seed`: its head's initial weights and
+    training. Every ensemble of heads uses it, so the first k members of one fit are the
+    k-member ensemble.
+
+    >>> member_seed(0, 4), member_seed(3, 0)
+    (4, 3000)
+    """
+    return seed * 1000 + k
+
+
 def fit_transfer(
     bodies: list[PrCRS],
     values: np.ndarray,
@@ -212,17 +223,16 @@ def fit_transfer(
 ) -> list[PrCRS]:
     """Fine-tune one head per pre-trained body (frozen), on the body's readout.
 
-    Member k's head starts from, and trains with, seed `seed * 1000 + k`.
+    Member k's head starts from, and trains with, `member_seed(seed, k)`.
     """
     members = []
     v, o = torch.from_numpy(values), torch.from_numpy(observed)
     for k, body in enumerate(bodies):
-        member_seed = seed * 1000 + k
-        with seeded(member_seed):  # the fresh head's initial weights
+        with seeded(member_seed(seed, k)):  # the fresh head's initial weights
             model = transfer_model(body, inputs, readout)
         with torch.no_grad():
             read = model.features(v, o)  # frozen body in eval mode
-        fit_head(model.head, read, y, groups, member_seed, cfg)
+        fit_head(model.head, read, y, groups, member_seed(seed, k), cfg)
         members.append(model.eval())
     return members
 
@@ -275,10 +285,11 @@ def transfer(bodies: list[PrCRS], cfg: TrainConfig, readout: str = "skip") -> cv
         horizon: int,
         seed: int,
     ) -> np.ndarray:
-        v, o = matrix.encode(train, stats)
-        y, groups = cv.labels(train, horizon), train["patient_id"].to_numpy()
-        members = fit_transfer(bodies, v, o, y, groups, stats.inputs, seed, cfg, readout)
-        return predict(members, *matrix.encode(test, stats))
+        a = cv.FoldArrays.of(train, test, stats, horizon)
+        members = fit_transfer(
+            bodies, a.values, a.observed, a.y, a.groups, stats.inputs, seed, cfg, readout
+        )
+        return predict(members, a.test_values, a.test_observed)
 
     return fit_predict
 
