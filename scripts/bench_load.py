@@ -3,7 +3,7 @@
 `build_database` drops and re-creates the scratch database, creates the warehouse
 contract tables (`cohort.create_warehouse_tables`), COPYs the synthetic cohort of
 bench_generate.py in, rebuilds the contract's unique keys, adds the indexes below, runs
-VACUUM ANALYZE and migrates the results schema into the same database (`db.migrate`).
+VACUUM ANALYZE and migrates the results schema into the same database (`migrations.migrate`).
 `seed_history` then stores earlier nights, for the steady state of a site.
 
 Indexes created after loading (what the nightly queries in sql/ use):

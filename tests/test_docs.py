@@ -12,3 +12,12 @@ def test_readme_schema_matches_the_tables_comments():
     assert block == schema_markdown(), (
         "regenerate with prcrs_batch.results.schema_text.schema_markdown()"
     )
+
+
+def test_readme_module_map_is_the_one_made_from_the_docstrings():
+    from scripts.module_map import END, START, module_map
+
+    readme = (SOURCE_ROOT / "README.md").read_text("utf-8")
+    block = readme.split(START)[1].split(END)[0]
+    assert block == module_map(), "regenerate with python scripts/module_map.py --write"
+    assert "`task/target.py`" in block and "**`app/`**" in block

@@ -20,7 +20,7 @@ WINDOW = Window(as_of=AS_OF, active_days=30, lookback_hours=72)
 
 
 def _reads(engine: Engine, window: Window) -> dict[str, pd.DataFrame]:
-    """Every frame warehouse.py reads for a night, and the training labels."""
+    """Every frame queries.py reads for a night, and the training labels."""
     with engine.connect() as connection:
         frames = {
             name: read(connection=connection, window=window)

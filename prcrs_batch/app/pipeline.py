@@ -1,6 +1,6 @@
 """The nightly job: the only module that knows the order of the stages, and the nights loop.
 
-read warehouse -> [night.py: clean labs -> features -> score -> alerts -> explain]
+read warehouse -> [compute.py: clean labs -> features -> score -> alerts -> explain]
 -> write results -> report -> send
 """
 
@@ -313,7 +313,7 @@ def _watch(
     results_db: Engine,
     summary: RunSummary,
 ) -> watch.Watch | None:
-    """The stored night measures the earlier ones (watchdog.py); a failure here is a note on
+    """The stored night measures the earlier ones (watch.py); a failure here is a note on
     the report, never a failed night."""
     try:
         with _stage(summary, "monitor"):

@@ -2,7 +2,7 @@
 
 The rows are put in a scratch, in-memory warehouse with the contract's tables (no unique
 keys: duplicates reach the job as they would from a real warehouse) and read back by the
-nightly queries and `night.score_night`, so the same rows give the same numbers as the
+nightly queries and `compute.score_night`, so the same rows give the same numbers as the
 nightly run: the same lookback window, cleaning, units, features, models, calibration,
 recommended model and explanations. Nothing is written to the results database; earlier
 nights are not read (every alert reads `new`).
@@ -190,7 +190,7 @@ def as_json_list(scored: ScoredNight, as_of: date) -> list[dict[str, Any]]:
 
 
 def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """results.plain_rows made JSON-ready (`_json_value`)."""
+    """nights.plain_rows made JSON-ready (`_json_value`)."""
     return [{k: _json_value(v) for k, v in row.items()} for row in plain_rows(frame)]
 
 

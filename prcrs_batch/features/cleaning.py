@@ -5,7 +5,7 @@ becomes missing and the decision is recorded with a reason, so one bad result ne
 stops a night. Training and the nightly run both clean their labs here. The night uses
 each analyte's latest *usable* result in the lookback window (`clean_labs(...,
 latest_only=True)`): a newer result that is set aside is recorded and the next older one
-is tried. Patient ids and analyte codes are checked by screening.py.
+is tried. Patient ids and analyte codes are checked by row_keys.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 training and serving.
 
 - the features of a patient on a night are each analyte's latest clean result in the
-  lookback window (warehouse.latest_labs + labs.clean_labs, then `lab_matrix`);
+  lookback window (queries.latest_labs + cleaning.clean_labs, then `lab_matrix`);
 - inputs are median-filled, log-scaled and standardised with statistics fitted on training
   rows only (`fit_input_stats`), with a mask of what was observed (`encode`).
 

@@ -1,15 +1,15 @@
 """Temporal context a classifier head may read besides the night's latest values: days since
 infusion, and each analyte's change since its previous result.
 
-Evaluated as model choices (choices.py, issue 11 item 6); the nightly job does not use them
+Evaluated as model choices (model_choices.py, issue 11 item 6); the nightly job does not use them
 unless the rule there keeps one. Both come from what the nightly path already has:
 
 - days since infusion: the as-of date minus the infusion date (`day` in the training frame,
   `sql/active_cohort.sql`'s infusion_date at night), scaled by a fixed `DAY_SCALE`;
 - the previous result of an analyte: its latest clean result collected before the latest
-  one, in the same lookback window (`previous_matrix` over labs.clean_labs' rows, as
-  features.lab_matrix picks the latest); the change is taken on the models' log scale, in
-  the input's standard deviations (features.InputStats.scale), with a mask saying whether
+  one, in the same lookback window (`previous_matrix` over cleaning.clean_labs' rows, as
+  matrix.lab_matrix picks the latest); the change is taken on the models' log scale, in
+  the input's standard deviations (matrix.InputStats.scale), with a mask saying whether
   both results exist.
 """
 
@@ -28,7 +28,7 @@ KINDS = ("days", "change", "days_change")  # the context options a head can read
 def previous_matrix(clean: pd.DataFrame, patient_ids: list[str] | None = None) -> pd.DataFrame:
     """Wide matrix of each analyte's clean result before the latest one (42 columns).
 
-    `clean` is labs.clean_labs' output for one night's window; NaN where an analyte has
+    `clean` is cleaning.clean_labs' output for one night's window; NaN where an analyte has
     fewer than two results.
 
     >>> clean = pd.DataFrame({"patient_id": ["p1"] * 3, "analyte": ["il6", "il6", "crp"],
@@ -52,7 +52,7 @@ def days_input(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _log_scale(values: np.ndarray) -> np.ndarray:
-    return np.sign(values) * np.log1p(np.abs(values))  # features.encode's scale
+    return np.sign(values) * np.log1p(np.abs(values))  # matrix.encode's scale
 
 
 def change_inputs(frame: pd.DataFrame, stats: InputStats) -> np.ndarray:

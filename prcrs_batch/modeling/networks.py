@@ -303,7 +303,7 @@ def predict(
     observed: np.ndarray,
     device: torch.device | None = None,
 ) -> np.ndarray:
-    """Ensemble probability of class 1 for encoded rows (features.encode), in eval mode.
+    """Ensemble probability of class 1 for encoded rows (matrix.encode), in eval mode.
 
     The inputs go to `device`, by default the device of the first member's weights.
     """

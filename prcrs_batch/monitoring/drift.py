@@ -4,7 +4,7 @@ At training time `reference` stores, per analyte, the share of training patient-
 value, the deciles of the observed values (model units) and the training share in each of
 the bins they bound (not 10 % each where values tie, e.g. at a detection limit), in the
 manifest (`training_data.input_reference`). Each night `drift` compares tonight's latest
-values (features.lab_matrix) with it by the population stability index over those bins,
+values (matrix.lab_matrix) with it by the population stability index over those bins,
 
     PSI = sum over bins (tonight - training) * ln(tonight / training)  (shares, floored at 1e-4)
 

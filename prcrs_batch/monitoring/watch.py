@@ -1,6 +1,6 @@
 """Stage 6b: once a night is stored, the job measures itself. It reads the earlier nights'
 stored risks and what the team was told (results database) and the CRS grades that have
-arrived since (warehouse), computes monitoring.py's performance and drift.py's drift, and
+arrived since (warehouse), computes performance.py's performance and drift.py's drift, and
 stores them in `model_performance` and `input_drift` (a rerun of the night replaces its
 rows). `latest` reads them back for `prcrs-batch monitor`, with the limits it pages on.
 """

@@ -8,7 +8,7 @@
 - a patient already severe (latest grade >= 3) is listed apart, never as an alert: the
   risks are of onset, among patients not yet severe;
 - another model is told only when it disagrees materially (`disagreement`);
-- how tonight compares with earlier nights is history.py's.
+- how tonight compares with earlier nights is alert_states.py's.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PatientSummary:
     trend_cid: str | None = None  # content-id of the trend chart, set by the report
     labs_collected: str | None = None  # when the results used were collected
     already_severe: bool = False  # latest grade >= 3: not scored as a warning
-    alert_state: str = "none"  # one of history.ALERT_STATES (`with_previous` sets it)
+    alert_state: str = "none"  # one of alert_states.ALERT_STATES (`with_previous` sets it)
     crs_grade_on: date | None = None  # when the latest CRS grade was assessed
     labs_latest_at: datetime | None = None  # the newest result used
     set_aside: tuple[str, ...] = ()  # this patient's values set aside: "analyte: reason"

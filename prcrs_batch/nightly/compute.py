@@ -1,6 +1,6 @@
 """A night's computation, from the warehouse rows to the decisions: clean labs -> features ->
 score -> alerts -> explain. The nightly job (pipeline.py) and `prcrs-batch score`
-(adhoc.py) both run it, so the same rows give the same numbers; neither reads nor writes
+(score_command.py) both run it, so the same rows give the same numbers; neither reads nor writes
 the results database here (earlier nights come in through `read_history`).
 """
 
@@ -29,8 +29,8 @@ class ScoredNight:
     """What a night decided, and the rows it decided on."""
 
     patients: pd.DataFrame  # the active cohort with labs_from/labs_to/set_aside
-    clean: pd.DataFrame  # the values used (labs.clean_labs, latest_only)
-    previous: pd.DataFrame  # the results before them, explained patients (labs.previous_results)
+    clean: pd.DataFrame  # the values used (cleaning.clean_labs, latest_only)
+    previous: pd.DataFrame  # results before them, explained patients (cleaning.previous_results)
     issues: pd.DataFrame  # every recorded decision
     features: pd.DataFrame  # the 42 analyte columns per patient
     scores: pd.DataFrame  # scoring.COLUMNS
@@ -58,7 +58,7 @@ def score_night(
     """Decide a night from what was read from the warehouse.
 
     `read_history(alert_ids)` returns the stored scores of earlier nights that the report
-    compares with (results.score_history); `stage(name)` times each stage.
+    compares with (nights.score_history); `stage(name)` times each stage.
     """
     with stage("clean labs"):
         now = pd.Timestamp(window.now or datetime.now())

@@ -1,7 +1,7 @@
 """Stage 5b: why a patient's risk is what it is, by occlusion on the recommended model.
 
 For each observed input of the patient's recommended model, the patient is scored again
-with that one input *not measured* (the same path as the night: features.encode fills it
+with that one input *not measured* (the same path as the night: matrix.encode fills it
 with the training median and clears its observed flag, then scoring.risks_for calibrates
 and accumulates). Its contribution at horizon h is
 
@@ -143,8 +143,8 @@ def lab_lines(
 ) -> dict[str, tuple[LabLine, ...]]:
     """patient_id -> the labs that raised the longest explained horizon's risk most, ranked.
 
-    `clean` holds the values used (labs.clean_labs(..., latest_only=True)) and `previous`
-    the results before them (labs.previous_results): both give collection times.
+    `clean` holds the values used (cleaning.clean_labs(..., latest_only=True)) and `previous`
+    the results before them (cleaning.previous_results): both give collection times.
     """
     if explained.empty:
         return {}

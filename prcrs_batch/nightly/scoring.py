@@ -34,7 +34,7 @@ from prcrs_batch.task.panel import (
 logger = logging.getLogger(__name__)
 
 CHUNK_ROWS = {"cpu": 64, "cuda": 16384}  # by device type; measured, see chunk_rows
-FUSED = True  # CPU: inference.FusedEnsemble; False: the networks as trained (the reference)
+FUSED = True  # CPU: fused.FusedEnsemble; False: the networks as trained (the reference)
 
 SEVERE_DETAIL = "CRS grade >= 3 on or before the as-of date: not scored as a warning"
 
@@ -60,7 +60,7 @@ def score(
     """One row per patient x factor set x horizon.
 
     `features` is indexed by patient_id and holds the 42 analyte columns in model units
-    (NaN = missing), as features.lab_matrix returns them. Patients in `already_severe`
+    (NaN = missing), as matrix.lab_matrix returns them. Patients in `already_severe`
     (latest CRS grade >= 3, panel.already_severe) get status `already_severe` and no risk.
     A factor set's calibrated risks are cumulative over the horizons (calibration.cumulative):
     the risk of onset within 2 days is never below that within 1 day.
@@ -151,7 +151,7 @@ def chunk_rows(device: torch.device) -> int:
 
 
 def workers(device: torch.device) -> int:
-    """CPU chunks scored at once: torch's thread count (artifacts.set_torch_threads), each
+    """CPU chunks scored at once: torch's thread count (device.set_torch_threads), each
     worker running its operations on one thread; the GPU takes one chunk at a time."""
     return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
@@ -165,7 +165,7 @@ def probabilities(
     A factor set's horizons share their frozen bodies: when they also share the inputs'
     normalisation, the body runs once per ensemble member and only the heads run per
     horizon (a third of the work of running the 3 models apart). On the CPU, with FUSED,
-    the members run side by side as inference.FusedEnsemble (the same function in fewer,
+    the members run side by side as fused.FusedEnsemble (the same function in fewer,
     larger operations: tests/test_scoring.py holds it to the plain networks within 1e-6).
     """
     out: dict[int, np.ndarray] = {}

@@ -9,7 +9,7 @@ none is tuned per split.
 - ``prcrs_logistic``: the mean of PrCRS transfer's and logistic regression's probabilities,
   a candidate to ship only if it beats both at every horizon (rule fixed in EVALUATION.md);
 - ``prcrs_transfer_1``, ``prcrs_transfer_3`` (smaller ensembles) and ``context_*`` (temporal
-  context for the head): the other options of the model choices, built in choices.py;
+  context for the head): the other options of the model choices, built in model_choices.py;
 - ``prcrs_scratch``, ``cnn``, ``transformer``: whole networks trained on CAR-T only;
 - ``logistic``: L2 logistic regression (C=0.1) on the encoded inputs + missing mask;
 - ``boosting``: sklearn HistGradientBoosting on the raw values (NaN handled natively);
@@ -162,9 +162,9 @@ def averaged(first: FitPredict, second: FitPredict) -> FitPredict:
 def methods(
     bodies: list[PrCRS], cfg: training.TrainConfig, transfer: FitPredict | None = None
 ) -> dict[str, FitPredict]:
-    """The methods of LABELS but choices.py's options, in that order; the transfer ones
+    """The methods of LABELS but model_choices.py's options, in that order; the transfer ones
     fine-tune on `bodies`. `transfer` replaces the shipped procedure (training.transfer)
-    where it is given: choices.MemberLogits shares its fits with the smaller ensembles."""
+    where it is given: model_choices.MemberLogits shares its fits with the smaller ensembles."""
     transfer = transfer or training.transfer(bodies, cfg, "skip")
     return {
         "prcrs_transfer": transfer,

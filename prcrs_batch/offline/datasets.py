@@ -3,9 +3,9 @@ pre-training cohort.
 
 The task, as training sees it:
 - features of patient-day t: each analyte's latest clean result collected before the end of
-  day t and within the lookback window, read with the nightly job's SQL (warehouse.py) from
-  a temporary SQLite warehouse and cleaned by labs.clean_labs, so that training and serving
-  share one path (features.lab_matrix);
+  day t and within the lookback window, read with the nightly job's SQL (queries.py) from
+  a temporary SQLite warehouse and cleaned by cleaning.clean_labs, so that training and serving
+  share one path (matrix.lab_matrix);
 - label for horizon h: onset of CRS grade >= 3 within h days among patient-days not yet
   severe (panel.onset_label); the paper's "grade on day t+h" kept as `paper_label_h`.
 """
@@ -94,7 +94,7 @@ def training_frame(
     nightly SQL and lab cleaning. Columns: patient_id, as_of, day, crs_grade, the 42 analytes
     (model units, NaN = missing), severe_today, label_1..label_3, paper_label_1..3; with
     `previous`, also `prev_<analyte>`: the result before the latest one in the same window
-    (context.previous_matrix), for the temporal-context options of choices.py.
+    (temporal.previous_matrix), for the temporal-context options of model_choices.py.
     """
     cohort = read_cohort(cohort_path or bundled_data("cart_dev.csv"))
     cohort["as_of"] = [
@@ -133,7 +133,7 @@ def training_frame(
 
 
 def covid_frame(path: Path | None = None) -> pd.DataFrame:
-    """The COVID-19 pre-training cohort in the CAR-T units, cleaned by labs.clean_labs.
+    """The COVID-19 pre-training cohort in the CAR-T units, cleaned by cleaning.clean_labs.
 
     Columns: subject_id, sample_id, max_severity, and the 42 analytes (NaN where absent).
     """

@@ -266,7 +266,7 @@ def evaluate(
     device.set_torch_threads(cfg.threads)
     manifest, _ = store.read_manifest(model_dir)
     bodies = store.load_bodies(model_dir)
-    frame = datasets.training_frame(cohort_path, previous=True)  # + context.py's inputs
+    frame = datasets.training_frame(cohort_path, previous=True)  # + temporal.py's inputs
     shared = model_choices.methods(bodies, cfg)  # the shipped fit, shared by the ensemble sizes
     methods = baselines.methods(bodies, cfg, shared[model_choices.SHIPPED]) | shared
     light = ["prcrs_transfer", "logistic", "boosting"]

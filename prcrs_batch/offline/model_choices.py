@@ -10,7 +10,7 @@ on the same folds as the shipped procedure (`prcrs_transfer`):
   (`MemberLogits`) and every size reads them;
 - readout: "skip" (shipped) against the published mean pool (`prcrs_transfer_mean`);
 - pre-trained body: the frozen COVID-19 body (shipped) against none (`head_only`);
-- temporal context (context.py): none (shipped) against the skip readout plus days since
+- temporal context (temporal.py): none (shipped) against the skip readout plus days since
   infusion, plus each input's change since its previous result, plus both.
 
 The PrCRS + logistic regression average is judged by its own rule, fixed before it ran (it
@@ -63,7 +63,7 @@ SHIPPED_TEXT = "skip readout, {n} member(s), COVID-19 body, no temporal context"
 AVERAGE = "prcrs_logistic"
 AVERAGE_TEXT = "PrCRS and logistic regression averaged (own rule: beats both at every horizon)"
 RULE = (
-    "Rule, fixed before the comparison (declared in choices.py before the runs): for `all`, "
+    "Rule, fixed before the comparison (declared in model_choices.py before the runs): for `all`, "
     "a tried option replaces the shipped one only if its AUROC (the calibrated cumulative "
     "risk, mean over the CV repeats) beats the shipped option's at every horizon by at least "
     f"{MARGIN}; if several options of one choice do, the one with the highest AUROC averaged "

@@ -1,5 +1,5 @@
 """The report's language: gettext catalogues (templates/locale/<lang>/LC_MESSAGES/prcrs.po),
-read with Babel and used by Jinja's i18n extension and by report.py's own sentences.
+read with Babel and used by Jinja's i18n extension and by render.py's own sentences.
 
 The .po files are the source; they are compiled in memory when first used, so no
 compiled .mo file can drift from its source. English is the msgid itself.

@@ -1,4 +1,4 @@
-"""Stage 8: the only module that talks SMTP. Sends a rendered `report.Report`.
+"""Stage 8: the only module that talks SMTP. Sends a rendered `render.Report`.
 
 The message is the usual HTML mail with a text fallback and inline images:
 

@@ -81,15 +81,15 @@ def build_report(
     Args:
         run: the night's run (id, as-of date, model version, data cut-off, counts).
         summaries: one per active patient, from `alerts.summarise_patients` and
-            `history.with_previous` (earlier nights and alert states).
-        history: the earlier nights, as `history.recent_history` returns them (read for
+            `alert_states.with_previous` (earlier nights and alert states).
+        history: the earlier nights, as `alert_states.recent_history` returns them (read for
             the last `HISTORY_DAYS` days); the alerts' trend charts come from it.
         data_issues: this night's data-quality decisions per reason.
         threshold: alert threshold on calibrated risk, in [0, 1].
         reasons: patient_id -> the labs that raised the risk (`explanations.lab_lines`).
         template_dir: folder holding report.html, report.txt and base.html.
         language: "en" or "zh" (i18n.LANGUAGES).
-        watch: what the night measured of itself (watchdog.py), for the footer.
+        watch: what the night measured of itself (watch.py), for the footer.
         silent: silent mode: marked at the top as not for clinical use.
 
     Returns:
@@ -234,7 +234,7 @@ def _watch_context(watch: Watch | None) -> dict[str, Any] | None:
 
 
 def gettext_for(template_dir: Path | None, language: str) -> Callable[[str], str]:
-    """The language's gettext, for sentences built in Python (wording.py, adhoc.py)."""
+    """The language's gettext, for sentences built in Python (wording.py, score_command.py)."""
     return translations(Path(template_dir or default_template_dir()), language).gettext
 
 

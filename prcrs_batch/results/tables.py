@@ -264,7 +264,7 @@ model_performance = Table(
     ),
     UniqueConstraint("as_of", "model", "horizon_days", "window_days"),
     Index(None, "run_id"),
-    comment="How the stored risks did once the outcomes arrived (monitoring.py), per night",
+    comment="How the stored risks did once the outcomes arrived (performance.py), per night",
 )
 
 input_drift = Table(

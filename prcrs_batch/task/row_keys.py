@@ -4,7 +4,7 @@ text a recorded decision keeps.
 A patient id must key the results tables (PostgreSQL indexes hold at most 2,704 bytes per
 entry), an analyte code must name one panel analyte (case and whitespace aside, recorded
 when they had to be set aside), a grade must be an integer 0-4; whatever is recorded
-about a row is cut to `RECORDED_TEXT_CHARS` with its length stated. labs.py applies these
+about a row is cut to `RECORDED_TEXT_CHARS` with its length stated. cleaning.py applies these
 to each lab row; the pipeline to each active patient.
 """
 

@@ -1,5 +1,5 @@
 """Units: the spellings of one unit folded into one, and the factors that convert a lab's
-unit into the unit the models use. labs.py applies them; a unit not known for an analyte
+unit into the unit the models use. cleaning.py applies them; a unit not known for an analyte
 makes its value missing there (recorded as unknown_unit).
 """
 

@@ -200,7 +200,7 @@ def _read(
             frames = [_frame(batch, columns, shared) for batch in result.partitions(BATCH_ROWS)]
     except DBAPIError as exc:
         if _transient(exc):
-            raise  # db.with_db_retries retries it
+            raise  # engines.with_db_retries retries it
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
     except SQLAlchemyError as exc:
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
@@ -329,14 +329,14 @@ def active_cohort(*, connection: Connection, window: Window) -> pd.DataFrame:
 
 
 def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
-    """The raw (uncleaned) results labs.clean_labs chooses from: every result of the active
+    """The raw (uncleaned) results cleaning.clean_labs chooses from: every result of the active
     patients in the lookback window, those dated after `window.now`, those without a
     collection time, and the window's results without a patient id."""
     columns = {
         "patient_id": _texts,
         "collected_at": _timestamps(window.zone),
         "analyte": _texts,
-        "value": None,  # text or number: labs.parse_value reads it
+        "value": None,  # text or number: cleaning.parse_value reads it
         "unit": _texts,
     }
     frame = _read(connection, "latest_labs", window.params(), columns, window.zone, window.source)
@@ -347,7 +347,7 @@ def latest_labs(*, connection: Connection, window: Window) -> pd.DataFrame:
 def latest_crs_grades(*, connection: Connection, window: Window) -> pd.DataFrame:
     """patient_id, assessed_on, grade: the latest assessment on or before the as-of date.
 
-    The grade is as read (screening.screen_patients checks it)."""
+    The grade is as read (row_keys.screen_patients checks it)."""
     columns = {"patient_id": _texts, "assessed_on": _dates(window.zone), "grade": None}
     params = window.params()
     grades = _read(connection, "latest_crs_grades", params, columns, window.zone, window.source)
@@ -390,7 +390,7 @@ class NightInputs:
 
     patients: pd.DataFrame  # active_cohort's columns + crs_grade, crs_grade_on
     labs: pd.DataFrame
-    issues: pd.DataFrame  # patients set aside, grades not read (screening.screen_patients)
+    issues: pd.DataFrame  # patients set aside, grades not read (row_keys.screen_patients)
     notes: list[str]  # e.g. CRS grades unavailable
 
 

@@ -1,4 +1,4 @@
-"""Tiny synthetic inputs for report.build_report. Synthetic ids only, no patient data."""
+"""Tiny synthetic inputs for render.build_report. Synthetic ids only, no patient data."""
 
 from __future__ import annotations
 
