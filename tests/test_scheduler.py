@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from prcrs_batch.app import pipeline, scheduler
 from prcrs_batch.results.migrations import migrate
@@ -34,10 +34,10 @@ def test_cron_job_fires(settings_env):
         sched.shutdown(wait=True)
 
 
-def test_second_scheduler_does_not_score_the_same_night(settings, warehouse, monkeypatch):
-    monkeypatch.setattr(type(settings), "today", lambda self: AS_OF)
-    first = pipeline.run_claimed_night(settings, host="host-a")
-    second = pipeline.run_claimed_night(settings, host="host-b")
+def test_second_scheduler_does_not_score_the_same_night(settings, warehouse):
+    at_2am = datetime.combine(AS_OF + timedelta(days=1), time(2, 0))
+    first = pipeline.run_claimed_night(settings, host="host-a", now=at_2am)
+    second = pipeline.run_claimed_night(settings, host="host-b", now=at_2am + timedelta(hours=1))
     assert first is not None and first.status == "succeeded"
     assert second is None
     assert count_rows(warehouse, night_claims) == 1

@@ -23,6 +23,7 @@ from prcrs_batch.errors import describe, redact_url
 from prcrs_batch.report import mailer
 from prcrs_batch.results import engines, migrations
 from prcrs_batch.settings import Settings, unknown_variables
+from prcrs_batch.task.data_day import current_data_day, data_day
 from prcrs_batch.task.panel import ANALYTE_CODES
 from prcrs_batch.warehouse import freshness
 from prcrs_batch.warehouse.code_lists import read_code_lists
@@ -319,7 +320,8 @@ def check_report_dir(folder: Path, name: str = "reports") -> Check:
 def check_freshness(warehouse: Engine, settings: Settings, *, now: datetime | None) -> Check:
     try:
         with engines.explained("PRCRS_WAREHOUSE_URL", settings.warehouse_url):
-            feed, reasons = freshness.assess_feed(warehouse, settings, settings.today(), now)
+            night = data_day(now) if now else current_data_day(settings.zone)
+            feed, reasons = freshness.assess_feed(warehouse, settings, night, now)
     except engines.DatabaseSetupError as exc:
         return Check("freshness", False, str(exc))
     infusion = (

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 import click
 
 from prcrs_batch.settings import Settings, SettingsError, load_settings
+from prcrs_batch.task.data_day import current_data_day
 
 if TYPE_CHECKING:  # the library is imported by the commands that use it: --help stays quick
     from collections.abc import Iterator
@@ -174,14 +175,14 @@ def _run_dates(
 @click.option(
     "--as-of",
     type=click.DateTime(["%Y-%m-%d"]),
-    help="Night to score (default: today in PRCRS_TIMEZONE).",
+    help="Data day to score (default: yesterday in PRCRS_TIMEZONE, the last complete day).",
 )
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
 def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     """Score all active patients once, store the results, write and email the report."""
     settings = _settings()
-    night = as_of.date() if as_of else settings.today()
+    night = as_of.date() if as_of else current_data_day(settings.zone)
     if not _run_dates(settings, [night], send_email=not no_email, as_json=as_json):
         sys.exit(1)
 
@@ -298,12 +299,14 @@ def schedule() -> None:
 @main.command()
 @click.option("--seed", default=20261126, show_default=True, help="Seed for a reproducible run.")
 def demo(seed: int) -> None:
-    """Fill the embedded SQLite warehouse with the development cohort in treatment today; run."""
+    """Fill the embedded SQLite warehouse with the development cohort in treatment today (labs
+    up to yesterday), then run last night: the data day yesterday, as the scheduler would."""
     from prcrs_batch.app import pipeline
     from prcrs_batch.results.engines import explained
 
     settings = _settings()
     today = settings.today()
+    night = current_data_day(settings.zone)
     setting = "PRCRS_RESULTS_URL" if settings.results_url else "PRCRS_WAREHOUSE_URL"
     try:
         with _setup_errors(), explained(setting, settings.results_database_url):
@@ -314,7 +317,7 @@ def demo(seed: int) -> None:
         f"demo warehouse {settings.warehouse_url}: "
         + ", ".join(f"{n} {t}" for t, n in counts.items())
     )
-    sys.exit(0 if _run_dates(settings, [today], send_email=True) else 1)
+    sys.exit(0 if _run_dates(settings, [night], send_email=True) else 1)
 
 
 @main.command()

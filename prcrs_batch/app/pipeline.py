@@ -33,6 +33,7 @@ from prcrs_batch.results.engines import make_engine, with_db_retries
 from prcrs_batch.results.migrations import migrate, require_usable
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.settings import Settings
+from prcrs_batch.task.data_day import data_day
 from prcrs_batch.warehouse.freshness import FeedState, assess_feed
 from prcrs_batch.warehouse.queries import Source, Window, read_night
 
@@ -82,8 +83,11 @@ def run_nightly(
     results_db: Engine,
     bundle: store.ModelBundle | None = None,
     send_email: bool = True,
+    now: datetime | None = None,
 ) -> RunSummary:
-    """Score every active patient for one as-of date, store the night, write and send the report.
+    """Score every active patient for one data day (`as_of`: task.data_day), store the night,
+    write and send the report. `now` is the site's wall-clock time of the run (default: the
+    clock); results dated after it are set aside as from the future.
 
     Never raises for a failed night: the summary says what failed, the failure is stored
     on a scoring_runs row, and nothing partial is left in crs_risk_scores. A run of a
@@ -95,7 +99,7 @@ def run_nightly(
         active_days=settings.active_days,
         lookback_hours=settings.lookback_hours,
         timezone=settings.timezone,
-        now=datetime.now(settings.zone).replace(tzinfo=None),  # warehouse wall-clock time
+        now=now or datetime.now(settings.zone).replace(tzinfo=None),  # warehouse wall-clock
         source=Source.from_settings(settings),  # contract or OMOP (PRCRS_WAREHOUSE_MODEL)
     )
     summary = RunSummary(
@@ -255,10 +259,14 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
         results_db.dispose()
 
 
-def run_claimed_night(settings: Settings, host: str) -> RunSummary | None:
-    """The scheduler's night: claim today for `host`, then run it; None when another
-    scheduler already claimed it (the claim is the lock between hosts)."""
-    as_of = settings.today()
+def run_claimed_night(
+    settings: Settings, host: str, now: datetime | None = None
+) -> RunSummary | None:
+    """The scheduler's night: claim the current data day (at 02:00, yesterday: task.data_day)
+    for `host`, then run it; None when another scheduler already claimed it (the claim is
+    the lock between hosts). `now`: the site's wall-clock time (default: the clock)."""
+    now = now or datetime.now(settings.zone).replace(tzinfo=None)
+    as_of = data_day(now)
     warehouse = make_engine(settings.warehouse_url)
     results_db = make_engine(settings.results_database_url)
     try:
@@ -269,7 +277,9 @@ def run_claimed_night(settings: Settings, host: str) -> RunSummary | None:
         if not claimed:
             log.info("night %s already claimed by another scheduler; skipping", as_of.isoformat())
             return None
-        summary = run_nightly(settings, as_of=as_of, warehouse=warehouse, results_db=results_db)
+        summary = run_nightly(
+            settings, as_of=as_of, warehouse=warehouse, results_db=results_db, now=now
+        )
         export_metrics(settings, summary)
         log.info("night %s: %s (%d alerts)", as_of.isoformat(), summary.status, summary.n_alerts)
         return summary

@@ -74,6 +74,7 @@ def watch_night(
                 first_infusion=since - timedelta(days=settings.active_days),
                 last_infusion=as_of,
                 source=window.source,
+                zone=window.zone,
             )
     except WarehouseError as exc:  # grades are optional: the night's notes already say so
         logger.warning("no outcomes to judge the stored risks by: %s", exc)

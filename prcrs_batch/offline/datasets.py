@@ -32,7 +32,7 @@ from prcrs_batch.modeling.store import sha256
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE, HORIZONS
-from prcrs_batch.task.target import SEVERE_GRADE, already_severe, onset_label
+from prcrs_batch.task.target import SEVERE_GRADE, already_severe, daily_grades, onset_label
 from prcrs_batch.warehouse.queries import Window, crs_assessments, latest_labs
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ LABEL_COLUMNS = [f"label_{h}" for h in HORIZONS]
 def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFrame:
     """The targets of each (patient_id, as_of) row, from the CRS assessments.
 
-    - `severe_today`: the latest grade on or before as_of is >= 3 (panel.already_severe);
-    - `label_h`: onset within h days (panel.onset_label), NaN when severe today or open;
+    - `severe_today`: the latest grade on or before as_of is >= 3 (target.already_severe);
+    - `label_h`: onset within h days (target.onset_label), NaN when severe today or open;
     - `paper_label_h`: the paper's target, grade on day as_of + h >= 3 (NaN if unassessed),
       kept for the comparison with the published figures only.
 
@@ -55,13 +55,9 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
     >>> horizon_labels(days, grades)[LABEL_COLUMNS].values.tolist()
     [[1.0, 1.0, 1.0]]
     """
-    grade_of: dict[tuple[str, date], int] = {}
-    history: dict[str, list[date]] = {}
-    for p, d, g in assessments[["patient_id", "assessed_on", "grade"]].itertuples(index=False):
-        grade_of[(str(p), d)] = int(g)
-        history.setdefault(str(p), []).append(d)
-    for dates in history.values():
-        dates.sort()
+    by_day = daily_grades(assessments)  # a day's grade: the day's highest (task.target)
+    grade_of = {(p, d): g for p, days in by_day.items() for d, g in days.items()}
+    history = {p: sorted(days) for p, days in by_day.items()}
 
     def latest_grade(patient: str, day: date) -> int | None:
         dates = history.get(patient, [])

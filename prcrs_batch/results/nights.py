@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from itertools import chain, islice
 
 import pandas as pd
@@ -31,6 +31,7 @@ from prcrs_batch.results.tables import (
     night_claims,
     scoring_runs,
 )
+from prcrs_batch.task.data_day import target_day
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = scoring.COLUMNS  # one row per patient, model and horizon
@@ -118,7 +119,7 @@ def replace_night(
         {
             **{k: _none_if_nan(v) for k, v in zip(SCORE_COLUMNS, row)},
             **night,
-            "target_date": as_of + timedelta(days=row[2]),
+            "target_date": target_day(as_of, row[2]),
             "model_version": run.model_version,
             "created_at": run.finished_at,
         }

@@ -1,4 +1,5 @@
-"""The target, defined once: severe CRS, already severe, and the early-warning label.
+"""The target, defined once: a day's grade, severe CRS, already severe, and the early-warning
+label.
 
 METHOD.md, "an early-warning target": among patient-days not yet severe, the onset of CRS
 grade >= 3 within h days (any of days t+1..t+h), so that a risk for 2 days is never below
@@ -7,7 +8,10 @@ the risk for 1 day.
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
+import pandas as pd
 
 SEVERE_GRADE = 3  # ASTCT CRS grade counted as severe
 
@@ -49,3 +53,24 @@ def onset_label(latest_grade: object, next_grades: list[int | None]) -> float:
     if all(g is not None for g in next_grades):
         return 0.0
     return float("nan")
+
+
+def daily_grades(assessments: pd.DataFrame) -> dict[str, dict[date, int]]:
+    """patient -> day -> that day's CRS grade: the highest assessed that day (the SQL's
+    shared/daily_grades.sql says the same). Rows without a patient, day or grade are none.
+
+    >>> frame = pd.DataFrame({"patient_id": ["p", "p", None], "grade": [1, 3, 4],
+    ...     "assessed_on": [date(2026, 1, 2)] * 3})
+    >>> daily_grades(frame)
+    {'p': {datetime.date(2026, 1, 2): 3}}
+    """
+    out: dict[str, dict[date, int]] = {}
+    for pid, day, grade in assessments[["patient_id", "assessed_on", "grade"]].itertuples(
+        index=False
+    ):
+        if pd.isna(pid) or pd.isna(day) or pd.isna(grade):
+            continue
+        days = out.setdefault(str(pid), {})
+        day = pd.Timestamp(day).date()
+        days[day] = max(int(grade), days.get(day, -1))
+    return out

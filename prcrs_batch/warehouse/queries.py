@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from prcrs_batch.errors import describe
 from prcrs_batch.resources import sql_dir
+from prcrs_batch.task.data_day import data_cutoff
 from prcrs_batch.task.row_keys import screen_patients
 from prcrs_batch.warehouse.code_lists import EXPANDING, CodeLists, query_params, read_code_lists
 
@@ -81,6 +82,7 @@ class Source:
 
 
 CONTRACT = Source()
+UTC = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class Window:
 
     @property
     def end(self) -> datetime:
-        """The data cut-off: the end of the as-of day (exclusive)."""
-        return datetime.combine(self.as_of + timedelta(days=1), datetime.min.time())
+        """The data cut-off: the end of the as-of (data) day, exclusive."""
+        return data_cutoff(self.as_of)
 
     def params(self) -> dict[str, object]:
         return {
@@ -376,12 +378,15 @@ def crs_assessments(
     first_infusion: date,
     last_infusion: date,
     source: Source = CONTRACT,
+    zone: ZoneInfo = UTC,
 ) -> pd.DataFrame:
-    """Every assessment of the patients infused in a date range (training labels)."""
+    """Every day's grade of the patients infused in a date range (training labels, the
+    outcomes monitoring judges by); `assessed_on` read in the site's time zone `zone`
+    (PRCRS_TIMEZONE), as latest_crs_grades reads it."""
     params: dict[str, object] = {"first_infusion": first_infusion, "last_infusion": last_infusion}
     params |= source.params()
-    columns = {"patient_id": _texts, "assessed_on": _dates(ZoneInfo("UTC")), "grade": None}
-    return _read(connection, "crs_assessments", params, columns, ZoneInfo("UTC"), source)
+    columns = {"patient_id": _texts, "assessed_on": _dates(zone), "grade": None}
+    return _read(connection, "crs_assessments", params, columns, zone, source)
 
 
 @dataclass
