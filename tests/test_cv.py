@@ -61,8 +61,14 @@ def test_every_scorable_row_is_predicted_exactly_once_by_a_model_blind_to_its_pa
         assert call["train_labelled"]  # learns from labelled rows only, predicts them all
         assert call["seed"] == 100 + k
         np.testing.assert_array_equal(oof[call["test_rows"]], 100 + k)
-        # normalisation from the scorable rows of the fold's training patients only
-        assert call["stats"] == cv.fit_set_stats(frame, "cytokines", call["train_patients"])
+        # normalisation from the scorable rows of the fold's training patients only:
+        # each input's fill is the median of its observed values on those rows
+        rows = frame[frame["patient_id"].isin(call["train_patients"])]
+        rows = rows[rows[inputs_for("cytokines")].notna().sum(axis=1) >= min_observed("cytokines")]
+        for code in inputs_for("cytokines"):
+            assert call["stats"].fill[code] == pytest.approx(float(rows[code].median()))
+        leaky = cv.fit_set_stats(frame, "cytokines")  # every patient's rows: not a fold's
+        assert call["stats"].fill != leaky.fill
 
 
 def test_usable_rows_follow_the_scorability_rule_and_have_labels():

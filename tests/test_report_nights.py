@@ -122,12 +122,24 @@ def test_two_nights_states_reasons_severe_and_bi_agree(settings, warehouse, smtp
     # BI: crs_risk_latest holds the latest reported night only
     with warehouse.connect() as connection:
         nights = connection.execute(text("SELECT DISTINCT as_of FROM crs_risk_latest")).all()
-        older = connection.execute(
-            text("SELECT COUNT(*) FROM crs_risk_newest_per_patient WHERE as_of = :d"),
-            {"d": FIRST},
-        ).scalar_one()
+        newest = pd.DataFrame(
+            connection.execute(text("SELECT * FROM crs_risk_newest_per_patient")).mappings().all()
+        )
+        every = pd.DataFrame(
+            connection.execute(text("SELECT * FROM crs_risk_scores")).mappings().all()
+        )
     assert [pd.Timestamp(n[0]).date() for n in nights] == [SECOND]
-    assert older >= 0  # the per-patient view still answers
+    # the per-patient view: each (patient, model, horizon) once, at its newest night, however old
+    key = ["patient_id", "model", "horizon_days"]
+    every["as_of"] = pd.to_datetime(every["as_of"]).dt.date
+    newest["as_of"] = pd.to_datetime(newest["as_of"]).dt.date
+    expected = every.loc[every.groupby(key)["as_of"].idxmax(), [*key, "as_of"]]
+    assert not newest.duplicated(key).any()
+    pd.testing.assert_frame_equal(
+        newest[[*key, "as_of"]].sort_values(key).reset_index(drop=True),
+        expected.sort_values(key).reset_index(drop=True),
+    )
+    assert set(every["as_of"]) == {FIRST, SECOND}
 
     # the README's example BI queries run on these tables
     readme = (SOURCE_ROOT / "README.md").read_text("utf-8")
