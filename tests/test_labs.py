@@ -54,6 +54,11 @@ CASES = [
     ("potassium", "42", "mmol/L", None, cleaning.IMPLAUSIBLE),
     ("d_dimer", "500", "ng/mL FEU", 0.5, None),
     ("ferritin", "800", "ug/L", 800.0, None),
+    # UCUM spellings as an OMOP CDM carries them: annotations in braces read, D-dimer's kept
+    ("d_dimer", "1.2", "mg/L{FEU}", 1.2, None),
+    ("d_dimer", "0.6", "mg/L{DDU}", None, cleaning.UNKNOWN_UNIT),
+    ("platelet", "150", "10*3/uL{cells}", 150.0, None),
+    ("rbc", "3.1", "10*6/uL", 3.1, None),
 ]
 
 
@@ -194,3 +199,32 @@ def test_every_panel_analyte_has_a_plausible_range():
 
     assert set(cleaning.PLAUSIBLE_RANGES) == set(ANALYTE_CODES)
     assert all(low < high for low, high in cleaning.PLAUSIBLE_RANGES.values())
+
+
+def _same_draw(*rows: tuple[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "patient_id": "p1",
+                "collected_at": WHEN,
+                "analyte": "creatinine",
+                "value": v,
+                "unit": u,
+            }
+            for v, u in rows
+        ]
+    )
+
+
+def test_one_draw_under_two_codes_is_one_value_within_the_conversions_rounding():
+    # 0.40 mg/dL x 88.42 = 35.37 umol/L: the same draw as 35.0 umol/L, reported twice
+    clean, issues = cleaning.clean_labs(_same_draw(("0.40", "mg/dL"), ("35.0", "umol/L")))
+    assert clean["value"].tolist() == [35.0]  # the value in the models' unit is kept
+    assert issues["reason"].tolist() == [cleaning.DUPLICATE]
+    # 0.60 mg/dL = 53 umol/L is another value: a conflict, neither is used
+    clean, issues = cleaning.clean_labs(_same_draw(("0.60", "mg/dL"), ("35.0", "umol/L")))
+    assert clean.empty
+    assert issues["reason"].tolist() == [cleaning.CONFLICTING_DUPLICATE] * 2
+    # in one unit, values must be equal: 35.0 and 35.5 umol/L conflict
+    clean, issues = cleaning.clean_labs(_same_draw(("35.5", "umol/L"), ("35.0", "umol/L")))
+    assert clean.empty and len(issues) == 2

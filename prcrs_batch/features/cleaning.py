@@ -39,6 +39,7 @@ CENSORED = "censored_bound_used"  # "<0.5" -> 0.5 (kept, but recorded)
 UNKNOWN_UNIT = "unknown_unit"
 IMPLAUSIBLE = "implausible_value"
 DUPLICATE = "duplicate_result"
+CONVERSION_TOLERANCE = 0.025  # relative: a converted value's rounding (2 significant digits)
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 MAX_VALUE_CHARS = 64  # "< 0.5", "1.2e3": a result longer than this is not a number we read
@@ -305,7 +306,7 @@ def _clean(frame: pd.DataFrame, now: pd.Timestamp | None) -> tuple[pd.DataFrame,
                 "value": value[kept],
             }
         )
-    clean, duplicate_issues = _resolve_duplicates(clean)
+    clean, duplicate_issues = _resolve_duplicates(clean, factor[kept] != 1.0)
     issues_frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
     if len(duplicate_issues):
         issues_frame = pd.concat([issues_frame, duplicate_issues], ignore_index=True)
@@ -346,14 +347,26 @@ def _factors(codes: np.ndarray, units: np.ndarray) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def _resolve_duplicates(clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Same patient, analyte and time: identical values keep one; different values keep none."""
+def _resolve_duplicates(
+    clean: pd.DataFrame, converted: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Same patient, analyte and time: equal values keep one; different values keep none.
+
+    Values are equal when they are the same number, or, where one of them was converted
+    from another unit (`converted`), within `CONVERSION_TOLERANCE` of each other: one draw
+    reported under two codes (creatinine in umol/L and in mg/dL: 35.0 and 0.40 x 88.42 =
+    35.37). The value reported in the models' unit is the one kept.
+    """
     key = ["patient_id", "analyte", "collected_at"]
     if clean.empty or not clean.duplicated(key).any():
         return clean, pd.DataFrame(columns=ISSUE_COLUMNS)
-    spread = clean.groupby(key)["value"].transform(lambda v: v.max() - v.min())
-    conflicting = spread > 1e-9 * clean["value"].abs().clip(lower=1.0)
-    repeated = clean.duplicated(key, keep="first") & ~conflicting
+    grouped = clean.assign(converted=converted).groupby(key)
+    spread = grouped["value"].transform(lambda v: v.max() - v.min())
+    tolerance = np.where(grouped["converted"].transform("any"), CONVERSION_TOLERANCE, 1e-9)
+    conflicting = spread > tolerance * clean["value"].abs().clip(lower=1.0)
+    in_models_unit_first = clean.assign(converted=converted).sort_values("converted", kind="stable")
+    repeated = in_models_unit_first.duplicated(key, keep="first").reindex(clean.index)
+    repeated &= ~conflicting
     records = []
     for mask, reason in ((repeated, DUPLICATE), (conflicting, CONFLICTING_DUPLICATE)):
         part = clean[mask]

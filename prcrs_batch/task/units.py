@@ -5,6 +5,7 @@ makes its value missing there (recorded as unknown_unit).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from prcrs_batch.task.panel import BY_CODE
@@ -19,11 +20,12 @@ _UNIT_ALIASES = {
         "x10e9/l",
         "g/l_cells",
         "10^3/ul",
+        "10*3/ul",
         "x10^3/ul",
         "k/ul",
         "10^3/mm3",
     ),
-    "10^12/l": ("10*12/l", "10e12/l", "x10^12/l", "t/l", "10^6/ul", "x10^6/ul", "m/ul"),
+    "10^12/l": ("10*12/l", "10e12/l", "x10^12/l", "t/l", "10^6/ul", "10*6/ul", "x10^6/ul", "m/ul"),
     "u/l": ("iu/l", "units/l"),
     "mmol/l": ("meq/l",),
     "umol/l": ("µmol/l", "μmol/l"),
@@ -57,9 +59,17 @@ for _code in ("neutrophil_pct", "lymphocyte_pct", "monocyte_pct", "blast_fractio
     UNIT_FACTORS[(_code, "%")] = 0.01
 
 
+# UCUM annotations in braces do not change a unit (`10*3/uL{cells}` is 10*3/uL), except the
+# D-dimer's, which say what was measured: FEU (fibrinogen-equivalent units, the models') or
+# DDU (D-dimer units, about half): kept, so that `mg/L{DDU}` stays unknown to the models.
+_MEANINGFUL_ANNOTATION = re.compile(r"\{(feu|ddu)\}")
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
+
+
 @lru_cache(maxsize=1024)
 def _canonical_unit_text(text: str) -> str | None:
     text = "".join(text.split()).lower().replace("µ", "u").replace("μ", "u")
+    text = _ANNOTATION.sub("", _MEANINGFUL_ANNOTATION.sub(r"\1", text))
     if text in ("", "none", "null"):
         return None
     return _CANONICAL.get(text, text)
@@ -68,8 +78,8 @@ def _canonical_unit_text(text: str) -> str | None:
 def canonical_unit(unit: object) -> str | None:
     """Lower-case, whitespace-free spelling of a unit, with aliases folded.
 
-    >>> canonical_unit(" x10^9/L ")
-    '10^9/l'
+    >>> canonical_unit(" x10^9/L "), canonical_unit("10*3/uL{cells}"), canonical_unit("mg/L{FEU}")
+    ('10^9/l', '10^9/l', 'mg/lfeu')
     """
     if is_missing(unit):
         return None
