@@ -86,7 +86,8 @@ def test_check_counts_measurement_rows_per_analyte(engine: Engine, settings: Set
     now = datetime.combine(AS_OF, datetime.min.time())
     result = checks.check_omop(engine, omop, now=now)
     assert result.ok, result.detail
-    counts = checks.omop_lab_counts(engine, omop, AS_OF - timedelta(days=30))
+    counts, by_source = checks.omop_lab_counts(engine, omop, AS_OF - timedelta(days=30))
     assert counts["il6"] > 0 and counts["creatinine"] > 0
     assert f"il6 {counts['il6']}," in result.detail
-    assert checks.omop_lab_counts(engine, omop, AS_OF + timedelta(days=3650))["il6"] == 0
+    assert by_source == 0
+    assert checks.omop_lab_counts(engine, omop, AS_OF + timedelta(days=3650))[0]["il6"] == 0

@@ -13,7 +13,8 @@ concept_code) in the concept table; one that is missing is added with a local id
 - measurement: one row per lab value, under the analyte's first code of omop_loinc.csv;
   "<0.5" becomes operator '<' and 0.5, a text result only value_source_value; the unit is a
   UCUM concept where the model's unit is UCUM, else unit_source_value only;
-- condition_occurrence: each day graded 1-4, the ICD-10-CM code of that grade;
+- condition_occurrence: each day graded 1-4, the ICD-10-CM code of that grade, starting and
+  ending that day;
 - observation: each day's grade (0 too) under the grade concept of omop_crs_grades.csv.
 
 A patient whose person_source_value is already in person is skipped: loading a file again
@@ -286,6 +287,7 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
                 person_id=person_id,
                 condition_concept_id=0,
                 condition_start_date=on,
+                condition_end_date=on,  # the grade of that day; the next day's is its own
                 condition_type_concept_id=0,
                 condition_source_value=code,
                 condition_source_concept_id=icd,

@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Connection, Date, DateTime, Engine, Integer, TextualSelect
 
 from prcrs_batch.settings import Settings
+from prcrs_batch.task.data_day import data_cutoff
 from prcrs_batch.warehouse.queries import CONTRACT, Source, prepare, query
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,11 @@ def reference_time(as_of: date, now: datetime) -> datetime:
     >>> reference_time(date(2026, 11, 26), datetime(2026, 11, 26, 2, 0))
     datetime.datetime(2026, 11, 26, 2, 0)
     """
-    cutoff = datetime.combine(as_of + timedelta(days=1), datetime.min.time())
-    return min(now, cutoff)
+    return min(now, data_cutoff(as_of))
 
 
-def _query(source: Source) -> TextualSelect:
-    return query(source.folder, QUERY).columns(
+def _query(source: Source, dialect: str) -> TextualSelect:
+    return query(source.folder, QUERY, dialect).columns(
         newest_infusion=Date(),
         active_patients=Integer(),
         newest_lab=DateTime(),
@@ -89,11 +89,11 @@ def read_feed(
     reference = reference_time(as_of, now)
     prepare(connection, source)
     row = connection.execute(
-        _query(source),
+        _query(source, connection.dialect.name),
         {
             "as_of": as_of,
             "first_infusion": as_of - timedelta(days=active_days),
-            "window_end": datetime.combine(as_of + timedelta(days=1), datetime.min.time()),
+            "window_end": data_cutoff(as_of),
             "fresh_since": reference - timedelta(hours=max_lab_age_hours),
         }
         | source.params(),

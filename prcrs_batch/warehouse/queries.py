@@ -126,27 +126,29 @@ _PARAM_TYPES = {
 }
 
 
-def render(folder: Path, name: str) -> str:
-    """The SQL of `name`.sql in a folder (sql/ or sql/omop/), its shared parts included.
+def render(folder: Path, name: str, dialect: str = "postgresql") -> str:
+    """The SQL of `name`.sql in a folder (sql/ or sql/omop/) for a database `dialect`
+    (postgresql, sqlite), its shared parts included.
 
     A query file is a Jinja template only for `{% include "shared/..." %}`: the active
     patients and a day's grade are written once, in the folder's shared/ (a site edits one
-    file per concept). Nothing else is rendered into the SQL: every value is a bound
-    parameter. An unknown template variable fails rather than rendering empty.
+    file per concept); `dialect` is there for the one expression the two databases spell
+    differently (a date plus one day). Nothing else is rendered into the SQL: every value is
+    a bound parameter. An unknown template variable fails rather than rendering empty.
     """
     environment = Environment(
         loader=FileSystemLoader(folder),
         undefined=StrictUndefined,
         autoescape=False,  # SQL, not HTML: no value is ever rendered into it
     )
-    return environment.get_template(f"{name}.sql").render()
+    return environment.get_template(f"{name}.sql").render(dialect=dialect)
 
 
 @cache
-def query(folder: Path, name: str) -> TextClause:
-    """The query `name`.sql of a folder (sql/ or sql/omop/), rendered once (`render`), its
-    parameters typed; a code list (sql/omop/) is an expanding parameter."""
-    sql = render(folder, name)
+def query(folder: Path, name: str, dialect: str = "postgresql") -> TextClause:
+    """The query `name`.sql of a folder (sql/ or sql/omop/), rendered once per dialect
+    (`render`), its parameters typed; a code list (sql/omop/) is an expanding parameter."""
+    sql = render(folder, name, dialect)
     binds = [bindparam(p, type_=t()) for p, t in _PARAM_TYPES.items() if f":{p}" in sql]
     binds += [bindparam(p, expanding=True) for p in sorted(EXPANDING) if f":{p}" in sql]
     return text(sql).bindparams(*binds)
@@ -188,7 +190,7 @@ def _read(
     """The query's rows as a frame, each column normalised. Read BATCH_ROWS rows at a time
     (PostgreSQL: from a server-side cursor), each batch made columns at once: a night's
     millions of rows are never all Python rows at once, nor all in libpq's memory."""
-    statement = query(source.folder, name)
+    statement = query(source.folder, name, connection.dialect.name)
     used = {k: v for k, v in params.items() if f":{k}" in statement.text}
     name = f"{source.folder.name}/{name}" if source.model != "contract" else name
     shared: dict[object, object] = {}  # one object per distinct string, over all the batches

@@ -1,19 +1,13 @@
 -- OMOP CDM v5.4: whether the feed is alive on the as-of night, as sql/feed_freshness.sql (one
 -- row: newest_infusion, active_patients, newest_lab, newest_active_lab). Infusions:
--- shared/active_patients.sql's, every one up to the as-of date; lab results are the
--- measurements of omop_loinc.csv's codes, timed by measurement_datetime, else
--- measurement_date. Cheap with the indexes README recommends.
+-- shared/active_patients.sql's, every one up to the as-of date; lab results are
+-- shared/lab_measurements.sql's, timed by measurement_datetime, else measurement_date.
+-- Cheap with the indexes README recommends.
 {% set every_infusion = true -%}
 WITH {% include "shared/active_patients.sql" %},
-lab_concepts AS (
-    SELECT c.concept_id, c.concept_code
-    FROM concept AS c
-    WHERE (c.vocabulary_id, c.concept_code) IN :lab_codes
-),
+{% include "shared/lab_measurements.sql" %},
 labs AS (
-    SELECT m.person_id, COALESCE(m.measurement_datetime, m.measurement_date) AS collected_at
-    FROM measurement AS m
-    JOIN lab_concepts AS lc ON lc.concept_id = m.measurement_concept_id
+    SELECT person_id, collected_at FROM lab_measurements
 )
 SELECT
     (SELECT MAX(infusion_date) FROM infusions) AS newest_infusion,

@@ -3,7 +3,9 @@
 -- (shared/active_patients.sql) collected in [window_start, window_end), and those dated
 -- after `now`.
 --   analyte      the concept_code of one of omop_loinc.csv's (vocabulary_id, concept_code)
---                pairs (LOINC, or a site's own code); warehouse.py turns it into the analyte
+--                pairs (LOINC, or a site's own code), through measurement_concept_id or,
+--                where that is 0, measurement_source_concept_id (shared/lab_measurements.sql);
+--                queries.py turns it into the analyte
 --   collected_at measurement_datetime, else measurement_date
 --   value        value_as_number, preceded by its operator (<, <=, >, >=: operator_concept_id's
 --                concept name, domain 'Meas Value Operator'); value_source_value when there
@@ -11,28 +13,23 @@
 --   unit         the unit concept's code (vocabulary 'UCUM'), else unit_source_value
 -- OMOP has no result without a person, so the contract's second part has no counterpart.
 WITH {% include "shared/active_patients.sql" %},
-lab_concepts AS (
-    SELECT c.concept_id, c.concept_code
-    FROM concept AS c
-    WHERE (c.vocabulary_id, c.concept_code) IN :lab_codes
-),
+{% include "shared/lab_measurements.sql" %},
 labs AS (
-    SELECT m.person_id,
-           COALESCE(m.measurement_datetime, m.measurement_date) AS collected_at,
-           lc.concept_code AS analyte,
-           CASE WHEN m.value_as_number IS NULL THEN m.value_source_value
-                ELSE COALESCE(op.concept_name, '') || CAST(m.value_as_number AS VARCHAR(60))
+    SELECT lm.person_id,
+           lm.collected_at,
+           lm.concept_code AS analyte,
+           CASE WHEN lm.value_as_number IS NULL THEN lm.value_source_value
+                ELSE COALESCE(op.concept_name, '') || CAST(lm.value_as_number AS VARCHAR(60))
            END AS value,
-           COALESCE(uc.concept_code, m.unit_source_value) AS unit
-    FROM measurement AS m
-    JOIN lab_concepts AS lc ON lc.concept_id = m.measurement_concept_id
-    JOIN active AS a ON a.person_id = m.person_id
+           COALESCE(uc.concept_code, lm.unit_source_value) AS unit
+    FROM lab_measurements AS lm
+    JOIN active AS a ON a.person_id = lm.person_id
     LEFT JOIN concept AS op
-      ON op.concept_id = m.operator_concept_id
+      ON op.concept_id = lm.operator_concept_id
      AND op.domain_id = 'Meas Value Operator'
      AND op.concept_name IN ('<', '<=', '>', '>=')
     LEFT JOIN concept AS uc
-      ON uc.concept_id = m.unit_concept_id
+      ON uc.concept_id = lm.unit_concept_id
      AND uc.vocabulary_id = 'UCUM'
 )
 SELECT {% include "shared/patient_id.sql" %} AS patient_id,
