@@ -57,6 +57,7 @@ from prcrs_batch.results.tables import (
 )
 from prcrs_batch.settings import Settings, load_settings
 from prcrs_batch.task import row_keys
+from prcrs_batch.task.data_day import current_data_day
 from tests.support.databases import fresh_database
 from tests.support.nightly import AS_OF, COHORT, count_rows
 from tests.support.smtp import free_port
@@ -750,7 +751,7 @@ def test_run_command_on_a_running_night_exits_cleanly(fresh, backend, quick_mode
         "PRCRS_DEVICE": "cpu",
         "PRCRS_TIMEZONE": settings.timezone,
     }
-    with nights.night_lock(engine, settings.today()) as held:
+    with nights.night_lock(engine, current_data_day(settings.zone)) as held:  # `run`'s night
         assert held
         outcome = CliRunner().invoke(main, ["run"], env=env)
     assert outcome.exit_code == 0, outcome.output

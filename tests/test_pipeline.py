@@ -65,12 +65,12 @@ def test_a_night_written_in_small_batches_stores_the_same_rows(settings, warehou
 
 
 def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(settings, warehouse):
-    nights = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1)]
-    for night in nights:
+    dates = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1)]
+    for night in dates:
         run_night(settings, warehouse, as_of=night)
     with warehouse.connect() as connection:
         everything = nights.score_history(
-            connection=connection, since=nights[0], before=AS_OF, trend_patients=[]
+            connection=connection, since=dates[0], before=AS_OF, trend_patients=[]
         )
         stored = pd.DataFrame(
             connection.execute(
@@ -83,11 +83,11 @@ def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(s
         assert len(both) >= 1
         chosen = str(both[0])
         history = nights.score_history(
-            connection=connection, since=nights[0], before=AS_OF, trend_patients=[chosen]
+            connection=connection, since=dates[0], before=AS_OF, trend_patients=[chosen]
         )
     # without trend patients: only each patient's latest earlier night
     assert (everything.groupby("patient_id")["as_of"].nunique() == 1).all()
-    assert (everything.loc[everything["patient_id"] == chosen, "as_of"] == nights[1]).all()
+    assert (everything.loc[everything["patient_id"] == chosen, "as_of"] == dates[1]).all()
     # the whole window for a patient the report may chart, the rest unchanged
     nights_read = history.groupby("patient_id")["as_of"].nunique()
     assert nights_read[chosen] == 2
@@ -99,24 +99,24 @@ def test_history_reads_everyones_previous_night_and_trends_for_chosen_patients(s
 def test_backfill_gives_the_same_rows_as_single_runs(
     settings, warehouse, monkeypatch, db_url, quick_models, tmp_path
 ):
-    nights = [AS_OF - timedelta(days=1), AS_OF, AS_OF + timedelta(days=1)]
-    for night in nights:
+    dates = [AS_OF - timedelta(days=1), AS_OF, AS_OF + timedelta(days=1)]
+    for night in dates:
         assert run_night(settings, warehouse, as_of=night).status == "succeeded"
     with warehouse.connect() as connection:
-        single = pd.concat([nights.stored_scores(connection=connection, as_of=n) for n in nights])
+        single = pd.concat([nights.stored_scores(connection=connection, as_of=n) for n in dates])
     monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
     monkeypatch.setenv("PRCRS_MODEL_DIR", str(quick_models))
     monkeypatch.setenv("PRCRS_REPORT_DIR", str(tmp_path / "backfill"))
     monkeypatch.setenv("PRCRS_DEVICE", "cpu")
     outcome = CliRunner().invoke(
-        main, ["backfill", "--start", str(nights[0]), "--end", str(nights[-1])]
+        main, ["backfill", "--start", str(dates[0]), "--end", str(dates[-1])]
     )
     assert outcome.exit_code == 0, outcome.output
     assert "night 3/3" in outcome.output and "3 nights from" in outcome.output
     assert "3 succeeded" in outcome.output
     with warehouse.connect() as connection:
         backfilled = pd.concat(
-            [nights.stored_scores(connection=connection, as_of=n) for n in nights]
+            [nights.stored_scores(connection=connection, as_of=n) for n in dates]
         )
     pd.testing.assert_frame_equal(single.reset_index(drop=True), backfilled.reset_index(drop=True))
     assert count_rows(warehouse, scoring_runs, status="succeeded") == 3
