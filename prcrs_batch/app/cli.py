@@ -36,7 +36,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        return load_settings(strict=True, **{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
 

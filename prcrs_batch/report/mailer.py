@@ -25,7 +25,7 @@ import ssl as ssl_lib
 import threading
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 
 from prcrs_batch.errors import describe
@@ -73,7 +73,7 @@ def build_message(report: Report, *, sender: str, recipients: list[str]) -> Emai
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=True)
-    domain = sender.rpartition("@")[2] or None
+    domain = parseaddr(sender)[1].rpartition("@")[2] or None  # "Name <a@x.org>" too
     message["Message-ID"] = make_msgid(domain=domain)
     message.set_content(report.text)
     message.add_alternative(report.html, subtype="html")
