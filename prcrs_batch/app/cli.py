@@ -264,11 +264,14 @@ def monitor(days: int, as_json: bool) -> None:
     discrimination or calibration crosses a limit (README, "Monitoring")."""
     from prcrs_batch.app import console
     from prcrs_batch.monitoring import watch
-    from prcrs_batch.results.engines import make_engine
+    from prcrs_batch.results.engines import explained, make_engine
+    from prcrs_batch.results.migrations import require_results_schema
 
     settings = _settings()
-    with _setup_errors():
-        performance, drifted = watch.latest(make_engine(settings.results_database_url), days)
+    url = settings.results_database_url
+    with _setup_errors(), explained("PRCRS_RESULTS_URL", url):
+        require_results_schema(url)  # before init-db, or a wrong URL: one line
+        performance, drifted = watch.latest(make_engine(url), days)
     breaches = watch.breaches(performance)
     if as_json:
         records = {"performance": performance, "input_drift": drifted}
