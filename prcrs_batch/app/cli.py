@@ -10,7 +10,7 @@ from collections import Counter
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -210,7 +210,7 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
 
 
 @main.command()
-@click.argument("source", required=False, type=click.File("r", encoding="utf-8"))
+@click.argument("source", required=False, type=click.File("rb"))
 @click.option(
     "--format",
     "kind",
@@ -226,7 +226,7 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
 @click.option("--grade", type=click.IntRange(0, 4), help="Latest CRS grade on the as-of date.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
 def score(
-    source: TextIO | None,
+    source: BinaryIO | None,
     kind: str,
     labs: tuple[str, ...],
     patient: str,
@@ -244,7 +244,7 @@ def score(
     try:
         when = score_command.default_collected_at(settings, night)
         frame = score_command.gather_rows(
-            source.read() if source else None, kind, labs, patient, when
+            source.read() if source else None, kind, labs, patient, when, _name(source)
         )
         infused = infusion_date.date() if infusion_date else None
         with _setup_errors():
@@ -254,6 +254,12 @@ def score(
     except score_command.InputError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(answer)
+
+
+def _name(source: BinaryIO | None) -> str:
+    """The file's name as given ("<stdin>" for -)."""
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) and name != "-" else "<stdin>"
 
 
 @main.command()
