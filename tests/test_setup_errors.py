@@ -258,3 +258,10 @@ def test_monitor_on_a_wrong_url_is_one_line(settings_env, monkeypatch, url):
     monkeypatch.setenv("PRCRS_RESULTS_URL", url)
     line = one_line(invoke("monitor"))
     assert "PRCRS_RESULTS_URL" in line and "pw-Secret-9" not in line
+
+
+@pytest.mark.parametrize("command", ["run", "backfill"])
+def test_json_is_described_as_one_object_per_night(command):
+    text = " ".join(invoke(command, "--help").output.split())
+    assert "One JSON object per night (JSON lines on standard output)" in text
+    assert "per patient" not in text

@@ -136,6 +136,14 @@ def load_cohort_command(path: Path, model: str | None) -> None:
         click.echo(f"  {table}: {n} rows")
 
 
+_NIGHTS_JSON = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per night (JSON lines on standard output) instead of the summary.",
+)
+
+
 def _run_dates(
     settings: Settings,
     dates: list[date],
@@ -177,7 +185,7 @@ def _run_dates(
     help="Night to score (default: today in PRCRS_TIMEZONE).",
 )
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
+@_NIGHTS_JSON
 def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     """Score all active patients once, store the results, write and email the report."""
     settings = _settings()
@@ -194,7 +202,7 @@ def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
 )
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
+@_NIGHTS_JSON
 def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None:
     """Score every night in a date range with the models loaded once (validation on history).
 
