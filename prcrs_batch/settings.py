@@ -11,6 +11,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
+from email import errors
+from email.headerregistry import HeaderRegistry
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -77,6 +79,9 @@ class Settings(BaseSettings):
     # silent: scored, stored and reported as usual, but mailed only to silent_to (validation)
     alert_mode: Literal["live", "silent"] = "live"
     silent_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # the operators: the failure notice of a night that never read the warehouse (a
+    # database, the models, the run lock) goes here; unset: to the night's list
+    ops_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
     monitor_windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [30, 90])
 
     @field_validator("warehouse_url", "results_url", "migrator_url")
@@ -120,10 +125,29 @@ class Settings(BaseSettings):
     def _empty_is_default(cls, value: object) -> object:
         return resources.model_dir() if value == "" else value
 
-    @field_validator("alert_to", "silent_to", "monitor_windows", mode="before")
+    @field_validator("alert_to", "silent_to", "ops_to", mode="before")
     @classmethod
-    def _split_recipients(cls, value: object) -> object:
-        if isinstance(value, str):  # "a@x.org, b@x.org" or "a@x.org; b@x.org"
+    def _parse_recipients(cls, value: object) -> object:
+        if isinstance(value, str):  # "a@x.org, b@x.org" or "a@x.org; Dr B <b@x.org>"
+            return parse_addresses(value)
+        if isinstance(value, list):
+            return [address for item in value for address in parse_addresses(str(item))]
+        return value
+
+    @field_validator("alert_from", mode="before")
+    @classmethod
+    def _parse_sender(cls, value: object) -> object:
+        if isinstance(value, str):
+            addresses = parse_addresses(value)
+            if len(addresses) != 1:
+                raise ValueError(f"one sender address, not {len(addresses)}: {_shown(value)}")
+            return addresses[0]
+        return value
+
+    @field_validator("monitor_windows", mode="before")
+    @classmethod
+    def _split_windows(cls, value: object) -> object:
+        if isinstance(value, str):  # "30,90" or "30;90"
             return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
         return value
 
@@ -133,14 +157,6 @@ class Settings(BaseSettings):
         if not value or any(not 1 <= w <= 3650 for w in value):
             raise ValueError("windows are days between 1 and 3650, e.g. 30,90")
         return sorted(set(value))
-
-    @field_validator("alert_to", "silent_to")
-    @classmethod
-    def _check_recipients(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if "@" not in address:
-                raise ValueError(f"not an email address: {address!r}")
-        return value
 
     @field_validator("timezone")
     @classmethod
@@ -189,6 +205,11 @@ class Settings(BaseSettings):
         return self.silent_to if self.alert_mode == "silent" else self.alert_to
 
     @property
+    def ops_recipients(self) -> list[str]:
+        """Who hears of a set-up failure: the operators, else the night's list."""
+        return self.ops_to or self.recipients
+
+    @property
     def email_enabled(self) -> bool:
         """Without an SMTP host the report is written but not sent."""
         return bool(self.smtp_host)
@@ -199,6 +220,53 @@ class Settings(BaseSettings):
 
     def today(self) -> date:
         return datetime.now(self.zone).date()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def parse_addresses(value: str) -> list[str]:
+    """Email addresses separated by commas or semicolons, each checked as an address
+    (`email.headerregistry`, RFC 5322), returned as written for the To: header; a display
+    name may be given ("Dr A <a@x.org>"). A line break or anything that is not a list of
+    addresses is refused: it could not be sent, or would add a header.
+
+    >>> parse_addresses("oncall@x.org; Dr B <b@x.org>")
+    ['oncall@x.org', 'Dr B <b@x.org>']
+    >>> parse_addresses("oncall@x.org Bcc: other@x.org")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an email address or a list of them: 'oncall@x.org Bcc: other@x.org'
+    """
+    if _CONTROL.search(value):
+        raise ValueError(
+            f"a line break or control character in {_shown(value)}: give addresses "
+            "separated by commas"
+        )
+    addresses: list[str] = []
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        try:
+            header = _HEADERS("To", part)
+            parsed = list(header.addresses)  # type: ignore[attr-defined]
+            defects = [d for d in header.defects if not isinstance(d, errors.ObsoleteHeaderDefect)]
+            valid = not defects and all(a.username and a.domain for a in parsed)
+        except (errors.HeaderParseError, IndexError, ValueError):  # the parser's own slips
+            valid = False
+        if not valid or not parsed:
+            raise ValueError(f"not an email address or a list of them: {_shown(part.strip())}")
+        addresses += [str(address) for address in parsed]
+    return addresses
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """A setting's value in a one-line message: repr (a line break shows as \\n), cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+_HEADERS = HeaderRegistry()
 
 
 def normalise_database_url(url: str) -> str:
@@ -214,10 +282,14 @@ def normalise_database_url(url: str) -> str:
 
 
 def unknown_variables(
-    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ENV_FILE
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ENV_FILE,
+    *,
+    ignored: bool = True,
 ) -> list[str]:
     """One line per PRCRS_ variable (environment or .env) that is not a setting, with the
-    closest setting's name: a misspelt variable is otherwise silently ignored.
+    closest setting's name: a misspelt variable is otherwise silently ignored. `ignored`:
+    say it is ignored (`check`), else that it must be corrected (the other commands).
 
     >>> unknown_variables({"PRCRS_WAREHOUSE_ULR": "x", "PRCRS_DEVICE": "cpu"}, None)
     ['PRCRS_WAREHOUSE_ULR is not a setting and is ignored (did you mean PRCRS_WAREHOUSE_URL?)']
@@ -231,24 +303,32 @@ def unknown_variables(
     for name in sorted(found - set(known)):
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        lines.append(f"{name} is not a setting and is ignored{hint}")
+        if ignored:
+            lines.append(f"{name} is not a setting and is ignored{hint}")
+        else:
+            lines.append(f"{name} is not a setting{hint}: correct or remove it")
     return lines
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(*, strict: bool = False, **overrides: object) -> Settings:
     """Build Settings, turning a validation error into one line per bad variable.
 
-    Unknown PRCRS_ variables are logged as warnings (they would otherwise be ignored).
+    An unknown PRCRS_ variable (a misspelt setting would otherwise leave its default in
+    force) is a SettingsError when `strict` (every command but `check`), else a warning.
     """
-    for line in unknown_variables():
-        log.warning("%s", line)
+    unknown = unknown_variables(ignored=not strict)
+    if not strict:
+        for line in unknown:
+            log.warning("%s", line)
+    lines = unknown if strict else []
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
             name = f"PRCRS_{field.upper()}" if field else "settings"
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{name}: {message}")
+    if lines:
         raise SettingsError("; ".join(lines)) from None
+    return settings

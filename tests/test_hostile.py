@@ -1025,7 +1025,9 @@ def test_unloadable_models_are_a_recorded_failed_night(
     assert "FAILED" in outcome.output
     [run] = runs(engine)
     assert run["status"] == "failed"
-    assert run["error"].startswith(f"ModelsUnavailableError: cannot load the models from {models}")
+    assert run["error"].startswith(
+        f"load models: ModelsUnavailableError: cannot load the models from {models}"
+    )
     assert count_rows(engine, crs_risk_scores) == 0
     [notice] = smtp_sink.messages
     assert "RUN FAILED" in notice["Subject"]

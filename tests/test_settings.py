@@ -81,3 +81,84 @@ def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+# --- addresses are parsed as addresses ------------------------------------------------
+
+INJECTED = "oncall@x.org\r\nBcc: other@x.org"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PRCRS_ALERT_TO", INJECTED),
+        ("PRCRS_ALERT_TO", "oncall@x.org Bcc: other@x.org"),
+        ("PRCRS_ALERT_TO", "oncall@x.org, @x.org"),
+        ("PRCRS_ALERT_TO", "oncall@"),
+        ("PRCRS_SILENT_TO", "validation@x.org\nBcc: other@x.org"),
+        ("PRCRS_OPS_TO", "it-ops"),
+        ("PRCRS_ALERT_FROM", "prcrs@x.org\r\nBcc: other@x.org"),
+        ("PRCRS_ALERT_FROM", "a@x.org, b@x.org"),
+    ],
+)
+def test_a_value_that_is_not_a_list_of_addresses_is_refused_naming_it(
+    settings_env, monkeypatch, variable, value
+):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith(f"{variable}: ")
+    assert "\n" not in message and "\r" not in message
+
+
+def test_check_refuses_a_recipient_with_a_line_break_in_one_line(settings_env, monkeypatch):
+    monkeypatch.setenv("PRCRS_ALERT_TO", INJECTED)
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "FAIL  settings   PRCRS_ALERT_TO: a line break or control character in "
+        "'oncall@x.org\\r\\nBcc: other@x.org': give addresses separated by commas"
+    )
+
+
+def test_run_refuses_it_too(settings_env, monkeypatch):
+    monkeypatch.setenv("PRCRS_ALERT_TO", INJECTED)
+    result = CliRunner().invoke(main, ["run", "--no-email"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: configuration error: PRCRS_ALERT_TO: a line break")
+
+
+def test_display_names_and_semicolons_reach_the_server_as_bare_addresses(
+    settings_env, monkeypatch, smtp_sink
+):
+    from prcrs_batch.report import mailer
+    from prcrs_batch.report.render import Report
+
+    monkeypatch.setenv("PRCRS_ALERT_TO", '"Doe, J" <j.doe@x.org>; oncall@x.org')
+    monkeypatch.setenv("PRCRS_OPS_TO", "IT on call <it@x.org>")
+    monkeypatch.setenv("PRCRS_ALERT_FROM", "PrCRS <prcrs@x.org>")
+    settings = load_settings()
+    assert settings.alert_to == ['"Doe, J" <j.doe@x.org>', "oncall@x.org"]
+    assert settings.ops_recipients == ["IT on call <it@x.org>"]
+    report = Report("PrCRS - all clear", "<p>ok</p>", "ok", {})
+    mailer.send_report(
+        report,
+        host=smtp_sink.host,
+        port=smtp_sink.port,
+        starttls=False,
+        sender=settings.alert_from,
+        recipients=settings.alert_to,
+    )
+    [(sender, recipients, _)] = smtp_sink.handler.received
+    assert sender == "prcrs@x.org" and recipients == ["j.doe@x.org", "oncall@x.org"]
+    [message] = smtp_sink.messages
+    assert message["To"] == '"Doe, J" <j.doe@x.org>, oncall@x.org'
+    assert message["Message-ID"].endswith("@x.org>")
+
+
+def test_ops_to_unset_falls_back_to_the_nights_list(settings_env, monkeypatch):
+    monkeypatch.setenv("PRCRS_ALERT_TO", "oncall@x.org")
+    monkeypatch.setenv("PRCRS_SILENT_TO", "validation@x.org")
+    monkeypatch.setenv("PRCRS_ALERT_MODE", "silent")
+    assert load_settings().ops_recipients == ["validation@x.org"]  # silent: never on-call

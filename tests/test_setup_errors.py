@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -125,13 +126,11 @@ def test_misspelt_warehouse_variable_is_named_and_no_empty_database_is_made(sett
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
-    assert (
-        "PRCRS_WAREHOUSE_ULR is not a setting and is ignored (did you mean PRCRS_WAREHOUSE_URL?)"
-        in result.stderr
+    assert result.stderr.strip() == (
+        "Error: configuration error: PRCRS_WAREHOUSE_ULR is not a setting (did you mean "
+        "PRCRS_WAREHOUSE_URL?): correct or remove it"
     )
-    assert "the SQLite file prcrs.db does not exist" in result.stderr
     assert not (settings_env / "prcrs.db").exists()
-    assert len(result.stderr.strip().splitlines()) == 2  # the warning and the error
 
 
 def test_unknown_variables_in_dotenv_are_named_with_the_closest_setting(settings_env):
@@ -158,3 +157,111 @@ def test_schedule_does_not_start_on_a_missing_schema(settings_env, monkeypatch, 
     engine.dispose()
     monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
     assert "no results schema: run `prcrs-batch init-db`" in one_line(invoke("schedule"))
+
+
+def test_a_misspelt_setting_stops_run_naming_the_closest_one(settings_env, monkeypatch, db_url):
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
+    monkeypatch.setenv("PRCRS_ALERT_THRESHHOLD", "0.4")
+    line = one_line(invoke("run", "--no-email"))
+    assert line == (
+        "Error: configuration error: PRCRS_ALERT_THRESHHOLD is not a setting (did you mean "
+        "PRCRS_ALERT_THRESHOLD?): correct or remove it"
+    )
+
+
+# --- permanent set-up mistakes stop `run` at once, before the models load --------------
+
+
+def run_subprocess(cwd, **variables: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`prcrs-batch run --no-email` in a process of its own (every line it prints counts),
+    with only `variables` set among PRCRS_*, and how long it took."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PRCRS_")}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "prcrs_batch", "run", "--no-email"],
+        cwd=cwd,
+        env=env | variables,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result, time.perf_counter() - started
+
+
+@postgres_only
+def test_run_on_a_database_that_does_not_exist_says_so_in_one_line_at_once(settings_env, db_url):
+    missing = f"prcrs_missing_{uuid.uuid4().hex[:8]}"
+    url = make_url(db_url).set(database=missing).render_as_string(hide_password=False)
+    result, seconds = run_subprocess(
+        settings_env,
+        PRCRS_WAREHOUSE_URL=url,
+        PRCRS_MODEL_DIR=str(settings_env / "no-models"),  # loading them would fail loudly
+    )
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 1
+    assert len(output) <= 3, output
+    assert output[-1] == (
+        f"Error: PRCRS_WAREHOUSE_URL ({make_url(url).render_as_string(hide_password=True)}): "
+        f"the database {missing} does not exist: create it (createdb) or correct the database "
+        "name in the URL"
+    )
+    assert "models" not in result.stderr and "retry" not in result.stderr
+    assert seconds < 30  # the process's imports included; it took 18 s with the retries
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (NOTHING_LISTENS, "the connection was refused"),
+        (
+            "postgresql://prcrs_job@no-such-host.invalid/prcrs",
+            "the host no-such-host.invalid is not known",
+        ),
+    ],
+)
+def test_run_on_a_server_that_cannot_be_reached_says_so_before_the_models(
+    settings_env, monkeypatch, url, says
+):
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", url)
+    monkeypatch.setenv("PRCRS_MODEL_DIR", str(settings_env / "no-models"))
+    started = time.perf_counter()
+    line = one_line(invoke("run", "--no-email"))
+    assert time.perf_counter() - started < 10  # no retries
+    assert line.startswith("Error: PRCRS_WAREHOUSE_URL (") and says in line
+    assert "pw-Secret-9" not in line
+
+
+@postgres_only
+def test_run_with_a_login_that_does_not_exist_names_the_results_url(
+    settings_env, monkeypatch, db_url
+):
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
+    nobody = make_url(db_url).set(username=f"nobody_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("PRCRS_RESULTS_URL", nobody.render_as_string(hide_password=False))
+    line = one_line(invoke("run", "--no-email"))
+    assert "PRCRS_RESULTS_URL" in line and "login refused" in line
+    assert "create the role or correct the user name" in line
+
+
+# --- monitor: one line before init-db or on a wrong URL ------------------------------
+
+
+def test_monitor_before_init_db_says_run_init_db(settings_env, monkeypatch, db_url):
+    monkeypatch.setenv("PRCRS_RESULTS_URL", db_url)
+    line = one_line(invoke("monitor"))
+    assert "PRCRS_RESULTS_URL" in line and "run `prcrs-batch init-db`" in line
+    assert not list(settings_env.glob("*.db"))  # no empty SQLite file made
+
+
+@pytest.mark.parametrize("url", [NOTHING_LISTENS, "sqlite:///no/such/folder/prcrs.db"])
+def test_monitor_on_a_wrong_url_is_one_line(settings_env, monkeypatch, url):
+    monkeypatch.setenv("PRCRS_RESULTS_URL", url)
+    line = one_line(invoke("monitor"))
+    assert "PRCRS_RESULTS_URL" in line and "pw-Secret-9" not in line
+
+
+@pytest.mark.parametrize("command", ["run", "backfill"])
+def test_json_is_described_as_one_object_per_night(command):
+    text = " ".join(invoke(command, "--help").output.split())
+    assert "One JSON object per night (JSON lines on standard output)" in text
+    assert "per patient" not in text

@@ -10,7 +10,7 @@ from collections import Counter
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -37,7 +37,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        return load_settings(strict=True, **{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
 
@@ -137,6 +137,14 @@ def load_cohort_command(path: Path, model: str | None) -> None:
         click.echo(f"  {table}: {n} rows")
 
 
+_NIGHTS_JSON = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per night (JSON lines on standard output) instead of the summary.",
+)
+
+
 def _run_dates(
     settings: Settings,
     dates: list[date],
@@ -178,7 +186,7 @@ def _run_dates(
     help="Data day to score (default: yesterday in PRCRS_TIMEZONE, the last complete day).",
 )
 @click.option("--no-email", is_flag=True, help="Write the report but do not send it.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
+@_NIGHTS_JSON
 def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     """Score all active patients once, store the results, write and email the report."""
     settings = _settings()
@@ -195,7 +203,7 @@ def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
 )
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
+@_NIGHTS_JSON
 def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None:
     """Score every night in a date range with the models loaded once (validation on history).
 
@@ -211,7 +219,7 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
 
 
 @main.command()
-@click.argument("source", required=False, type=click.File("r", encoding="utf-8"))
+@click.argument("source", required=False, type=click.File("rb"))
 @click.option(
     "--format",
     "kind",
@@ -227,7 +235,7 @@ def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None
 @click.option("--grade", type=click.IntRange(0, 4), help="Latest CRS grade on the as-of date.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per patient.")
 def score(
-    source: TextIO | None,
+    source: BinaryIO | None,
     kind: str,
     labs: tuple[str, ...],
     patient: str,
@@ -245,7 +253,7 @@ def score(
     try:
         when = score_command.default_collected_at(settings, night)
         frame = score_command.gather_rows(
-            source.read() if source else None, kind, labs, patient, when
+            source.read() if source else None, kind, labs, patient, when, _name(source)
         )
         infused = infusion_date.date() if infusion_date else None
         with _setup_errors():
@@ -257,6 +265,12 @@ def score(
     click.echo(answer)
 
 
+def _name(source: BinaryIO | None) -> str:
+    """The file's name as given ("<stdin>" for -)."""
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) and name != "-" else "<stdin>"
+
+
 @main.command()
 @click.option("--days", default=90, show_default=True, help="Longest window shown.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead.")
@@ -265,11 +279,14 @@ def monitor(days: int, as_json: bool) -> None:
     discrimination or calibration crosses a limit (README, "Monitoring")."""
     from prcrs_batch.app import console
     from prcrs_batch.monitoring import watch
-    from prcrs_batch.results.engines import make_engine
+    from prcrs_batch.results.engines import explained, make_engine
+    from prcrs_batch.results.migrations import require_results_schema
 
     settings = _settings()
-    with _setup_errors():
-        performance, drifted = watch.latest(make_engine(settings.results_database_url), days)
+    url = settings.results_database_url
+    with _setup_errors(), explained("PRCRS_RESULTS_URL", url):
+        require_results_schema(url)  # before init-db, or a wrong URL: one line
+        performance, drifted = watch.latest(make_engine(url), days)
     breaches = watch.breaches(performance)
     if as_json:
         records = {"performance": performance, "input_drift": drifted}

@@ -65,11 +65,6 @@ def with_progress(nights: Iterator[RunSummary], total: int) -> Iterator[RunSumma
             yield summary
 
 
-_JSON = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON line per night instead (stdout)."
-)
-
-
 def echo_monitor(performance: pd.DataFrame, drifted: pd.DataFrame, breaches: list[str]) -> None:
     """The monitoring tables, short: per model and horizon the windows' figures; the analytes
     drifting; the limits crossed."""

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from prcrs_batch.devdata import cohort
-from prcrs_batch.errors import describe
+from prcrs_batch.errors import SafeMessage, describe, in_full
 from prcrs_batch.modeling import device, store
 from prcrs_batch.monitoring import watch
 from prcrs_batch.monitoring.run_metrics import export_metrics
@@ -29,7 +29,7 @@ from prcrs_batch.nightly.compute import ScoredNight, score_night
 from prcrs_batch.report import outbox, render
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import nights
-from prcrs_batch.results.engines import make_engine, with_db_retries
+from prcrs_batch.results.engines import DatabaseSetupError, make_engine, with_db_retries
 from prcrs_batch.results.migrations import migrate, require_usable
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.settings import Settings
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ALREADY_RUNNING = "already_running"  # a summary's status only: another run holds the night
 
 
-class ModelsUnavailableError(RuntimeError):
+class ModelsUnavailableError(SafeMessage, RuntimeError):
     """The model folder cannot be used at all (no manifest, unreadable): no night can run."""
 
 
@@ -58,6 +58,8 @@ class RunSummary(RunInfo):
     report_error: str | None = None  # why the report was not built or its HTML not written
     n_model_errors: int = 0
     feed: FeedState | None = None  # the warehouse feed's freshness (stale_data)
+    stage: str = "start"  # the stage running (a failure names it)
+    warehouse_read: bool = False  # False: a failure is a set-up failure (PRCRS_OPS_TO)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,7 @@ class RunSummary(RunInfo):
 @contextmanager
 def _stage(summary: RunSummary, name: str) -> Iterator[None]:
     start = time.perf_counter()
+    summary.stage = name
     try:
         yield
     finally:
@@ -109,7 +112,13 @@ def run_nightly(
         data_cutoff=window.end - timedelta(seconds=1),
         read_at=window.now,
     )
-    with nights.night_lock(results_db, as_of) as held:
+    with ExitStack() as stack:
+        summary.stage = "take the run lock"
+        try:
+            held = stack.enter_context(nights.night_lock(results_db, as_of))
+        except Exception as exc:  # no night without its lock: it fails, as a set-up failure
+            _fail(settings, results_db, summary, exc, send_email)
+            return summary
         if held:
             return _run_locked(settings, summary, window, warehouse, results_db, bundle, send_email)
     log.warning("night %s is already running in another run: nothing done", as_of.isoformat())
@@ -140,6 +149,7 @@ def _run_locked(
         ]
         with _stage(summary, "read warehouse"):
             night = with_db_retries(lambda: read_night(warehouse, window), "read warehouse")
+        summary.warehouse_read = True
         with _stage(summary, "read feed"):
             summary.feed, stale = with_db_retries(
                 lambda: assess_feed(warehouse, settings, as_of), "read feed freshness"
@@ -229,9 +239,16 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
     """Run each night in turn with the models loaded once; yields each night's summary.
 
     Models that cannot be loaded at all fail each night like any other failure (a
-    recorded failed run and a failure notice), each night trying them again.
+    recorded failed run and a failure notice), each night trying them again. A database
+    set-up mistake (`require_usable`) raises DatabaseSetupError before anything loads,
+    after the failure notice to the operators.
     """
-    require_usable(settings)  # a set-up mistake stops here, before the models load
+    try:
+        require_usable(settings)  # a set-up mistake stops here, before the models load
+    except DatabaseSetupError as exc:
+        if dates:
+            _setup_failure(settings, dates[0], exc, send_email)
+        raise
     device.set_torch_threads(settings.torch_threads)
     log.info("loading the models from %s (device %s)", settings.model_dir, settings.device)
     bundle: store.ModelBundle | None
@@ -264,9 +281,16 @@ def run_claimed_night(
 ) -> RunSummary | None:
     """The scheduler's night: claim the current data day (at 02:00, yesterday: task.data_day)
     for `host`, then run it; None when another scheduler already claimed it (the claim is
-    the lock between hosts). `now`: the site's wall-clock time (default: the clock)."""
+    the lock between hosts). `now`: the site's wall-clock time (default: the clock). A
+    database set-up mistake fails the night at once (logged, the operators told), nothing
+    claimed."""
     now = now or datetime.now(settings.zone).replace(tzinfo=None)
     as_of = data_day(now)
+    try:
+        require_usable(settings)
+    except DatabaseSetupError as exc:  # the scheduler keeps going: tomorrow may be fixed
+        log.error("night %s cannot start: %s", as_of.isoformat(), exc)
+        return _setup_failure(settings, as_of, exc, send_email=True)
     warehouse = make_engine(settings.warehouse_url)
     results_db = make_engine(settings.results_database_url)
     try:
@@ -344,19 +368,25 @@ def _load_models(settings: Settings) -> store.ModelBundle:
         return store.load_models(settings.model_dir, device=settings.device)
     except Exception as exc:
         raise ModelsUnavailableError(
-            f"cannot load the models from {settings.model_dir}: {describe(exc)}"
+            f"cannot load the models from {settings.model_dir}: {describe(exc, values=True)}"
         ) from None
 
 
 def _fail(
     settings: Settings, results_db: Engine, summary: RunSummary, exc: Exception, send_email: bool
 ) -> None:
-    """Store the failed night's run row and send a failure notice."""
+    """Store the failed night's run row and send a failure notice: to the operators when
+    the night never read the warehouse (a set-up failure), else to the night's list.
+
+    The row, the log and the notice get the stage and `errors.describe` (no data values);
+    the whole text is logged at DEBUG only.
+    """
     summary.status = "failed"
-    summary.error = describe(exc)
+    summary.error = f"{summary.stage}: {describe(exc)}"
     summary.finished_at = datetime.now(timezone.utc)
     summary.n_patients = summary.n_scores = summary.n_alerts = summary.n_data_issues = 0
     log.error("run %s failed: %s", summary.run_id, summary.error)
+    log.debug("run %s failed in %s:\n%s", summary.run_id, summary.stage, in_full(exc))
 
     def record() -> None:
         with results_db.begin() as connection:
@@ -367,4 +397,28 @@ def _fail(
     except Exception as record_exc:  # the results database itself may be what failed
         log.error("run %s: could not record the failure: %s", summary.run_id, describe(record_exc))
     if send_email and settings.email_enabled:
-        summary.email = outbox.send_failure_notice(settings, summary)
+        summary.email = outbox.send_failure_notice(
+            settings, summary, setup=not summary.warehouse_read
+        )
+
+
+def _setup_failure(
+    settings: Settings, as_of: date, exc: DatabaseSetupError, send_email: bool
+) -> RunSummary:
+    """A night that cannot start (a database set-up mistake): nothing is recorded (the
+    results database may be what is wrong); the operators get the failure notice."""
+    now = datetime.now(timezone.utc)
+    summary = RunSummary(
+        run_id=str(uuid.uuid4()),
+        as_of=as_of,
+        started_at=now,
+        data_cutoff=datetime.combine(as_of + timedelta(days=1), datetime.min.time())
+        - timedelta(seconds=1),
+        status="failed",
+        finished_at=now,
+        error=f"check the databases: {exc}",
+        stage="check the databases",
+    )
+    if send_email and settings.email_enabled:
+        summary.email = outbox.send_failure_notice(settings, summary, setup=True)
+    return summary

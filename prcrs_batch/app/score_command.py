@@ -10,7 +10,6 @@ nights are not read (every alert reads `new`).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pandas as pd
 from sqlalchemy import Column, MetaData, Table, create_engine, insert
 from sqlalchemy.pool import StaticPool
 
+from prcrs_batch.devdata import csv_input
 from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.nightly.alert_states import HISTORY_COLUMNS
 from prcrs_batch.nightly.compute import ScoredNight, score_night
@@ -39,26 +39,52 @@ class InputError(ValueError):
     models that cannot be loaded."""
 
 
-def read_rows(text: str, kind: str) -> pd.DataFrame:
-    """Lab rows from CSV or JSON-lines text, the contract's lab_results columns, as text.
+def read_rows(data: bytes, kind: str, name: str = "<stdin>") -> pd.DataFrame:
+    """Lab rows from CSV or JSON-lines bytes, the contract's lab_results columns, as text.
 
-    >>> read_rows("patient_id,collected_at,analyte,value,unit\\np1,2026-11-26 06:00,il6,<2,pg/mL",
+    Read strictly: a file that is not UTF-8 text, a CSV row with the wrong number of
+    fields or a header with another delimiter, a line that is not a JSON object: one
+    InputError naming the file and the line; columns are never shifted.
+
+    >>> read_rows(b"patient_id,collected_at,analyte,value,unit\\np1,2026-11-26 06:00,il6,<2,pg/mL",
     ...           "csv")["value"].tolist()
     ['<2']
     """
     try:
+        text = csv_input.decode(data, name)
         if kind == "csv":
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            frame = csv_input.read_csv(
+                text, name, expected=LAB_COLUMNS, dtype=str, keep_default_na=False
+            ).frame
         else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-            frame = pd.DataFrame(records, dtype=object)
+            frame = pd.DataFrame(_json_lines(text, name), dtype=object)
+    except csv_input.InputFileError as exc:
+        raise InputError(str(exc)) from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read the lab rows as {kind}: {exc}") from None
+        raise InputError(f"{name}: cannot read the lab rows as {kind}: {exc}") from None
     missing = [c for c in LAB_COLUMNS if c not in frame.columns and c != "unit"]
     if missing:
-        raise InputError(f"lab rows lack the column(s) {', '.join(missing)} ({kind})")
+        raise InputError(f"{name}: lab rows lack the column(s) {', '.join(missing)} ({kind})")
     frame = frame.reindex(columns=LAB_COLUMNS)
     return frame.map(lambda v: None if v is None or v == "" else v)  # empty CSV cell: NULL
+
+
+def _json_lines(text: str, name: str) -> list[dict[str, Any]]:
+    """One JSON object per non-blank line, or InputFileError naming the line."""
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise csv_input.InputFileError(f"{name}, line {number}: not JSON: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise csv_input.InputFileError(
+                f"{name}, line {number}: a JSON {type(record).__name__}, not an object"
+            )
+        records.append(record)
+    return records
 
 
 def lab_option(text: str, patient_id: str, collected_at: datetime) -> dict[str, Any]:
@@ -81,10 +107,15 @@ def lab_option(text: str, patient_id: str, collected_at: datetime) -> dict[str, 
 
 
 def gather_rows(
-    text: str | None, kind: str, labs: tuple[str, ...], patient_id: str, collected_at: datetime
+    data: bytes | None,
+    kind: str,
+    labs: tuple[str, ...],
+    patient_id: str,
+    collected_at: datetime,
+    name: str = "<stdin>",
 ) -> pd.DataFrame:
-    """The rows of a file's text (or None) and of the `--lab` options, together."""
-    rows = read_rows(text, kind) if text is not None else pd.DataFrame(columns=LAB_COLUMNS)
+    """The rows of a file's bytes (or None) and of the `--lab` options, together."""
+    rows = read_rows(data, kind, name) if data is not None else pd.DataFrame(columns=LAB_COLUMNS)
     extra = pd.DataFrame(
         [lab_option(lab, patient_id, collected_at) for lab in labs], columns=LAB_COLUMNS
     )

@@ -7,6 +7,7 @@ Loading the same file twice changes nothing (unique keys, conflicting rows skipp
 from __future__ import annotations
 
 import logging
+import math
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from prcrs_batch.devdata import csv_input
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE
 from prcrs_batch.warehouse.contract import (
     cart_infusions,
@@ -34,15 +36,40 @@ STATIC_COLUMNS = ["patient_id", "infusion_date", "day", "sex", "age", "crs_grade
 
 
 def read_cohort(path: Path) -> pd.DataFrame:
-    """Read a cart_dev.csv-format file; analyte cells stay text, as a warehouse holds them."""
-    frame = pd.read_csv(
-        path, dtype={code: "string" for code in ANALYTE_CODES} | {"patient_id": "string"}
+    """Read a cart_dev.csv-format file; analyte cells stay text, as a warehouse holds them.
+
+    Read strictly (`csv_input`): a row with the wrong number of fields, another delimiter,
+    a file that is not text, or a patient fact that is not one (`day=zero`) is an
+    InputFileError naming the line and column.
+    """
+    name = str(path)
+    table = csv_input.read_csv(
+        csv_input.decode(Path(path).read_bytes(), name),
+        name,
+        expected=STATIC_COLUMNS,
+        dtype={code: "string" for code in ANALYTE_CODES} | {"patient_id": "string"},
     )
+    frame = table.frame
     missing = [c for c in STATIC_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    frame["infusion_date"] = pd.to_datetime(frame["infusion_date"]).dt.date
+        raise csv_input.InputFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    ids = frame["patient_id"]
+    table.require("patient_id", ids.notna() & (ids.str.strip() != ""), "an id")
+    infused = pd.to_datetime(frame["infusion_date"], errors="coerce")
+    table.require("infusion_date", infused.notna(), "a date (YYYY-MM-DD)")
+    table.require("day", _whole(frame["day"]), "a whole number of days since the infusion")
+    grade = frame["crs_grade"]
+    table.require("crs_grade", grade.isna() | _whole(grade, 0, 4), "a CRS grade 0-4 or empty")
+    age = frame["age"]
+    table.require("age", age.isna() | pd.to_numeric(age, errors="coerce").notna(), "a number")
+    frame["infusion_date"] = infused.dt.date
     return frame
+
+
+def _whole(column: pd.Series, low: float = -math.inf, high: float = math.inf) -> pd.Series:
+    """Which cells are whole numbers in [low, high]."""
+    number = pd.to_numeric(column, errors="coerce")
+    return number.notna() & (number % 1 == 0) & number.between(low, high)
 
 
 def place_in_treatment(cohort: pd.DataFrame, today: date, seed: int = 0) -> pd.DataFrame:

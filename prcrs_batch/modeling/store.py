@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prcrs_batch import __version__
+from prcrs_batch.errors import SafeMessage, describe
 from prcrs_batch.features import matrix
 from prcrs_batch.modeling.calibration import apply_calibration
 from prcrs_batch.modeling.device import one_thread_per_operation, resolve_device
@@ -46,15 +47,15 @@ PRETRAINED_FILE = "prcrs_pretrained.safetensors"
 FORMAT_VERSION = 1
 
 
-class ModelChecksumError(RuntimeError):
+class ModelChecksumError(SafeMessage, RuntimeError):
     """A weight file's SHA-256 differs from the manifest: the file is not the trained one."""
 
 
-class ModelReproductionError(RuntimeError):
+class ModelReproductionError(SafeMessage, RuntimeError):
     """A rebuilt model does not give the outputs recorded when it was trained."""
 
 
-class ModelFileMissingError(FileNotFoundError):
+class ModelFileMissingError(SafeMessage, FileNotFoundError):
     """A weight file named in the manifest is not in the model directory."""
 
 
@@ -356,8 +357,9 @@ def load_models(model_dir: Path | str, device: str | torch.device = "auto") -> M
             ValueError,
             KeyError,
         ) as exc:
-            bundle.models[key] = f"{type(exc).__name__}: {exc}"
-            logger.error("model %s not loaded: %s", entry.get("name", key), exc)
+            why = describe(exc, values=True)  # about model files: no patient data
+            bundle.models[key] = why
+            logger.error("model %s not loaded: %s", entry.get("name", key), why)
     logger.info(
         "loaded %d of %d models (version %s) on %s",
         len(bundle.models) - len(bundle.errors()),

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from prcrs_batch.errors import describe
 from prcrs_batch.results.tables import RUN_STATUSES
 from prcrs_batch.settings import Settings
 from prcrs_batch.warehouse.freshness import FeedState
@@ -145,7 +146,7 @@ def write_textfile(path: Path, summary: NightSummary) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        log.warning("metrics not written to %s: %s", path, exc)
+        log.warning("metrics not written to %s: %s", path, describe(exc))
 
 
 def _iso(value: date | datetime | None) -> str | None:

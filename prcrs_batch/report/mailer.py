@@ -25,10 +25,10 @@ import ssl as ssl_lib
 import threading
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 
-from prcrs_batch.errors import describe
+from prcrs_batch.errors import SafeMessage, describe
 from prcrs_batch.report.render import Report
 from prcrs_batch.settings import Settings
 
@@ -52,8 +52,9 @@ BACKOFF_SECONDS = 2.0
 DEADLINE_SECONDS = 120.0
 
 
-class MailError(RuntimeError):
-    """The report could not be sent; the message names the server, never the password."""
+class MailError(SafeMessage, RuntimeError):
+    """The report could not be sent; the message names the server, never the password.
+    (SMTP replies are quoted whole: they carry no patient data.)"""
 
 
 class DeadlineExceeded(TimeoutError):
@@ -73,7 +74,7 @@ def build_message(report: Report, *, sender: str, recipients: list[str]) -> Emai
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=True)
-    domain = sender.rpartition("@")[2] or None
+    domain = parseaddr(sender)[1].rpartition("@")[2] or None  # "Name <a@x.org>" too
     message["Message-ID"] = make_msgid(domain=domain)
     message.set_content(report.text)
     message.add_alternative(report.html, subtype="html")
@@ -178,7 +179,7 @@ def send_message(
                     "sending failed on attempt %d/%d: %s",
                     attempt,
                     attempts,
-                    describe(exc, secrets=[password]),
+                    describe(exc, secrets=[password], values=True),
                 )
                 if attempt < attempts:
                     time.sleep(backoff_seconds * 2 ** (attempt - 1))
@@ -187,7 +188,7 @@ def send_message(
                 "sending failed permanently on attempt %d/%d: %s",
                 attempt,
                 attempts,
-                describe(exc, secrets=[password]),
+                describe(exc, secrets=[password], values=True),
             )
             raise _mail_error(exc, host, port, attempt, password) from _cause(exc, password)
         else:
@@ -247,11 +248,13 @@ def probe(
         )
     except (smtplib.SMTPException, OSError) as exc:
         after = f" after {', '.join(steps)}" if steps else ""
-        raise ProbeError(f"{host}:{port}{after}: {describe(exc, secrets=[password])}") from None
+        raise ProbeError(
+            f"{host}:{port}{after}: {describe(exc, secrets=[password], values=True)}"
+        ) from None
     return steps
 
 
-class ProbeError(RuntimeError):
+class ProbeError(SafeMessage, RuntimeError):
     """The SMTP server did not get through the conversation; the message says where."""
 
 
@@ -350,7 +353,7 @@ def _mail_error(
 ) -> MailError:
     return MailError(
         f"could not send the report via {host}:{port} after {attempt} attempt(s): "
-        f"{describe(exc, secrets=[password])}"
+        f"{describe(exc, secrets=[password], values=True)}"
     )
 
 

@@ -96,16 +96,20 @@ def publish(
     return Published(path, report_error, f"sent to {len(settings.recipients)} recipient(s)")
 
 
-def send_failure_notice(settings: Settings, run: RunInfo) -> str:
-    """Tell the on-call team that a night failed (silence must not read as all clear)."""
+def send_failure_notice(settings: Settings, run: RunInfo, *, setup: bool = False) -> str:
+    """Tell the team that a night failed (silence must not read as all clear).
+
+    A set-up failure (`setup`: the night never read the warehouse - a database, the models,
+    the run lock) goes to the operators (PRCRS_OPS_TO, the night's list only when that is
+    unset): an IT mistake is not the on-call clinicians' to fix.
+    """
+    recipients = settings.ops_recipients if setup else settings.recipients
     notice = build_failure_notice(
         run=run, error=run.error or "unknown error", language=settings.report_language
     )
-    message = mailer.build_message(
-        notice, sender=settings.alert_from, recipients=settings.recipients
-    )
-    failure = send(settings, message)
-    return f"failed: {failure}" if failure else f"sent to {len(settings.recipients)} recipient(s)"
+    message = mailer.build_message(notice, sender=settings.alert_from, recipients=recipients)
+    failure = send(settings, message, recipients)
+    return f"failed: {failure}" if failure else f"sent to {len(recipients)} recipient(s)"
 
 
 def _mark(
@@ -159,13 +163,16 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def send(settings: Settings, message: EmailMessage) -> str | None:
-    """Send by SMTP with the mailer's retries; None when sent, else why not (logged)."""
+def send(
+    settings: Settings, message: EmailMessage, recipients: list[str] | None = None
+) -> str | None:
+    """Send by SMTP with the mailer's retries, to `recipients` (None: the night's list);
+    None when sent, else why not (logged)."""
     try:
         mailer.send_message(
             message,
             sender=settings.alert_from,
-            recipients=settings.recipients,
+            recipients=settings.recipients if recipients is None else recipients,
             **mailer.server_options(settings),
         )
     except mailer.MailError as exc:

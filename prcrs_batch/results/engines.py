@@ -12,9 +12,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from prcrs_batch.errors import describe, redact_url
+from prcrs_batch.errors import (
+    CANNOT_OPEN,
+    CONNECTION_REFUSED,
+    LOGIN_REFUSED,
+    NO_DATABASE,
+    UNKNOWN_HOST,
+    SafeMessage,
+    describe,
+    is_transient,
+    permanent_cause,
+    redact_url,
+)
 from prcrs_batch.results.tables import metadata as results_metadata
 from prcrs_batch.settings import normalise_database_url
 from prcrs_batch.warehouse.contract import warehouse_metadata
@@ -27,7 +38,7 @@ CONTRACT_TABLES = tuple(warehouse_metadata.tables)
 INIT_DB = "run `prcrs-batch init-db`"
 
 
-class DatabaseSetupError(RuntimeError):
+class DatabaseSetupError(SafeMessage, RuntimeError):
     """A configured database cannot be used as it is. The message is one line that names
     the setting (or the table) and what to do; never a password."""
 
@@ -82,16 +93,12 @@ def explained(setting: str, url: str) -> Iterator[None]:
 
 
 _MISSING_TABLE = re.compile(r'relation "(?:[^"]+\.)?([^"]+)" does not exist|no such table: (\S+)')
-_MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
 _UNREACHABLE = (
-    "connection refused",
     "could not connect",
     "timeout expired",
     "timed out",
     "no route to host",
     "network is unreachable",
-    "could not translate host name",
-    "name or service not known",
     "temporary failure in name resolution",
     "no such file or directory",  # a Unix socket that is not there
 )
@@ -100,6 +107,9 @@ _UNREACHABLE = (
 def explain(exc: BaseException, *, setting: str, url: str) -> str:
     """A database error as one line: which setting, what went wrong, what to do.
 
+    The set-up mistakes are those `errors.permanent_cause` names; their driver text (host,
+    port, role: no patient data) is quoted whole, any other error's without its values.
+
     >>> from sqlalchemy.exc import OperationalError
     >>> explain(OperationalError("SELECT 1", {}, Exception("no such table: lab_results")),
     ...         setting="PRCRS_WAREHOUSE_URL", url="sqlite:///w.db")
@@ -107,10 +117,35 @@ def explain(exc: BaseException, *, setting: str, url: str) -> str:
 create it or map your warehouse onto it (README, Warehouse contract)'
     """
     where = f"{setting} ({redact_url(url)})"
-    message = describe(exc)
+    message = describe(exc, values=True)  # set-up text; other errors are scrubbed below
     if isinstance(exc, ArgumentError):
-        return f"{setting}: not a usable database URL: {message}"
+        return f"{setting}: not a usable database URL: {describe(exc)}"
     text = message.lower()
+    cause = permanent_cause(exc)
+    if cause == NO_DATABASE:
+        return (
+            f"{where}: the database {_database_name(url)} does not exist: create it "
+            "(createdb) or correct the database name in the URL"
+        )
+    if cause == LOGIN_REFUSED:
+        if re.search(r'role "[^"]+" does not exist', message):
+            return f"{where}: login refused ({message}): create the role or correct the user name"
+        return (
+            f"{where}: login refused ({message}): check the user name in the URL and its "
+            "password in the password file (PGPASSFILE)"
+        )
+    if cause == UNKNOWN_HOST:
+        return (
+            f"{where}: the host {make_url(url).host} is not known ({message}): correct the "
+            "host name in the URL"
+        )
+    if cause == CONNECTION_REFUSED:
+        return (
+            f"{where}: cannot reach the database server, the connection was refused "
+            f"({message}): check the host and port in the URL and that the server is running"
+        )
+    if cause == CANNOT_OPEN:
+        return f"{where}: cannot open the SQLite file: does its folder exist and is it writable?"
     if match := _MISSING_TABLE.search(message):
         table = match.group(1) or match.group(2)
         if table in RESULTS_TABLES or table in ("crs_risk_latest", "alembic_version"):
@@ -121,20 +156,6 @@ create it or map your warehouse onto it (README, Warehouse contract)'
                 "your warehouse onto it (README, Warehouse contract)"
             )
         return f"{where}: table {table} is missing ({message})"
-    if match := _MISSING_DATABASE.search(message):
-        return (
-            f"{where}: the database {match.group(1)} does not exist: create it (createdb) or "
-            "correct the database name in the URL"
-        )
-    if "password authentication failed" in text or "no password supplied" in text:
-        return (
-            f"{where}: login refused ({message}): check the user name in the URL and its "
-            "password in the password file (PGPASSFILE)"
-        )
-    if re.search(r'role "[^"]+" does not exist', message):
-        return f"{where}: login refused ({message}): create the role or correct the user name"
-    if "unable to open database file" in text:
-        return f"{where}: cannot open the SQLite file: does its folder exist and is it writable?"
     if "permission denied" in text:
         return (
             f"{where}: permission denied ({message}): grant the login its role "
@@ -145,7 +166,29 @@ create it or map your warehouse onto it (README, Warehouse contract)'
             f"{where}: cannot reach the database server ({message}): check the host and port "
             "in the URL and that the server is running"
         )
-    return f"{where}: {message}"
+    return f"{where}: {describe(exc)}"
+
+
+def _database_name(url: str) -> str:
+    try:
+        return make_url(url).database or "(none named)"
+    except ArgumentError:
+        return "(unreadable URL)"
+
+
+def require_reachable(setting: str, url: str) -> None:
+    """Connect once, before anything else: a set-up mistake (`errors.permanent_cause`)
+    raises DatabaseSetupError naming `setting`; a passing error is left to the night's
+    retries."""
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        if permanent_cause(exc) is not None:
+            raise DatabaseSetupError(explain(exc, setting=setting, url=url)) from None
+    finally:
+        engine.dispose()
 
 
 DB_ATTEMPTS = 3
@@ -153,13 +196,14 @@ DB_BACKOFF_SECONDS = 2.0
 
 
 def with_db_retries(action: Callable[[], T], what: str, attempts: int = DB_ATTEMPTS) -> T:
-    """Run a database action, retrying lost or refused connections with exponential backoff."""
+    """Run a database action, retrying a passing error (`errors.is_transient`: a lost or
+    dropped connection, a server restarting) with exponential backoff; a set-up mistake
+    (no such database, login refused, unknown host, refused connection) fails at once."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (OperationalError, DBAPIError) as exc:
-            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
-            if not transient or attempt == attempts:
+        except DBAPIError as exc:
+            if not is_transient(exc) or attempt == attempts:
                 raise
             wait = DB_BACKOFF_SECONDS * 2 ** (attempt - 1)
             log.warning(

@@ -9,17 +9,19 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from prcrs_batch import resources
-from prcrs_batch.errors import redact_url
+from prcrs_batch.errors import permanent_cause, redact_url
 from prcrs_batch.results.engines import (
     INIT_DB,
     RESULTS_TABLES,
     DatabaseSetupError,
+    explain,
     make_engine,
     missing_file_message,
     missing_sqlite_file,
+    require_reachable,
 )
 from prcrs_batch.settings import Settings, normalise_database_url
 
@@ -130,23 +132,37 @@ def migrate(url: str) -> Migration:
 
 
 def require_usable(settings: Settings) -> None:
-    """Before a night: raise DatabaseSetupError for a set-up mistake no retry can fix (a
-    SQLite file that is not there, a results schema missing or at another revision).
+    """Before a night, and before the models load: raise DatabaseSetupError for a set-up
+    mistake no retry can fix (a SQLite file that is not there; a database that does not
+    exist, a login refused, a host unknown, a connection refused; a results schema
+    missing or at another revision).
 
-    An unreachable server is left to the night itself: it retries, then fails, records
-    the failure where it can and sends the failure notice.
+    A passing error (a timeout, a dropped connection) is left to the night itself: it
+    retries, then fails, records the failure where it can and sends the failure notice.
     """
-    warehouse, results = settings.warehouse_url, settings.results_database_url
+    warehouse = settings.warehouse_url
     if (path := missing_sqlite_file(warehouse)) is not None:
         raise DatabaseSetupError(missing_file_message("PRCRS_WAREHOUSE_URL", warehouse, path))
-    where = f"PRCRS_RESULTS_URL ({redact_url(results)})"
-    if missing_sqlite_file(results) is not None:
+    require_reachable("PRCRS_WAREHOUSE_URL", warehouse)
+    require_results_schema(settings.results_database_url)
+
+
+def require_results_schema(url: str) -> None:
+    """Raise DatabaseSetupError (naming PRCRS_RESULTS_URL, saying what to do) unless the
+    results database at `url` is reachable and at this release's revision; an empty SQLite
+    file is never made. A passing connection error is left to the caller."""
+    where = f"PRCRS_RESULTS_URL ({redact_url(url)})"
+    if missing_sqlite_file(url) is not None:
         raise DatabaseSetupError(f"{where}: no results schema (no such file): {INIT_DB}")
-    engine = make_engine(results)
+    engine = make_engine(url)
     try:
         state = schema_state(engine)
-    except OperationalError:
-        return
+    except DBAPIError as exc:
+        if permanent_cause(exc) is not None:
+            raise DatabaseSetupError(explain(exc, setting="PRCRS_RESULTS_URL", url=url)) from None
+        if isinstance(exc, OperationalError):
+            return  # passing (a timeout, a restart): the night retries
+        raise
     finally:
         engine.dispose()
     if state.problem:

@@ -3,7 +3,8 @@
 A run row and all its rows commit in one transaction (the caller's), and re-running an
 as-of date replaces that date's rows, so a night is never duplicated nor half-written.
 Two runs of one night never overlap: `night_lock` is held for a whole run (the second
-stops), and the write itself is serialised per night on PostgreSQL.
+stops; no run goes on without it), and the write itself is serialised per night on
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from prcrs_batch.errors import describe
+from prcrs_batch.errors import SafeMessage, describe
 from prcrs_batch.nightly import scoring
+from prcrs_batch.results.engines import with_db_retries
 from prcrs_batch.results.tables import (
     REPORTED,
     crs_patient_nights,
@@ -218,14 +220,19 @@ def _serialise_night(connection: Connection, as_of: date) -> None:
         connection.execute(statement, {"kind": WRITE_LOCK, "night": as_of.toordinal()})
 
 
+class RunLockError(SafeMessage, RuntimeError):
+    """The night's run lock cannot be taken at all: the night does not run."""
+
+
 @contextmanager
 def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
     """Hold one night's run lock for a whole run; yields False when another run holds it.
 
     PostgreSQL: a session advisory lock on a connection of its own, released when that
     connection ends (a killed run never leaves it behind). SQLite: an flock on a file
-    beside the database file. When the lock cannot be taken at all (database down, folder
-    read-only) the run goes on unguarded (True): its write is still serialised.
+    beside the database file. A night never runs without its lock: when it cannot be
+    taken (the results database unreachable after the retries, the folder read-only)
+    this raises, and the night fails.
     """
     if engine.dialect.name == "postgresql":
         with _advisory_lock(engine, as_of) as held:
@@ -237,12 +244,15 @@ def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
         return
     try:
         import fcntl  # POSIX only: elsewhere SQLite runs unguarded (its writes serialise)
-
-        handle = open(f"{database}.night-{as_of.isoformat()}.lock", "a")
-    except (ImportError, OSError) as exc:
-        log.warning("night %s: no run lock (%s); running unguarded", as_of, describe(exc))
+    except ImportError:
+        log.warning("night %s: no run lock on this system; running unguarded", as_of)
         yield True
         return
+    path = f"{database}.night-{as_of.isoformat()}.lock"
+    try:
+        handle = open(path, "a")
+    except OSError as exc:
+        raise RunLockError(f"cannot take the night's run lock {path}: {describe(exc)}") from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -258,19 +268,20 @@ def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
 @contextmanager
 def _advisory_lock(engine: Engine, as_of: date) -> Iterator[bool]:
     key = {"kind": RUN_LOCK, "night": as_of.toordinal()}
-    connection: Connection | None = None
-    try:
+
+    def take() -> tuple[Connection, bool]:
         connection = engine.connect()
-        held = connection.execute(text("SELECT pg_try_advisory_lock(:kind, :night)"), key)
-        got = bool(held.scalar_one())
-        connection.commit()  # the lock is the session's: no transaction stays open
-    except SQLAlchemyError as exc:
-        if connection is not None:
+        try:
+            held = connection.execute(text("SELECT pg_try_advisory_lock(:kind, :night)"), key)
+            got = bool(held.scalar_one())
+            connection.commit()  # the lock is the session's: no transaction stays open
+        except BaseException:
             connection.invalidate()
             connection.close()
-        log.warning("night %s: no run lock (%s); running unguarded", as_of, describe(exc))
-        yield True
-        return
+            raise
+        return connection, got
+
+    connection, got = with_db_retries(take, "take the night's run lock")
     try:
         yield got
     finally:

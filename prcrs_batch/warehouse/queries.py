@@ -27,9 +27,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import Connection, Date, DateTime, Engine, TextClause, bindparam, text
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from prcrs_batch.errors import describe
+from prcrs_batch.errors import SafeMessage, describe, is_transient
 from prcrs_batch.resources import sql_dir
 from prcrs_batch.task.data_day import data_cutoff
 from prcrs_batch.task.row_keys import screen_patients
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from prcrs_batch.settings import Settings
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(SafeMessage, RuntimeError):
     """The warehouse does not answer the contract (missing table or column, bad types)."""
 
 
@@ -167,14 +167,6 @@ def prepare(connection: Connection, source: Source, zone: ZoneInfo | None = None
         )
 
 
-def _transient(exc: DBAPIError) -> bool:
-    """A lost connection or a server-side condition worth a retry, not a contract problem
-    (SQLite reports a missing table as an OperationalError too)."""
-    if exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError) and "no such " not in str(exc.orig)
-
-
 BATCH_ROWS = 50_000  # rows fetched and made columns at a time (scripts/bench_read.py)
 Columns = Mapping[str, Callable[[pd.Series], Any] | None]  # name -> normalise (None: as read)
 
@@ -203,8 +195,8 @@ def _read(
         with _gc_paused():
             frames = [_frame(batch, columns, shared) for batch in result.partitions(BATCH_ROWS)]
     except DBAPIError as exc:
-        if _transient(exc):
-            raise  # engines.with_db_retries retries it
+        if is_transient(exc):
+            raise  # results.engines.with_db_retries retries it
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
     except SQLAlchemyError as exc:
         raise WarehouseError(f"warehouse query {name}.sql failed: {describe(exc)}") from exc
