@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     explain_all: bool = False  # explanations for every scored patient, not only the flagged
     report_language: Literal["en", "zh"] = "en"  # the email, the failure notice, `score`'s text
     report_dir: Path = Path("reports")
+    # Alerts shown as full cards in the mail (new and rising first); every further alert is
+    # one compact row, and the complete report is attached.
+    max_alert_cards: int = Field(12, ge=1, le=100)
     metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
     # The expected feed: a night whose active patients' newest lab is older than this is
     # stored with status stale_data; so is one whose newest infusion is older than

@@ -9,7 +9,6 @@ what it was.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import tempfile
@@ -24,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from prcrs_batch.errors import describe
 from prcrs_batch.report import mailer
-from prcrs_batch.report.render import Report, build_failure_notice, safe_token
+from prcrs_batch.report.render import Report, build_failure_notice, safe_token, self_contained
 from prcrs_batch.results import nights
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.settings import Settings
@@ -121,7 +120,8 @@ def _mark(
 
 
 def write_html(report: Report, report_dir: Path, as_of: date, run_id: str) -> Path:
-    """Write the HTML copy of a report, images inlined as data: URIs; return its path.
+    """Write the complete report (every alert in full, as the mail attaches it), images
+    inlined as data: URIs; return its path.
 
     The file is self-contained (opens in a browser without the mail's attachments)
     and is replaced atomically, so a rerun of the same night overwrites it whole.
@@ -131,10 +131,7 @@ def write_html(report: Report, report_dir: Path, as_of: date, run_id: str) -> Pa
     >>> p.name, "data:image/png;base64,cG5n" in p.read_text()
     ('prcrs-2026-11-26-r1.html', True)
     """
-    html = report.html
-    for cid, png in report.images.items():
-        data_uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        html = html.replace(f"cid:{cid}", data_uri)
+    html = self_contained(report.complete_html, report.images)
     report_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = report_dir / f"prcrs-{as_of.isoformat()}-{safe_token(run_id)}.html"
     _write_private(path, html.encode("utf-8"))
