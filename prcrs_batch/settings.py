@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     smtp_ssl: bool = False
     smtp_ca_file: FilePath | None = None  # CA bundle (PEM) for an internal CA; else the system's
     alert_from: str = "prcrs-batch@localhost"
+    # An undelivered report is resent by a later night only while younger than this (from when
+    # it was made or from its data cut-off, whichever is earlier); older: never mailed.
+    max_resend_hours: int = Field(36, ge=1, le=24 * 7)
     alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # silent: scored, stored and reported as usual, but mailed only to silent_to (validation)
     alert_mode: Literal["live", "silent"] = "live"
