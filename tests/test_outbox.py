@@ -235,6 +235,6 @@ def test_the_resend_age_is_a_setting(settings_env):
 def test_backfill_mails_only_when_asked():
     from prcrs_batch.app.cli import backfill
 
-    dates = ["--start", "2026-11-01", "--end", "2026-11-02"]
-    assert backfill.make_context("backfill", dates).params["email"] is False
+    dates = ["--start", "2026-11-01", "--end", "2026-11-02"]  # click consumes the list given
+    assert backfill.make_context("backfill", [*dates]).params["email"] is False
     assert backfill.make_context("backfill", [*dates, "--email"]).params["email"] is True
