@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     explain_all: bool = False  # explanations for every scored patient, not only the flagged
     report_language: Literal["en", "zh"] = "en"  # the email, the failure notice, `score`'s text
     report_dir: Path = Path("reports")
+    # Alerts shown as full cards in the mail (new and rising first); every further alert is
+    # one compact row, and the complete report is attached.
+    max_alert_cards: int = Field(12, ge=1, le=100)
     metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
     # The expected feed: a night whose active patients' newest lab is older than this is
     # stored with status stale_data; so is one whose newest infusion is older than
@@ -75,6 +78,9 @@ class Settings(BaseSettings):
     smtp_ssl: bool = False
     smtp_ca_file: FilePath | None = None  # CA bundle (PEM) for an internal CA; else the system's
     alert_from: str = "prcrs-batch@localhost"
+    # An undelivered report is resent by a later night only while younger than this (from when
+    # it was made or from its data cut-off, whichever is earlier); older: never mailed.
+    max_resend_hours: int = Field(36, ge=1, le=24 * 7)
     alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # silent: scored, stored and reported as usual, but mailed only to silent_to (validation)
     alert_mode: Literal["live", "silent"] = "live"

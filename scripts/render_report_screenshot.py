@@ -3,12 +3,15 @@ width of a phone (390 px).
 
     python scripts/render_report_screenshot.py [--out build/report-sample] [--docs docs]
 
-Writes each report's self-contained HTML (images inlined) and, when headless Chromium is
-installed (`apt-get install -y chromium`), a PNG of each: docs/report-first-night.png
-(alerts on a first night: no history, so no charts), docs/report-screenshot.png (the next
-night, with history: states and trend charts; the README shows it),
-docs/report-all-clear.png, and the second night in Chinese, docs/report-zh.png. All ids and
-values are synthetic; nothing here touches a database or the network.
+Writes each report's mail HTML (`mail.html`, what the phone shows) and complete report
+(as the report folder keeps it and the mail attaches it), images inlined, and, when headless
+Chromium is installed (`apt-get install -y chromium`), a PNG of each mail:
+docs/report-first-night.png (alerts on a first night: no history, so no charts),
+docs/report-screenshot.png (the next night, with history: states and trend charts; the
+README shows it), docs/report-all-clear.png, the second night in Chinese,
+docs/report-zh.png, and a crowded night, docs/report-crowded.png (30 alerts; cards limited
+to 2 so that the compact rows of the further alerts fit in the picture; the default is 12).
+All ids and values are synthetic; nothing here touches a database or the network.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from prcrs_batch.nightly import alerts
 from prcrs_batch.nightly.alert_states import HISTORY_COLUMNS, recent_history, with_previous
 from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.report.outbox import write_html
-from prcrs_batch.report.render import build_report
+from prcrs_batch.report.render import build_report, self_contained
 from prcrs_batch.resources import SOURCE_ROOT as REPO
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.task.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for, min_observed
@@ -49,10 +52,15 @@ CHROMIUM_FLAGS = (
 
 def synthetic_night(kind: str = "second", seed: int = 7) -> dict[str, Any]:
     """A small synthetic night: 3 alerts (none for kind "clear"), 8 quiet patients, 2 not
-    scorable, 1 already severe; kind "first" has no earlier nights."""
+    scorable, 1 already severe; kind "first" has no earlier nights; kind "crowded" adds 27
+    alerts to the second night."""
     rng = random.Random(seed)
     scale = 0.15 if kind == "clear" else 1.0
-    plans = (
+    crowd = tuple(
+        (f"SYN-05{k:02d}", 2 + k % 9, k % 3 if k % 4 else None, 0.30 + 0.015 * k, 0.9)
+        for k in range(27 if kind == "crowded" else 0)
+    )
+    plans = crowd + (
         # (patient, day, grade, base risk, observed fraction of `all`)
         ("SYN-0417", 3, 2, 0.71, 0.95),
         ("SYN-0388", 6, 1, 0.48, 0.05),  # `all` lacks inputs: falls to no_cytokines
@@ -212,11 +220,12 @@ def screenshot(html_path: Path, png_path: Path, chromium: str, width: int, heigh
         )
 
 
-KINDS = {  # name -> (night, language, PNG name in docs/)
-    "first": ("first", "en", "report-first-night.png"),
-    "second": ("second", "en", "report-screenshot.png"),
-    "clear": ("clear", "en", "report-all-clear.png"),
-    "zh": ("second", "zh", "report-zh.png"),  # needs a CJK font: apt-get install fonts-noto-cjk
+KINDS = {  # name -> (night, language, PNG name in docs/, alert cards in the mail)
+    "first": ("first", "en", "report-first-night.png", 12),
+    "second": ("second", "en", "report-screenshot.png", 12),
+    "clear": ("clear", "en", "report-all-clear.png", 12),
+    "zh": ("second", "zh", "report-zh.png", 12),  # needs a CJK font: apt-get install fonts-noto-cjk
+    "crowded": ("crowded", "en", "report-crowded.png", 2),
 }
 
 
@@ -228,15 +237,17 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=2400)
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    for kind, (which, language, png) in KINDS.items():
+    for kind, (which, language, png, cards) in KINDS.items():
         night = synthetic_night(which)
-        report = build_report(**night, threshold=THRESHOLD, language=language)
-        html_path = write_html(report, args.out / kind, AS_OF, night["run"].run_id)
-        print(f"{kind}: {report.subject}: {html_path}")
+        report = build_report(**night, threshold=THRESHOLD, language=language, max_cards=cards)
+        complete = write_html(report, args.out / kind, AS_OF, night["run"].run_id)
+        mail = args.out / kind / "mail.html"
+        mail.write_text(self_contained(report.html, report.images), "utf-8")
+        print(f"{kind}: {report.subject}: {mail} (complete report: {complete})")
         if chromium is None:
             print("chromium not found; skipped the screenshot (apt-get install -y chromium)")
             continue
-        screenshot(html_path, args.docs / png, chromium, args.width, args.height)
+        screenshot(mail, args.docs / png, chromium, args.width, args.height)
         print(f"screenshot: {args.docs / png}")
     return 0
 

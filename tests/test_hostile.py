@@ -914,10 +914,12 @@ def test_a_night_with_a_stalling_relay_ends_and_the_next_one_resends(
     assert count_rows(engine, crs_risk_scores, as_of=yesterday) == summary.n_scores
     today = night(_mail(settings, smtp_sink.port), engine, bundle)
     assert today.ok, today.email
-    assert sorted(m["Subject"][6:16] for m in smtp_sink.messages) == [
-        yesterday.isoformat(),
-        settings.today().isoformat(),
+    subjects = [m["Subject"] for m in smtp_sink.messages]
+    assert [s.split("PrCRS ")[1][:10] for s in subjects] == [
+        settings.today().isoformat(),  # tonight's first
+        yesterday.isoformat(),  # then yesterday's, within PRCRS_MAX_RESEND_HOURS: delayed
     ]
+    assert subjects[1].startswith("[DELAYED ") and not subjects[0].startswith("[")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -66,8 +66,15 @@ def test_email_arrives_with_text_html_and_inline_images(alert_report, smtp_sink)
     assert mail_from == SENDER and rcpt_tos == RECIPIENTS
     [message] = smtp_sink.messages
     assert message["Subject"] == "PrCRS 2026-11-26 - 2 alerts, 2 new"
-    assert message.get_content_type() == "multipart/alternative"
-    text_part, related = message.get_payload()
+    assert message.get_content_type() == "multipart/mixed"
+    alternative, attached = message.get_payload()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert attached.get_content_disposition() == "attachment"
+    assert attached.get_filename() == "prcrs-2026-11-26.html" == alert_report.attachment_name
+    complete = attached.get_content()
+    assert "cid:" not in complete and complete.count("data:image/png;base64,") == 2
+    assert "prcrs-2026-11-26.html" in alternative.get_body(("html",)).get_content()
+    text_part, related = alternative.get_payload()
     assert text_part.get_content_type() == "text/plain"
     assert "NEW: SYN-0001" in text_part.get_content()
     assert related.get_content_type() == "multipart/related"

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import pandas as pd
 import pytest
 
+from prcrs_batch.monitoring.watch import Watch
 from prcrs_batch.nightly.alert_states import HISTORY_DAYS
+from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.report.outbox import write_html
-from prcrs_batch.report.render import MAX_CHARTS, Report, build_failure_notice, build_report
+from prcrs_batch.report.render import (
+    MAX_CARDS,
+    MAX_CHARTS,
+    Report,
+    build_failure_notice,
+    build_report,
+)
 from tests.support.report_data import (
     AS_OF,
     EMPTY_HISTORY,
@@ -180,11 +188,14 @@ def test_html_is_escaped_and_self_contained():
     assert alert_ids(report) == [HOSTILE_ID]  # the text part is not HTML-escaped
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report.html
     assert "SYN-&amp;-2" in report.html
-    lowered = report.html.lower()
-    assert "<script" not in lowered
-    assert "<style" not in lowered and "<link" not in lowered
-    assert "http://" not in lowered and "https://" not in lowered
-    assert "@import" not in lowered and "url(" not in lowered
+    for html in (report.html, report.complete_html):
+        lowered = html.lower()
+        assert "<script" not in lowered and "<link" not in lowered
+        # one block of shared classes, in the head (where mail clients keep it)
+        assert lowered.count("<style") == 1 and lowered.index("</style>") < lowered.index("<body")
+        assert "http://" not in lowered and "https://" not in lowered
+        assert "@import" not in lowered and "url(" not in lowered
+        assert "display:flex" not in lowered and "display:grid" not in lowered
     assert "&lt;" not in report.text and "&amp;" not in report.text
 
 
@@ -249,8 +260,10 @@ def test_only_the_highest_alerts_get_charts_and_history_types_are_normalised():
     report = render(spec, history=history)
     assert len(report.images) == MAX_CHARTS
     assert alert_ids(report)[:2] == ["SYN-00", "SYN-01"]
-    charted = set(re.findall(r'src="cid:trend-\d+', report.html))
+    charted = set(re.findall(r'src="cid:trend-\d+', report.complete_html))
     assert len(charted) == MAX_CHARTS  # the 2 lowest alerts have none
+    in_mail = set(re.findall(r'src="cid:trend-\d+', report.html))
+    assert len(in_mail) == MAX_CARDS and in_mail < charted  # the mail's cards only
 
 
 def test_patients_already_severe_are_listed_apart_never_as_alerts():
@@ -281,3 +294,84 @@ def test_the_nights_notes_head_the_report():
     )
     for part in (report.html, report.text):
         assert "CRS grades unavailable: crs_assessments is missing" in part
+
+
+def _card_with_labs(labs, **kwargs):  # type: ignore[no-untyped-def]
+    spec = {"SYN-LAB": {"all": (0.4, 0.5, 0.6)}, "SYN-Q": {"all": (0.01, 0.02, 0.03)}}
+    summaries_ = summarise(
+        make_patients(list(spec), kwargs.get("grades")),
+        make_scores(spec),
+        EMPTY_HISTORY,
+        THRESHOLD,
+    )
+    if "grade_on" in kwargs:
+        summaries_ = [replace(s, crs_grade_on=kwargs["grade_on"]) for s in summaries_]
+    return build_report(
+        run=make_run(2),
+        summaries=summaries_,
+        history=EMPTY_HISTORY,
+        data_issues={},
+        threshold=THRESHOLD,
+        reasons={"SYN-LAB": labs},
+        watch=kwargs.get("watch"),
+    )
+
+
+def test_each_lab_shows_the_points_it_adds_even_when_it_fell():
+    morning = datetime.combine(AS_OF, time(6, 10))
+    labs = (
+        LabLine(
+            "il6", "Interleukin-6", 1240.0, "pg/mL", morning, 85.0, morning - timedelta(1), 0.14, 3
+        ),
+        LabLine(
+            "il2", "Interleukin-2", 36.3, "pg/mL", morning, 36.8, morning - timedelta(1), 0.04, 3
+        ),
+    )
+    report = _card_with_labs(labs)
+    for part in (report.html, report.text):
+        assert "Interleukin-6 1,240 pg/mL (+14 points), 06:10 today, up from 85 yesterday" in part
+        # a falling lab that still raised the risk says so by its value
+        assert "Interleukin-2 36.3 pg/mL (+4 points), 06:10 today, down from 36.8 yesterday" in part
+
+
+def test_a_crs_grade_older_than_two_days_is_dated_in_the_tables():
+    report = _card_with_labs(
+        (), grades={"SYN-LAB": 1, "SYN-Q": 1}, grade_on=AS_OF - timedelta(days=5)
+    )
+    table = report.html.split("Other active patients")[1]
+    assert "<td>1 (21 Nov)</td>" in table
+    assert "- SYN-Q, 5, 1 (21 Nov), " in report.text
+    recent = _card_with_labs(
+        (), grades={"SYN-LAB": 1, "SYN-Q": 1}, grade_on=AS_OF - timedelta(days=2)
+    )
+    assert "<td>1</td>" in recent.html.split("Other active patients")[1]
+
+
+def test_the_footer_speaks_plainly_and_model_names_sit_in_the_detail_line():
+    watch = Watch(
+        performance=pd.DataFrame(
+            [
+                {
+                    "model": "all",
+                    "horizon_days": 1,
+                    "window_days": 30,
+                    "n_predictions": 200,
+                    "n_events": 4,
+                    "mean_predicted": 0.035,
+                    "observed_rate": 0.02,
+                }
+            ]
+        ),
+        drift=pd.DataFrame([{"analyte": "il6", "psi": 0.41, "drifting": True}]),
+        onsets=[(30, 4, 3), (90, 0, 0)],
+    )
+    report = _card_with_labs((), watch=watch)
+    for part in (report.html, report.text):
+        assert "Last 30 days: 3 of 4 severe CRS onsets were warned at least a day ahead." in part
+        assert "Last 90 days: no severe CRS onset." in part
+        assert "The 1-day risks of the last 30 days expected about 7 onsets; 4 came." in part
+        assert "check for a unit or assay change): Interleukin-6." in part
+        assert "observed" not in part and "PSI" not in part
+    [detail] = re.findall(r'<div class="det">(.*?)</div>', report.html)
+    assert "Model all: 41 of 42 inputs" in detail
+    assert report.html.count("Model all:") == 1

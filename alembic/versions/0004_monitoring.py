@@ -91,7 +91,7 @@ def upgrade() -> None:
     for statement in create_views_sql(VIEWS):
         op.execute(statement)
     if op.get_bind().dialect.name == "postgresql":
-        for statement in comment_sql(TABLES, VIEWS):
+        for statement in comment_sql(TABLES, VIEWS, bind=op.get_bind()):
             op.execute(statement)
 
 

@@ -206,6 +206,7 @@ def _run_locked(
                 language=settings.report_language,
                 watch=night_watch,
                 silent=settings.alert_mode == "silent",
+                max_cards=settings.max_alert_cards,
             )
     except Exception as exc:  # the scores are stored; only the report is missing
         summary.report_error = f"report not built: {describe(exc)}"

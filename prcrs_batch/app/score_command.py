@@ -243,6 +243,7 @@ def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
     _ = gettext_for(None, settings.report_language)
     wording = Wording(_)
     reasons = scored.reasons()
+    model_word = _("model")
     lines = []
     for s in scored.summaries:
         state = (
@@ -256,7 +257,7 @@ def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
             lines.append(
                 "  " + _("risk of severe CRS within 1 / 2 / 3 days: %(risks)s") % {"risks": risks}
             )
-        lines.append(f"  model {s.model or '-'}: {s.why}")
+        lines.append(f"  {model_word} {s.model or '-'}: {wording.why(s)}")
         labs = reasons.get(s.patient_id, ())
         if labs:
             lines.append(
@@ -268,5 +269,5 @@ def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
         for analyte, raw, reason in mine[["analyte", "raw_value", "reason"]].itertuples(
             index=False
         ):
-            lines.append(f"  ! {analyte} {raw!s}: {str(reason).replace('_', ' ')}")
+            lines.append(f"  ! {analyte} {raw!s}: {wording.reason(reason)}")
     return "\n".join(lines) or _("no patient to score: no lab row had a usable patient id")

@@ -82,7 +82,7 @@ class PatientSummary:
     others: tuple[ModelResult, ...]  # the other models, in the recommended order
     previous: tuple[date, float] | None = None  # latest earlier night: date, max risk
     trend_cid: str | None = None  # content-id of the trend chart, set by the report
-    labs_collected: str | None = None  # when the results used were collected
+    labs_first_at: datetime | None = None  # the oldest result used (labs_latest_at: newest)
     already_severe: bool = False  # latest grade >= 3: not scored as a warning
     alert_state: str = "none"  # one of alert_states.ALERT_STATES (`with_previous` sets it)
     crs_grade_on: date | None = None  # when the latest CRS grade was assessed
@@ -180,7 +180,7 @@ def _summarise(
         inputs_observed=None,
         inputs_expected=None,
         others=tuple(results),
-        labs_collected=_collection_window(patient.get("labs_from"), patient.get("labs_to")),
+        labs_first_at=_optional_datetime(patient.get("labs_from")),
         crs_grade_on=_optional_date(patient.get("crs_grade_on")),
         labs_latest_at=_optional_datetime(patient.get("labs_to")),
         set_aside=tuple(patient.get("set_aside") or ()),
@@ -279,16 +279,6 @@ def _not_scorable_reason(results: Sequence[ModelResult]) -> str:
     if errors:
         parts.append(f"model error in {', '.join(errors)}")
     return "; ".join(parts) or "not scored"
-
-
-def _collection_window(first: Any, last: Any) -> str | None:
-    """ "2026-11-25 06:00 to 2026-11-26 06:00", or one time, or None when nothing was used."""
-    if first is None or last is None or pd.isna(first) or pd.isna(last):
-        return None
-    first, last = pd.Timestamp(first).to_pydatetime(), pd.Timestamp(last).to_pydatetime()
-    if first == last:
-        return format_datetime(last)
-    return f"{format_datetime(first)} to {format_datetime(last)}"
 
 
 def _optional_date(value: Any) -> date | None:

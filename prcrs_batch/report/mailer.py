@@ -1,12 +1,18 @@
 """Stage 8: the only module that talks SMTP. Sends a rendered `render.Report`.
 
-The message is the usual HTML mail with a text fallback and inline images:
+The message is the usual HTML mail with a text fallback and inline images, and the
+complete report attached when the mail's HTML is a shortened one:
 
-    multipart/alternative
-      text/plain                the report's text
-      multipart/related
-        text/html               the report's HTML, images referenced as cid:<id>
-        image/png (inline)      one per content-id in report.images
+    multipart/mixed
+      multipart/alternative
+        text/plain              the report's text
+        multipart/related
+          text/html             the mail's HTML, images referenced as cid:<id>
+          image/png (inline)    one per content-id the HTML references
+      text/html (attachment)    the complete report, images inlined (report.attachment_name)
+
+(A report without an attachment, such as a failure notice, is the multipart/alternative
+alone.)
 
 Each attempt has an overall deadline (connection and conversation together, not only per
 socket operation: a server trickling one byte every few seconds never trips a socket
@@ -29,7 +35,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 
 from prcrs_batch.errors import SafeMessage, describe
-from prcrs_batch.report.render import Report
+from prcrs_batch.report.render import Report, self_contained
 from prcrs_batch.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,7 +68,8 @@ class DeadlineExceeded(TimeoutError):
 
 
 def build_message(report: Report, *, sender: str, recipients: list[str]) -> EmailMessage:
-    """The MIME message for a report: text and HTML alternatives, PNGs inline by CID.
+    """The MIME message for a report: text and HTML alternatives, the PNGs the HTML shows
+    inline by CID, and the complete report attached when there is one.
 
     >>> r = Report("PrCRS 2026-11-26 - all clear", "<p>ok</p>", "ok", {})
     >>> m = build_message(r, sender="a@example.org", recipients=["b@example.org"])
@@ -81,7 +88,8 @@ def build_message(report: Report, *, sender: str, recipients: list[str]) -> Emai
     html_part = message.get_body(preferencelist=("html",))
     if html_part is None:  # cannot happen: added just above
         raise MailError("the HTML part is missing from the message")
-    for number, (cid, png) in enumerate(report.images.items(), start=1):
+    shown = {cid: png for cid, png in report.images.items() if f"cid:{cid}" in report.html}
+    for number, (cid, png) in enumerate(shown.items(), start=1):
         html_part.add_related(
             png,
             maintype="image",
@@ -89,6 +97,12 @@ def build_message(report: Report, *, sender: str, recipients: list[str]) -> Emai
             cid=f"<{cid}>",
             disposition="inline",
             filename=f"trend-{number}.png",
+        )
+    if report.full_html is not None:
+        message.add_attachment(
+            self_contained(report.full_html, report.images),
+            subtype="html",
+            filename=report.attachment_name or "prcrs-report.html",
         )
     return message
 

@@ -6,15 +6,26 @@ and the trend charts as PNG bytes keyed by content-id); `outbox` keeps it on dis
 `history`; why, by `explanations`.
 
 New and rising alerts come first, then continuing and falling ones (each group highest
-risk first), each card with its three risks, the labs that raised them, the data behind
-them and a trend chart where there is history; then the patients already severe; then one
-compact table of every other active patient; a footer says on which data it rests. The
-HTML is e-mail HTML for a phone: tables for layout, inline CSS only, no scripts, no remote
-resources or fonts; images are referenced as `cid:<content-id>`.
+risk first), each card with its three risks, the labs that raised them (with the points
+each adds), the data behind them and a trend chart where there is history; then the
+patients already severe; then one compact table of every other active patient; a footer
+says on which data it rests.
+
+Two HTML renderings of the same night: the complete report (every alert a card: written to
+the report folder and attached to the mail) and the mail's own HTML part, which must stay
+under `HTML_BUDGET_BYTES` as sent whatever the night (Gmail clips a longer one, hiding the
+footer): the first `max_cards` alerts as cards, every further alert one compact row, the
+other patients in the compact table; `fit.py` shortens the lists when that is still too long,
+and the mail says what is only in the attachment. The plain-text part lists every alert.
+The HTML is e-mail HTML for a phone: tables for layout, one `<style>` block of shared
+classes (the few things that must survive a client that drops it, such as a risk over the
+threshold in bold, are plain HTML), no scripts, no remote resources or fonts; images are
+referenced as `cid:<content-id>`.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +49,7 @@ from prcrs_batch.nightly.alert_states import HISTORY_COLUMNS, HISTORY_DAYS
 from prcrs_batch.nightly.alerts import MODELS, PatientSummary, format_datetime
 from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.report.charts import TREND_SIZE_PX, TrendChart, trend_series
+from prcrs_batch.report.fit import Listing, fit_listing, listed_context, sent_bytes
 from prcrs_batch.report.i18n import translations
 from prcrs_batch.report.wording import FIRST_STATES, Wording, format_pct
 from prcrs_batch.resources import template_dir as default_template_dir
@@ -47,7 +59,9 @@ from prcrs_batch.task.target import SEVERE_GRADE
 
 logger = logging.getLogger(__name__)
 
-MAX_CHARTS = 20  # trend charts for the highest alerts only: keeps the mail small and quick
+MAX_CHARTS = 20  # trend charts for the first alerts listed only: keeps the mail small and quick
+MAX_CARDS = 12  # alerts shown as cards in the mail (PRCRS_MAX_ALERT_CARDS)
+HTML_BUDGET_BYTES = 90 * 1024  # the mail's HTML part as sent: Gmail clips past about 102 KB
 TOP_DATA_ISSUES = 3  # data-quality reasons named in the footer
 MAX_ERROR_CHARS = 600  # of an error message quoted in a failure notice
 
@@ -57,10 +71,17 @@ class Report:
     """A rendered report: what `mailer` sends and `outbox` keeps."""
 
     subject: str
-    html: str
-    text: str
+    html: str  # the mail's HTML part (an alert report's: under HTML_BUDGET_BYTES)
+    text: str  # the plain-text part (an alert report's: every alert)
     images: dict[str, bytes]  # content-id -> PNG bytes, referenced in the HTML as cid:<id>
     n_alerts: int = 0  # patients flagged (0 for an all-clear night or a failure notice)
+    full_html: str | None = None  # the complete report (every alert a card); None: `html` is
+    attachment_name: str | None = None  # the complete report's file name in the mail
+
+    @property
+    def complete_html(self) -> str:
+        """The whole report: what the report folder keeps and the mail attaches."""
+        return self.html if self.full_html is None else self.full_html
 
 
 def build_report(
@@ -75,8 +96,11 @@ def build_report(
     language: str = "en",
     watch: Watch | None = None,
     silent: bool = False,
+    max_cards: int = MAX_CARDS,
+    html_budget: int = HTML_BUDGET_BYTES,
 ) -> Report:
-    """Render the night's alert report (HTML and plain text) with its trend charts.
+    """Render the night's alert report (the mail's HTML, the complete HTML, plain text) with
+    its trend charts.
 
     Args:
         run: the night's run (id, as-of date, model version, data cut-off, counts).
@@ -91,6 +115,8 @@ def build_report(
         language: "en" or "zh" (i18n.LANGUAGES).
         watch: what the night measured of itself (watch.py), for the footer.
         silent: silent mode: marked at the top as not for clinical use.
+        max_cards: alerts shown as cards in the mail; the rest are compact rows.
+        html_budget: most bytes of the mail's HTML part as sent (`fit.sent_bytes`).
 
     Returns:
         The `Report`; nothing is written or sent.
@@ -121,24 +147,17 @@ def build_report(
     subject = wording.subject(run.as_of, len(alerts), stale=stale, n_new=n_new)
     if silent:
         subject = "[SILENT] " + subject
+    attachment = f"prcrs-{run.as_of.isoformat()}.html"
     context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run),
         "threshold": threshold,
         "threshold_pct": f"{threshold * 100:g}%",
-        "first": [c for c in cards if c["state"] in FIRST_STATES],
-        "later": [c for c in cards if c["state"] not in FIRST_STATES],
         "n_alerts": len(alerts),
-        "others": [
-            {"summary": p, "why": None if p.scorable else wording.not_scorable(p)} for p in others
-        ],
-        "severe": [
-            {
-                "summary": s,
-                "grade_on": wording.day(s.crs_grade_on, run.as_of) if s.crs_grade_on else None,
-            }
-            for s in severe
-        ],
+        "n_first": sum(1 for c in cards if c["state"] in FIRST_STATES),
+        "n_later": sum(1 for c in cards if c["state"] not in FIRST_STATES),
+        "n_others": len(others),
+        "n_severe": len(severe),
         "n_patients": len(summaries),
         "n_not_scorable": sum(1 for s in summaries if not s.scorable and not s.already_severe),
         "horizons": HORIZONS,
@@ -149,29 +168,71 @@ def build_report(
         "trend_days": HISTORY_DAYS,
         "stale_data": run.error if run.status == "stale_data" else None,  # freshness.py's why
         "silent": silent,
-        "watch": _watch_context(watch),
+        "watch": _watch_context(watch, wording),
+        "attachment": attachment,
     }
-    html = env.get_template("report.html").render(context)
-    text = env.get_template("report.txt").render(context)
+    listed = {
+        "others": [
+            {
+                "summary": p,
+                "why": None if p.scorable else wording.not_scorable(p),
+                "grade": wording.grade_cell(p, run.as_of),
+            }
+            for p in others
+        ],
+        "severe": [
+            {
+                "summary": s,
+                "grade_on": wording.day(s.crs_grade_on, run.as_of) if s.crs_grade_on else None,
+            }
+            for s in severe
+        ],
+    }
+
+    def render(name: str, listing: Listing, complete: bool = False) -> str:
+        return env.get_template(name).render(
+            context, **listed_context(cards, listed, listing), complete=complete
+        )
+
+    everything = Listing(len(cards), 0, len(severe), len(others))
+    full_html = render("report.html", everything, complete=True)
+    in_mail = min(max_cards, len(cards))
+    wanted = Listing(in_mail, len(cards) - in_mail, len(severe), len(others))
+    html, shown = fit_listing(lambda listing: render("report.html", listing), wanted, html_budget)
+    text = render("report.txt", wanted)
     logger.info(
-        "report built: %d patients, %d alerts (%d new), %d not scorable, %d charts",
+        "report built: %d patients, %d alerts (%d new), %d not scorable, %d charts; mail: "
+        "%d cards, %d alert rows, %d of %d other patients, %d bytes of HTML (as sent)",
         len(summaries),
         len(alerts),
         n_new,
         context["n_not_scorable"],
         len(images),
+        shown.cards,
+        shown.rows,
+        shown.others,
+        len(others),
+        sent_bytes(html),
     )
-    return Report(subject=subject, html=html, text=text, images=images, n_alerts=len(alerts))
+    return Report(
+        subject=subject,
+        html=html,
+        text=text,
+        images=images,
+        n_alerts=len(alerts),
+        full_html=full_html,
+        attachment_name=attachment,
+    )
 
 
 def _charts(
     run: RunInfo, alerts: list[PatientSummary], history: pd.DataFrame, threshold: float
 ) -> tuple[dict[str, bytes], list[PatientSummary]]:
-    """Trend charts of the `MAX_CHARTS` highest alerts that have earlier nights on their
-    model (a first night has nothing to draw); the alerts, charted ones with a cid."""
+    """Trend charts of the first `MAX_CHARTS` alerts listed (new and rising first: the mail's
+    cards) that have earlier nights on their model (a first night has nothing to draw); the
+    alerts, charted ones with a cid."""
     history = history if not history.empty else pd.DataFrame(columns=HISTORY_COLUMNS)
-    with_history = [s for s in alerts if s.previous is not None]
-    charted = sorted(with_history, key=lambda s: -(s.max_risk or 0.0))[:MAX_CHARTS]
+    charted = [s for s in alerts if s.previous is not None][:MAX_CHARTS]
     if not charted:
         return {}, list(alerts)
     mine = history[history["patient_id"].isin([s.patient_id for s in charted])]
@@ -211,8 +272,9 @@ def template_environment(template_dir: Path | None = None, language: str = "en")
     return env
 
 
-def _watch_context(watch: Watch | None) -> dict[str, Any] | None:
-    """The footer's monitoring figures: onsets warned of, observed vs expected, drift."""
+def _watch_context(watch: Watch | None, wording: Wording) -> dict[str, Any] | None:
+    """The footer's monitoring, in plain words: of the onsets, how many were warned of; how
+    many onsets the 1-day risks expected and how many came; the drifting labs."""
     if watch is None:
         return None
     perf = watch.performance
@@ -222,15 +284,37 @@ def _watch_context(watch: Watch | None) -> dict[str, Any] | None:
     drifting = drift[drift["drifting"].astype(bool)] if len(drift) else drift
     return {
         "onsets": watch.onsets,
-        "rates": [
-            (int(r.window_days), format_pct(r.observed_rate), format_pct(r.mean_predicted))
+        "expected": [
+            (
+                int(r.window_days),
+                _about(float(r.mean_predicted) * int(r.n_predictions)),
+                int(r.n_events),
+            )
             for r in rates.itertuples()
         ],
-        "drifting": [
-            (BY_CODE[a].display_name, f"{p:.2f}")
-            for a, p in zip(drifting["analyte"], drifting["psi"], strict=True)
-        ],
+        "drifting": [wording._(BY_CODE[a].display_name) for a in drifting["analyte"]],
     }
+
+
+def _about(expected: float) -> int:
+    """An expected count as a reader says it: the nearest whole number.
+
+    >>> _about(6.6), _about(2.5), _about(0.4)
+    (7, 3, 0)
+    """
+    return int(expected + 0.5)
+
+
+def self_contained(html: str, images: Mapping[str, bytes]) -> str:
+    """The HTML with its cid: images inlined as data: URIs (opens in a browser alone).
+
+    >>> self_contained('<img src="cid:a@x">', {"a@x": b"png"})
+    '<img src="data:image/png;base64,cG5n">'
+    """
+    for cid, png in images.items():
+        data_uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        html = html.replace(f"cid:{cid}", data_uri)
+    return html
 
 
 def gettext_for(template_dir: Path | None, language: str) -> Callable[[str], str]:

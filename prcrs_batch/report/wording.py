@@ -1,8 +1,9 @@
 """The report's sentences, in the report's language: the subject, an alert card's lines, a
-lab line ("IL-6 1,240 pg/mL, 06:10 today, up from 85 yesterday"), a not-scorable reason.
+lab line ("IL-6 1,240 pg/mL (+14 points), 06:10 today, up from 85 yesterday"), why a model
+was chosen or none could score, a value set aside and why.
 
 Every sentence goes through gettext (i18n.py); the templates translate their own words. The
-HTML and the plain-text report share these strings.
+HTML and the plain-text report share these strings; so does `prcrs-batch score`'s answer.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from prcrs_batch.nightly.alerts import PatientSummary, disagreement
+from prcrs_batch.nightly.alerts import MODELS, ModelResult, PatientSummary, disagreement
 from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.task.panel import min_observed
 
 STALE_LAB_HOURS = 24  # a card says so when its newest lab is older when the warehouse was read
 FIRST_STATES = ("new", "rising")  # listed first; then continuing and falling
+GRADE_DATED_DAYS = 2  # a CRS grade older than this is dated wherever it is shown
 
 
 def N_(message: str) -> str:  # noqa: N802 - gettext's name for "mark for extraction"
@@ -35,6 +37,27 @@ STATE_LABELS = {
 }
 
 
+# A value set aside, as features.cleaning.set_aside_by_patient words its reason ("IL6: unknown
+# unit"): the reason translated, the analyte as the warehouse wrote it.
+SET_ASIDE_REASONS = {
+    "unknown analyte": N_("unknown analyte"),
+    "future timestamp": N_("future timestamp"),
+    "missing timestamp": N_("missing timestamp"),
+    "no number": N_("no number"),
+    "non ascii digits": N_("non ascii digits"),
+    "value too long": N_("value too long"),
+    "unknown unit": N_("unknown unit"),
+    "implausible value": N_("implausible value"),
+    "conflicting duplicate": N_("conflicting duplicate"),
+    "patient id unstorable": N_("patient id unstorable"),
+    "missing patient id": N_("missing patient id"),
+    "invalid crs grade": N_("invalid CRS grade"),
+    "censored bound used": N_("censored bound used"),
+    "analyte code normalised": N_("analyte code normalised"),
+    "duplicate result": N_("duplicate result"),
+}
+
+
 def format_pct(value: float | None) -> str:
     """A risk as a whole percentage, rounded down so it never seems to cross the threshold.
 
@@ -46,6 +69,20 @@ def format_pct(value: float | None) -> str:
     if value < 0.01:
         return "<1%"
     return f"{math.floor(value * 100 + 1e-9)}%"
+
+
+def format_points(contribution: float, gettext: Callable[[str], str] = str) -> str:
+    """What a lab adds to the risk, in percentage points, rounded to the nearest point.
+
+    >>> format_points(0.1249), format_points(0.01), format_points(0.004)
+    ('+12 points', '+1 point', '+<1 point')
+    """
+    points = round(contribution * 100)
+    if points < 1:
+        return gettext("+<1 point")
+    if points == 1:
+        return gettext("+1 point")
+    return gettext("+%(n)s points") % {"n": points}
 
 
 def format_value(value: float, unit: str, *, with_unit: bool = True) -> str:
@@ -98,7 +135,7 @@ class Wording:
     ) -> dict[str, Any]:
         """What an alert card says, as plain strings."""
         _ = self._
-        counted = Counter(s.set_aside)
+        counted = Counter(self.set_aside(what) for what in s.set_aside)
         set_aside = [f"{what} (x{n})" if n > 1 else what for what, n in counted.items()]
         issues = [_("Values set aside: %(what)s") % {"what": "; ".join(set_aside)}]
         issues = issues if set_aside else []
@@ -120,8 +157,11 @@ class Wording:
             "state": s.alert_state,
             "state_label": _(STATE_LABELS.get(s.alert_state, s.alert_state)),
             "grade": self.grade(s, run.as_of),
+            "grade_cell": self.grade_cell(s, run.as_of),
             "labs": [self.lab(line, run.as_of) for line in labs],
             "labs_horizon": labs[0].horizon_days if labs else None,
+            "top_lab": self.lab_short(labs[0]) if labs else None,
+            "collected": self.window(s, run.as_of),
             "issues": issues,
             "previous": previous,
             "disagreement": (
@@ -145,10 +185,27 @@ class Wording:
         when = f" ({self.day(s.crs_grade_on, as_of)})" if s.crs_grade_on else ""
         return self._("CRS grade %(grade)s") % {"grade": s.crs_grade} + when
 
+    def grade_cell(self, s: PatientSummary, as_of: date) -> str:
+        """A table's CRS column: the grade, dated when older than `GRADE_DATED_DAYS`.
+
+        >>> from prcrs_batch.nightly.alerts import PatientSummary
+        >>> s = PatientSummary("p", 5, 1, None, (None,) * 3, None, False, "", None, None, (),
+        ...                    crs_grade_on=date(2026, 11, 20))
+        >>> Wording().grade_cell(s, date(2026, 11, 26)), Wording().grade_cell(s, date(2026, 11, 21))
+        ('1 (20 Nov)', '1')
+        """
+        if s.crs_grade is None:
+            return "–"
+        if s.crs_grade_on is not None and (as_of - s.crs_grade_on).days > GRADE_DATED_DAYS:
+            return f"{s.crs_grade} ({self.day(s.crs_grade_on, as_of)})"
+        return str(s.crs_grade)
+
     def lab(self, line: LabLine, as_of: date) -> str:
-        """ "Interleukin-6 1,240 pg/mL, 06:10 today, up from 85 yesterday"."""
+        """ "Interleukin-6 1,240 pg/mL (+14 points), 06:10 today, up from 85 yesterday": what
+        the lab adds to the risk stands by its value, so a falling lab that still raises the
+        risk reads as what it is."""
         _ = self._
-        text = f"{_(line.name)} {format_value(line.value, line.unit)}"
+        text = self.lab_short(line)
         if line.collected_at is not None:
             text += ", " + self.moment(line.collected_at, as_of)
         if line.previous_value is not None and line.previous_at is not None:
@@ -167,6 +224,107 @@ class Wording:
             )
             text += ", " + change % {"value": before, "when": when}
         return text
+
+    def lab_short(self, line: LabLine) -> str:
+        """ "Interleukin-6 1,240 pg/mL (+14 points)": a compact row's top lab."""
+        value = format_value(line.value, line.unit)
+        return f"{self._(line.name)} {value} ({format_points(line.contribution, self._)})"
+
+    def set_aside(self, what: str) -> str:
+        """ "IL6: unknown unit" (features.cleaning's words) with the reason translated."""
+        analyte, sep, reason = what.rpartition(": ")
+        if not sep or reason not in SET_ASIDE_REASONS:
+            return what
+        return f"{analyte}: {self._(SET_ASIDE_REASONS[reason])}"
+
+    def reason(self, code: str) -> str:
+        """A data-quality reason code (unknown_unit) in words, translated."""
+        words = str(code).replace("_", " ")
+        return self._(SET_ASIDE_REASONS[words]) if words in SET_ASIDE_REASONS else words
+
+    def window(self, s: PatientSummary, as_of: date) -> str | None:
+        """When the results used were collected: "06:00 1 Dec to 06:00 yesterday", one
+        time, or None when none was used."""
+        first, last = s.labs_first_at, s.labs_latest_at
+        if first is None or last is None:
+            return None
+        if first == last:
+            return self.moment(last, as_of)
+        return self._("%(first)s to %(last)s") % {
+            "first": self.moment(first, as_of),
+            "last": self.moment(last, as_of),
+        }
+
+    def why(self, s: PatientSummary) -> str:
+        """Why this model, or why none could score, translated (`PatientSummary.why` in the
+        report's language; the English is the same sentence)."""
+        _ = self._
+        if s.already_severe:
+            return _("already severe (CRS grade ≥ 3): not scored as a warning")
+        if s.model is None:
+            return self._none_scored(s.others)
+        observed = "?" if s.inputs_observed is None else str(s.inputs_observed)
+        reason = _(
+            "first model in the recommended order with enough inputs: %(model)s %(all)s inputs "
+            "needs ≥ %(needed)s observed; %(seen)s of %(all)s observed"
+        ) % {
+            "model": s.model,
+            "all": s.inputs_expected,
+            "needed": min_observed(s.model),
+            "seen": observed,
+        }
+        before = MODELS[: MODELS.index(s.model)] if s.model in MODELS else ()
+        skipped = [self._skipped(r) for r in s.others if r.model in before]
+        if skipped:
+            reason += _(" (skipped %(models)s)") % {"models": "; ".join(skipped)}
+        if any(r is None for r in s.risks):
+            reason += _("; not scored at every horizon")
+        return reason
+
+    def _skipped(self, r: ModelResult) -> str:
+        """ModelResult.skipped_because, translated."""
+        _ = self._
+        if "error" in r.statuses:
+            return _("%(model)s: model error") % {"model": r.model}
+        if "insufficient_inputs" in r.statuses:
+            return _("%(model)s: %(seen)s of %(all)s observed, needs ≥ %(needed)s") % {
+                "model": r.model,
+                "seen": "?" if r.inputs_observed is None else r.inputs_observed,
+                "all": r.inputs_expected,
+                "needed": min_observed(r.model),
+            }
+        if r.ok_anywhere:
+            return _("%(model)s: not scored at every horizon") % {"model": r.model}
+        return _("%(model)s: not scored") % {"model": r.model}
+
+    def _none_scored(self, results: Sequence[ModelResult]) -> str:
+        """alerts' not-scorable reason, translated."""
+        _ = self._
+        if all(all(s == "missing" for s in r.statuses) for r in results):
+            return _("no scores this run")
+        errors = [r.model for r in results if "error" in r.statuses]
+        counted = [r for r in results if r.inputs_observed is not None and r.model not in errors]
+        parts = []
+        if counted:
+            best = max(counted, key=lambda r: (r.inputs_observed or 0) - min_observed(r.model))
+            if not best.inputs_observed:
+                parts.append(_("no lab inputs observed before the cut-off"))
+            else:
+                parts.append(
+                    _(
+                        "too few inputs (best: %(model)s %(seen)s of %(all)s observed, "
+                        "needs ≥ %(needed)s)"
+                    )
+                    % {
+                        "model": best.model,
+                        "seen": best.inputs_observed,
+                        "all": best.inputs_expected,
+                        "needed": min_observed(best.model),
+                    }
+                )
+        if errors:
+            parts.append(_("model error in %(models)s") % {"models": ", ".join(errors)})
+        return "; ".join(parts) or _("not scored")
 
     def not_scorable(self, s: PatientSummary) -> str:
         """Why no model could score the patient, from the models' input counts."""
@@ -190,7 +348,10 @@ class Wording:
 
     def moment(self, when: datetime, as_of: date) -> str:
         """ "06:10 today"."""
-        return f"{when.strftime('%H:%M')} {self.day(when.date(), as_of)}"
+        return self._("%(time)s %(day)s") % {
+            "time": when.strftime("%H:%M"),
+            "day": self.day(when.date(), as_of),
+        }
 
 
 MONTHS = (  # strftime("%b") in the C locale, translated by day()

@@ -25,6 +25,7 @@ from prcrs_batch.errors import SafeMessage, describe
 from prcrs_batch.nightly import scoring
 from prcrs_batch.results.engines import with_db_retries
 from prcrs_batch.results.tables import (
+    REPORT_PENDING,
     REPORTED,
     crs_patient_nights,
     crs_risk_explanations,
@@ -349,13 +350,21 @@ def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:
 
 
 def mark_report(
-    *, connection: Connection, run_id: str, path: str | None = None, sent_at: datetime | None = None
+    *,
+    connection: Connection,
+    run_id: str,
+    path: str | None = None,
+    sent_at: datetime | None = None,
+    status: str | None = None,
 ) -> None:
+    """Record a night's report path, sending time and/or `report_status` on its run row."""
     values: dict[str, object] = {}
     if path is not None:
         values["report_path"] = path
     if sent_at is not None:
         values["report_sent_at"] = sent_at
+    if status is not None:
+        values["report_status"] = status
     if values:
         connection.execute(
             update(scoring_runs).where(scoring_runs.c.run_id == run_id).values(**values)
@@ -363,11 +372,19 @@ def mark_report(
 
 
 def undelivered_reports(*, connection: Connection, before: date) -> list[dict]:
-    """Succeeded runs before a date whose report was written but never sent (to resend)."""
+    """Reported runs before a date whose report is `pending` (written, kept, never sent),
+    oldest night first, with when they ran (outbox.py resends or expires them)."""
     query = (
-        select(scoring_runs.c.run_id, scoring_runs.c.as_of, scoring_runs.c.report_path)
+        select(
+            scoring_runs.c.run_id,
+            scoring_runs.c.as_of,
+            scoring_runs.c.report_path,
+            scoring_runs.c.started_at,
+            scoring_runs.c.finished_at,
+        )
         .where(
             scoring_runs.c.status.in_(REPORTED),
+            scoring_runs.c.report_status == REPORT_PENDING,
             scoring_runs.c.report_path.is_not(None),
             scoring_runs.c.report_sent_at.is_(None),
             scoring_runs.c.as_of < before,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, DateTime, String, Table, Text
+from sqlalchemy import Column, Connection, DateTime, String, Table, Text, inspect
 
 from prcrs_batch.results.tables import (
     VIEWS,
@@ -28,17 +28,29 @@ def create_views_sql(names: Iterable[str] | None = None) -> list[str]:
 
 
 def comment_sql(
-    tables: Iterable[str] | None = None, views: Iterable[str] | None = None
+    tables: Iterable[str] | None = None,
+    views: Iterable[str] | None = None,
+    bind: Connection | None = None,
 ) -> list[str]:
     """PostgreSQL COMMENT ON statements for the tables and views named (default all), and
-    every column of theirs."""
+    every column of theirs; with `bind`, only the columns its database has (a migration
+    comments the schema as it stands at its revision, with today's texts)."""
 
     def quoted(text: str) -> str:
         return "'" + text.replace("'", "''") + "'"
 
+    inspector = inspect(bind) if bind is not None else None
+
     def on(kind: str, name: str, comment: str, columns: Table) -> list[str]:
         statements = [f"COMMENT ON {kind} {name} IS {quoted(comment)}"]
+        present = (
+            None
+            if inspector is None
+            else {c["name"] for c in inspector.get_columns(name)}  # a view's too
+        )
         for column in columns.columns:
+            if present is not None and column.name not in present:
+                continue
             statements.append(
                 f"COMMENT ON COLUMN {name}.{column.name} IS {quoted(column.comment or '')}"
             )

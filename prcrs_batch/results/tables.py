@@ -30,6 +30,28 @@ MODELS = tuple(FACTOR_SETS)
 SCORE_STATUSES = ("ok", "insufficient_inputs", "error", "already_severe")
 RUN_STATUSES = ("running", "succeeded", "failed", "stale_data", "superseded")
 REPORTED = ("succeeded", "stale_data")  # run statuses whose night was reported
+# What became of a night's report (scoring_runs.report_status; outbox.py decides).
+REPORT_WRITTEN_ONLY = "written_only"
+REPORT_PENDING = "pending"
+REPORT_SENT = "sent"
+REPORT_SENT_DELAYED = "sent_delayed"
+REPORT_EXPIRED = "expired"
+REPORT_FAILED = "failed"
+REPORT_STATUSES = (
+    REPORT_WRITTEN_ONLY,
+    REPORT_PENDING,
+    REPORT_SENT,
+    REPORT_SENT_DELAYED,
+    REPORT_EXPIRED,
+    REPORT_FAILED,
+)
+REPORT_STATUS_COMMENT = (
+    "what became of the report: written_only (not to be mailed: --no-email, a backfill "
+    "without --email, or no SMTP server set), pending (sending failed; kept for a later night "
+    "to resend), sent, sent_delayed (resent by a later night, its subject marked DELAYED), "
+    "expired (still unsent after PRCRS_MAX_RESEND_HOURS: never mailed) or failed (sending "
+    "failed and no copy was kept to resend); NULL: no report"
+)
 
 metadata = MetaData(
     naming_convention={
@@ -85,7 +107,9 @@ scoring_runs = Table(
     ),
     Column("report_path", Text, comment="where the HTML report was written"),
     Column("report_sent_at", DateTime(timezone=True), comment="when the report was emailed"),
+    Column("report_status", String(16), comment=REPORT_STATUS_COMMENT),
     CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+    CheckConstraint(_in("report_status", REPORT_STATUSES), name="report_status"),
     Index(None, "as_of"),
     comment="One row per run of a night: a rerun marks the earlier run superseded",
 )

@@ -9,10 +9,11 @@ import pandas as pd
 
 from prcrs_batch.nightly import alerts
 from prcrs_batch.nightly.alert_states import recent_history, with_previous
+from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.report.render import Report, build_report
 from prcrs_batch.resources import template_dir
 from prcrs_batch.results.nights import RunInfo
-from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS, inputs_for
+from prcrs_batch.task.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for
 
 TEMPLATE_DIR = template_dir()
 AS_OF = date(2026, 11, 26)
@@ -144,3 +145,70 @@ def make_data_issues() -> dict[str, int]:
 EMPTY_HISTORY = pd.DataFrame(
     columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
 )
+
+
+def crowded_night(
+    n_alerts: int, n_others: int, n_severe: int = 5, id_width: int = 4, charted: int = 30
+) -> dict[str, Any]:
+    """build_report's arguments for a night of `n_alerts` alerts (each with five lab lines,
+    the first `charted` with earlier nights: states and trend charts), `n_others` patients
+    under the threshold and `n_severe` already severe. Ids are SYN-A<n>, SYN-O<n>, SYN-S<n>,
+    zero-padded to `id_width` digits (a long width: a warehouse with long ids); the charted
+    alerts are by turns new, rising, continuing and falling."""
+    alerting = [f"SYN-A{i:0{id_width}d}" for i in range(n_alerts)]
+    quiet = [f"SYN-O{i:0{id_width}d}" for i in range(n_others)]
+    severe = [f"SYN-S{i:0{id_width}d}" for i in range(n_severe)]
+    spec: dict[str, Any] = {
+        pid: {"all": (0.31 + 0.6 * i / max(n_alerts, 1), 0.5, 0.9)}
+        for i, pid in enumerate(alerting)
+    }
+    spec |= {
+        pid: {"all": (0.01, 0.05 + 0.2 * i / max(n_others, 1), 0.2)} for i, pid in enumerate(quiet)
+    }
+    spec |= {pid: "severe" for pid in severe}
+    ids = list(spec)
+    grades = {pid: 3 for pid in severe} | {pid: 1 for pid in alerting[::3]}
+    starts = (0.05, 0.5, 0.72, 0.85)  # last night's highest: new, rising, continuing, falling
+    history = pd.concat(
+        [
+            make_history(pid, "all", nights=3, start=starts[i % 4])
+            for i, pid in enumerate(alerting[:charted])
+        ]
+        or [EMPTY_HISTORY]
+    )
+    run = make_run(len(ids))
+    summaries = summarise(make_patients(ids, grades), make_scores(spec), history, THRESHOLD)
+    morning = datetime.combine(AS_OF, time(6, 10))
+    labs = [
+        ("il6", 1240.0, 85.0, 0.14),
+        ("crp", 96.0, 41.0, 0.08),
+        ("ferritin", 2890.0, 3100.0, 0.05),
+        ("ldh", 512.0, None, 0.03),
+        ("platelet", 41.0, 63.0, 0.004),
+    ]
+    reasons = {
+        pid: tuple(
+            LabLine(
+                analyte=code,
+                name=BY_CODE[code].display_name,
+                value=value,
+                unit=BY_CODE[code].unit,
+                collected_at=morning,
+                previous_value=before,
+                previous_at=None if before is None else morning - timedelta(days=1),
+                contribution=points,
+                horizon_days=3,
+            )
+            for code, value, before, points in labs
+        )
+        for pid in alerting
+    }
+    return {
+        "run": run,
+        "summaries": summaries,
+        "history": recent_history(history, AS_OF),
+        "data_issues": make_data_issues(),
+        "threshold": THRESHOLD,
+        "reasons": reasons,
+        "template_dir": TEMPLATE_DIR,
+    }
