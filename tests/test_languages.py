@@ -124,8 +124,11 @@ def test_the_chinese_report_has_no_english_left():
         labs_first_at=datetime(2026, 11, 25, 6, 0),
         labs_latest_at=datetime(2026, 11, 26, 6, 10),
     )
-    assert zh.window(window, AS_OF) == "昨天 06:00 至 今天 06:10"
-    assert en.window(window, AS_OF) == "06:00 yesterday to 06:10 today"
+    # a night's report is read the morning after its data day AS_OF
+    assert zh.window(window, AS_OF) == "11月25日 06:00 至 昨天 06:10"
+    assert en.window(window, AS_OF) == "06:00 25 Nov to 06:10 yesterday"
+    now = Wording(_, read_days_after=0)  # `score`: labs given today, read today
+    assert now.window(window, AS_OF) == "昨天 06:00 至 今天 06:10"
     assert zh.set_aside("IL6: unknown unit") == "IL6: 未知单位"
     assert zh.reason("implausible_value") == "数值不合理"
     line = LabLine("il6", "Interleukin-6", 1240.0, "pg/mL", None, None, None, 0.14, 3)

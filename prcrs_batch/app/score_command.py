@@ -241,7 +241,7 @@ def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
     from prcrs_batch.report.wording import Wording, format_pct
 
     _ = gettext_for(None, settings.report_language)
-    wording = Wording(_)
+    wording = Wording(_, read_days_after=0)  # labs given today, read today
     reasons = scored.reasons()
     model_word = _("model")
     lines = []

@@ -107,8 +107,16 @@ def format_value(value: float, unit: str, *, with_unit: bool = True) -> str:
 class Wording:
     """The sentences of one report, in one language (`gettext` from i18n.translations)."""
 
-    def __init__(self, gettext: Callable[[str], str] = str) -> None:
+    def __init__(self, gettext: Callable[[str], str] = str, read_days_after: int = 1) -> None:
+        """`read_days_after`: how many days after its data day (task.data_day) the text is
+        read, which "today" and "yesterday" are counted from: 1 for a night's report (read
+        the morning after), 0 for `score`'s answer about labs given today."""
         self._ = gettext
+        self.read_days_after = read_days_after
+
+    def reader_day(self, as_of: date) -> date:
+        """The day the reader reads a text about data day `as_of`."""
+        return as_of + timedelta(days=self.read_days_after)
 
     def subject(self, as_of: date, n_alerts: int, stale: bool = False, n_new: int = 0) -> str:
         """The mail subject: the as-of date, the number of alerts and how many are new; a
@@ -148,7 +156,7 @@ class Wording:
         previous = None
         if s.previous:
             previous = _("%(day)s: highest %(before)s, tonight %(now)s") % {
-                "day": self.day(s.previous[0], run.as_of),
+                "day": self.night(s.previous[0], run.as_of),
                 "before": format_pct(s.previous[1]),
                 "now": format_pct(s.max_risk),
             }
@@ -217,8 +225,8 @@ class Wording:
                 change = _("up from %(value)s %(when)s")
             else:
                 change = _("down from %(value)s %(when)s")
-            day = line.previous_at.date()
-            recent = as_of - timedelta(days=1) <= day <= as_of
+            day, today = line.previous_at.date(), self.reader_day(as_of)
+            recent = today - timedelta(days=1) <= day <= today
             when = (
                 self.day(day, as_of) if recent else _("on %(day)s") % {"day": self.day(day, as_of)}
             )
@@ -339,10 +347,28 @@ class Wording:
         }
 
     def day(self, day: date, as_of: date) -> str:
-        """today / yesterday / 24 Nov."""
-        if day == as_of:
+        """today / yesterday / 24 Nov, as the reader of data day `as_of`'s text counts them.
+
+        >>> Wording().day(date(2026, 11, 26), date(2026, 11, 26))  # read the morning after
+        'yesterday'
+        >>> Wording(read_days_after=0).day(date(2026, 11, 26), date(2026, 11, 26))
+        'today'
+        """
+        return self._relative(day, self.reader_day(as_of))
+
+    def night(self, night: date, as_of: date) -> str:
+        """An earlier night named from tonight's (data day `as_of`): the night before is
+        "yesterday", as in "yesterday: highest 27%, tonight 60%".
+
+        >>> Wording().night(date(2026, 11, 25), date(2026, 11, 26))
+        'yesterday'
+        """
+        return self._relative(night, as_of)
+
+    def _relative(self, day: date, today: date) -> str:
+        if day == today:
             return self._("today")
-        if day == as_of - timedelta(days=1):
+        if day == today - timedelta(days=1):
             return self._("yesterday")
         return self._("%(day)s %(month)s") % {"day": day.day, "month": self._(day.strftime("%b"))}
 
