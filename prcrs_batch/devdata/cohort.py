@@ -13,11 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import (
-    Engine,
-    func,
-    select,
-)
+from sqlalchemy import Engine, MetaData, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from prcrs_batch.devdata import csv_input
@@ -28,6 +24,7 @@ from prcrs_batch.warehouse.contract import (
     lab_results,
     warehouse_metadata,
 )
+from prcrs_batch.warehouse.placement import bind, locate
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +132,38 @@ def create_warehouse_tables(engine: Engine) -> None:
     warehouse_metadata.create_all(engine, checkfirst=True)
 
 
-def load_cohort(engine: Engine, cohort: pd.DataFrame) -> dict[str, int]:
+def load_cohort(
+    engine: Engine, cohort: pd.DataFrame, *, schema: str | None = None
+) -> dict[str, int]:
     """Insert a cohort frame into the contract tables; rows already there are skipped.
 
-    Returns the number of rows in each table afterwards.
+    The tables are looked up in the schemas of `schema` (PRCRS_WAREHOUSE_SCHEMA, as the
+    queries read them) and created in the first where absent. Returns the number of rows
+    in each table afterwards.
     """
-    create_warehouse_tables(engine)
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     rows = warehouse_rows(cohort)
     with engine.begin() as connection:
-        for table in (cart_infusions, lab_results, crs_assessments):
+        placement = locate(connection, schema, warehouse_metadata.tables)
+        if placement.missing_schemas:
+            raise ValueError(
+                f"schema {', '.join(placement.missing_schemas)} does not exist: create it "
+                "(CREATE SCHEMA) or correct PRCRS_WAREHOUSE_SCHEMA"
+            )
+        metadata = MetaData()
+        tables = [
+            bind(t, metadata, placement.found.get(t.name, placement.target))
+            for t in (cart_infusions, lab_results, crs_assessments)
+        ]
+        metadata.create_all(connection, checkfirst=True)
+        for table in tables:
             batch = rows[table.name]
             for start in range(0, len(batch), 5000):
                 statement = dialect.insert(table).on_conflict_do_nothing()
                 connection.execute(statement, batch[start : start + 5000])
         counts = {
             table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (cart_infusions, lab_results, crs_assessments)
+            for table in tables
         }
     log.info("warehouse now holds %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
     return counts
