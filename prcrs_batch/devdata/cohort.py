@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, MetaData, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from prcrs_batch.devdata import csv_input
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE
@@ -29,6 +32,29 @@ from prcrs_batch.warehouse.placement import bind, locate
 log = logging.getLogger(__name__)
 
 COLLECTION_TIME = time(6, 0)  # the development cohort's labs are dated by day; say 06:00
+
+
+class LoadError(ValueError):
+    """The warehouse cannot take the cohort as it is; one line saying what to do."""
+
+
+@contextmanager
+def writing_warehouse() -> Iterator[None]:
+    """A login that may not write the warehouse (the nightly job's read-only one) gets one
+    line saying which login loads data."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise LoadError(
+            f"this login may not write the warehouse ({str(exc.orig).splitlines()[0]}): "
+            "load-cohort runs as a login that may create and write tables in "
+            "PRCRS_WAREHOUSE_SCHEMA (its owner, or the site's ETL login), never as the "
+            "nightly job's read-only one"
+        ) from None
+
+
 STATIC_COLUMNS = ["patient_id", "infusion_date", "day", "sex", "age", "crs_grade"]
 
 
@@ -143,10 +169,10 @@ def load_cohort(
     """
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     rows = warehouse_rows(cohort)
-    with engine.begin() as connection:
+    with writing_warehouse(), engine.begin() as connection:
         placement = locate(connection, schema, warehouse_metadata.tables)
         if placement.missing_schemas:
-            raise ValueError(
+            raise LoadError(
                 f"schema {', '.join(placement.missing_schemas)} does not exist: create it "
                 "(CREATE SCHEMA) or correct PRCRS_WAREHOUSE_SCHEMA"
             )

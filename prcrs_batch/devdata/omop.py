@@ -31,7 +31,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from prcrs_batch.devdata.cohort import COLLECTION_TIME, load_cohort
+from prcrs_batch.devdata.cohort import COLLECTION_TIME, load_cohort, writing_warehouse
 from prcrs_batch.devdata.omop_cdm import (
     EHR,
     LAB,
@@ -209,7 +209,7 @@ def load_cohort_omop(
     when the CDM cannot take the cohort."""
     codes = codes or read_code_lists()
     try:
-        with engine.begin() as connection:
+        with writing_warehouse(), engine.begin() as connection:
             cdm = open_cdm(connection, schema)
             concepts = Concepts(connection, cdm, local_ids)
             rows = omop_rows(cohort, connection, codes, concepts)

@@ -44,6 +44,7 @@ from sqlalchemy import (
     select,
 )
 
+from prcrs_batch.devdata.cohort import LoadError
 from prcrs_batch.warehouse.placement import Placement, bind, locate
 
 # Each table's columns as in the v5.4 DDL: name type, "!" for NOT NULL.
@@ -132,7 +133,7 @@ _METADATA = {"vocabulary": "Vocabulary", "domain": "Domain", "concept_class": "C
 _KEY = {"vocabulary": "vocabulary_id", "domain": "domain_id", "concept_class": "concept_class_id"}
 
 
-class OmopLoadError(ValueError):
+class OmopLoadError(LoadError):
     """The CDM cannot take the cohort as it is; one line saying what to do."""
 
 

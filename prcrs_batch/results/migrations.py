@@ -52,6 +52,12 @@ def known_revisions() -> set[str]:
     return {revision.revision for revision in script.walk_revisions()}
 
 
+_RERUN_ROLES = (
+    "this login may not read and write {}: run deploy/roles.sql again (it grants only the "
+    "tables that existed when it ran)"
+)
+
+
 @dataclass(frozen=True)
 class SchemaState:
     """Where a results database stands against this release's migrations."""
@@ -68,6 +74,8 @@ class SchemaState:
         if not self.revision_readable:
             if self.tables_missing:
                 return f"results table(s) {', '.join(self.tables_missing)} missing: {INIT_DB}"
+            if self.not_writable:
+                return _RERUN_ROLES.format(", ".join(self.not_writable))
             return None  # the tables are there; the version is not ours to read
         if self.current is None:
             return f"no results schema: {INIT_DB}"
@@ -82,10 +90,7 @@ class SchemaState:
                 f"(newest {self.head}): the database was migrated by a newer prcrs-batch"
             )
         if self.not_writable:
-            return (
-                f"this login may not read and write {', '.join(self.not_writable)}: run "
-                "deploy/roles.sql again (it grants tables created after it last ran)"
-            )
+            return _RERUN_ROLES.format(", ".join(self.not_writable))
         return None
 
 
@@ -99,7 +104,9 @@ def schema_state(engine: Engine) -> SchemaState:
         try:
             current = MigrationContext.configure(connection).get_current_revision()
         except ProgrammingError:  # permission denied on alembic_version (an older roles.sql)
-            return SchemaState(None, head, missing, revision_readable=False)
+            connection.rollback()
+            rights = _not_writable(connection) if connection.dialect.name == "postgresql" else ()
+            return SchemaState(None, head, missing, revision_readable=False, not_writable=rights)
         if connection.dialect.name == "postgresql" and current is not None:
             return SchemaState(current, head, missing, not_writable=_not_writable(connection))
     return SchemaState(current, head, missing)
