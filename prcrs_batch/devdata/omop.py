@@ -117,6 +117,7 @@ def omop_rows(
         observed["vocabulary_id"], observed["concept_code"], observed["description"],
         "Observation", "Clinical Observation",
     )  # fmt: skip
+    lab_code = {a: codes.lab_codes(a)[0] for a in ANALYTE_CODES if codes.lab_codes(a)}
     person_ids: dict[str, int] = {}
     for _, first in cohort.drop_duplicates("patient_id").iterrows():
         pid, infused = str(first["patient_id"]), first["infusion_date"]
@@ -146,8 +147,7 @@ def omop_rows(
         at = datetime.combine(on, COLLECTION_TIME)
         for analyte in ANALYTE_CODES:
             raw = day.get(analyte)
-            lab = codes.lab_codes(analyte)
-            if pd.isna(raw) or str(raw).strip() == "" or not lab:
+            if pd.isna(raw) or str(raw).strip() == "" or analyte not in lab_code:
                 continue
             unit = BY_CODE[analyte].unit
             op, number = parse_result(str(raw))
@@ -155,7 +155,7 @@ def omop_rows(
                 "measurement",
                 person_id=person_id,
                 measurement_concept_id=concepts.id(
-                    *lab[0], BY_CODE[analyte].display_name, "Measurement", "Lab Test"
+                    *lab_code[analyte], BY_CODE[analyte].display_name, "Measurement", "Lab Test"
                 ),
                 measurement_date=on,
                 measurement_datetime=at,

@@ -242,11 +242,14 @@ class Concepts:
 
     def unit(self, ucum: str | None) -> int:
         """The UCUM unit concept; 0 where there is none (the unit stays in unit_source_value)."""
-        if ucum is None:
+        if ucum is None or ucum in self.units_missing:
             return 0
-        if self.strict and self._lookup("UCUM", ucum) is None:
-            self.units_missing.add(ucum)
-            return 0
+        if self.strict and ("UCUM", ucum) not in self.known:
+            found = self._lookup("UCUM", ucum)
+            if found is None:
+                self.units_missing.add(ucum)
+                return 0
+            self.known[("UCUM", ucum)] = found
         return self.id("UCUM", ucum, ucum, "Unit", "Unit")
 
     def operator(self, symbol: str) -> int:
