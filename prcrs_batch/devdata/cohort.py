@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from prcrs_batch.devdata import csv_input
+from prcrs_batch.errors import SafeMessage
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE
 from prcrs_batch.warehouse.contract import (
     cart_infusions,
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 COLLECTION_TIME = time(6, 0)  # the development cohort's labs are dated by day; say 06:00
 
 
-class LoadError(ValueError):
-    """The warehouse cannot take the cohort as it is; one line saying what to do."""
+class LoadError(SafeMessage, ValueError):
+    """The warehouse cannot take the cohort as it is; one line saying what to do (it names
+    schemas, tables and codes of the code lists, never a data value)."""
 
 
 @contextmanager
