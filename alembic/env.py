@@ -1,4 +1,6 @@
-"""Alembic environment: metadata from prcrs_batch.results.tables, URL from Settings."""
+"""Alembic environment: metadata from prcrs_batch.results.tables, URL and schema
+(PRCRS_RESULTS_SCHEMA: the search_path, so that the tables, views and alembic_version all go
+there) from Settings."""
 
 from logging.config import fileConfig
 
@@ -18,6 +20,12 @@ def database_url() -> str:
     return config.attributes.get("url") or load_settings().results_database_url
 
 
+def results_schema() -> str | None:
+    if "url" in config.attributes:  # migrations.alembic_config: the caller's settings
+        return config.attributes.get("schema")
+    return load_settings().results_schema
+
+
 def run_migrations_offline() -> None:
     url = database_url()
     context.configure(
@@ -33,7 +41,7 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     url = database_url()
-    engine = make_engine(url)
+    engine = make_engine(url, results_schema())
     with engine.connect() as connection:
         context.configure(
             connection=connection,

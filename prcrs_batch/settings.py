@@ -29,6 +29,7 @@ from prcrs_batch import resources
 log = logging.getLogger(__name__)
 PREFIX = "PRCRS_"
 ENV_FILE = ".env"
+SCHEMA_NAME = r"[A-Za-z_][A-Za-z0-9_$]*"  # an unquoted SQL identifier (PostgreSQL folds case)
 
 
 class SettingsError(ValueError):
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     omop_patient_id: Literal["person_source_value", "person_id"] = "person_source_value"
     omop_codes_dir: Path | None = None  # a site's omop_*.csv code lists replacing the bundled
     results_url: str | None = None  # None: same database as the warehouse
+    results_schema: str | None = None  # PostgreSQL schema of the results tables; None: as is
     migrator_url: str | None = None  # init-db only (the schema's owner); None: results_url
     model_dir: Path = Field(default_factory=resources.model_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -110,9 +112,18 @@ class Settings(BaseSettings):
         if value is None or value.strip() == "":
             return None
         names = [part.strip() for part in value.split(",")]
-        if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name) for name in names):
+        if not all(re.fullmatch(SCHEMA_NAME, name) for name in names):
             raise ValueError(f"not a schema name or comma-separated list of them: {value!r}")
         return ", ".join(names)
+
+    @field_validator("results_schema")
+    @classmethod
+    def _check_results_schema(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not re.fullmatch(SCHEMA_NAME, value.strip()):
+            raise ValueError(f"not a schema name: {value!r}")
+        return value.strip()
 
     @field_validator("omop_codes_dir")
     @classmethod

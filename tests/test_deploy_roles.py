@@ -23,12 +23,22 @@ import pytest
 from psycopg import sql
 from sqlalchemy import make_url, text
 
-from prcrs_batch.devdata.cohort import create_warehouse_tables
+from prcrs_batch.app.checks import check_warehouse
+from prcrs_batch.devdata.cohort import LoadError, create_warehouse_tables
+from prcrs_batch.devdata.omop import load_cohort_omop
 from prcrs_batch.results import nights
 from prcrs_batch.results.engines import make_engine
-from prcrs_batch.results.migrations import migrate
+from prcrs_batch.results.migrations import migrate, schema_state
 from prcrs_batch.settings import Settings, load_settings
-from prcrs_batch.warehouse.queries import Window, active_cohort, latest_crs_grades, latest_labs
+from prcrs_batch.warehouse.code_lists import read_code_lists
+from prcrs_batch.warehouse.queries import (
+    Source,
+    Window,
+    active_cohort,
+    latest_crs_grades,
+    latest_labs,
+)
+from tests.support.nightly import AS_OF, COHORT
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROLES_SQL = DEPLOY / "roles.sql"
@@ -114,6 +124,42 @@ def roles(db_url: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str
                 idents = sql.SQL(", ").join(sql.Identifier(r) for r in existing)
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(idents))
                 conn.execute(sql.SQL("DROP ROLE {}").format(idents))
+
+
+@pytest.fixture
+def role_names(db_url: str) -> Iterator[dict[str, str]]:
+    """Unique names for the four roles and a loader login (created NOLOGIN), dropped after
+    the test; nothing applied yet (the documented order starts on an empty database)."""
+    if shutil.which("psql") is None:
+        pytest.skip("psql not installed")
+    tag = uuid.uuid4().hex[:8]
+    names = {n: f"prcrs_{n}_{tag}" for n in ("reader", "writer", "migrator", "bi", "loader")}
+    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(names["loader"])))
+    try:
+        yield names
+    finally:
+        with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+            existing = [
+                r
+                for (r,) in conn.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(names.values()),)
+                )
+            ]
+            for role in existing:  # one by one: default privileges name two of them
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            for role in existing:
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _as_role(db_url: str, role: str) -> str:
+    """The URL, its sessions running as `role` (as a login that is that role would; libpq's
+    options, so that migrations and loaders create what that role owns)."""
+    return (
+        make_url(db_url)
+        .update_query_dict({"options": f"-crole={role}"})
+        .render_as_string(hide_password=False)
+    )
 
 
 def _as(db_url: str, role: str) -> psycopg.Connection:
@@ -276,3 +322,85 @@ def test_unknown_scope_is_refused(db_url):
     with pytest.raises(subprocess.CalledProcessError) as failed:  # refused before any CREATE ROLE
         _apply_roles(db_url, {"reader": f"prcrs_never_{uuid.uuid4().hex[:8]}"}, scope="everything")
     assert "scope must be all, warehouse or results" in failed.value.stderr
+
+
+GROUPS = ("reader", "writer", "migrator", "bi")
+
+
+@postgres_only
+def test_documented_order_on_an_omop_site_with_a_results_schema(db_url, role_names):
+    """roles.sql first (warehouse cdm, results schema results, model omop, the loader
+    named), then init-db as the migrator and load-cohort as the loader: the job's roles
+    read the CDM and write the results without a rerun; BI gets its tables on the rerun."""
+    names = role_names
+    groups = {g: names[g] for g in GROUPS}
+    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA cdm AUTHORIZATION {}").format(
+            sql.Identifier(names["loader"])))  # fmt: skip
+    site = {"warehouse_schema": "cdm", "results_schema": "results", "model": "omop"}
+    _apply_roles(db_url, groups, **site, loader=names["loader"])
+    migrate(_as_role(db_url, names["migrator"]), "results")  # init-db, as the migrator
+    job = make_engine(_as_role(db_url, names["reader"]))
+    with pytest.raises(LoadError, match="never as the nightly job's read-only one"):
+        load_cohort_omop(job, COHORT, schema="cdm")  # the job's login loads nothing
+    job.dispose()
+    loader = make_engine(_as_role(db_url, names["loader"]))
+    load_cohort_omop(loader, COHORT, schema="cdm")  # load-cohort, as the loader
+    loader.dispose()
+
+    reader = make_engine(_as_role(db_url, names["reader"]))
+    source = Source(model="omop", schema="cdm", codes=read_code_lists())
+    window = Window(as_of=AS_OF, active_days=30, lookback_hours=72, source=source)
+    with reader.connect() as connection:
+        assert not active_cohort(connection=connection, window=window).empty
+        assert not latest_labs(connection=connection, window=window).empty
+        assert not latest_crs_grades(connection=connection, window=window).empty
+    reader.dispose()
+    writer = make_engine(_as_role(db_url, names["writer"]), "results")
+    state = schema_state(writer)
+    assert state.problem is None and state.current is not None
+    writer.dispose()
+    with _as(db_url, names["reader"]) as conn:
+        _denied(conn, "DELETE FROM cdm.person")
+        _denied(conn, "SELECT * FROM results.scoring_runs")
+    with _as(db_url, names["writer"]) as conn:
+        conn.execute(RUN.replace("scoring_runs", "results.scoring_runs"))
+        _denied(conn, "SELECT * FROM cdm.measurement")
+        _denied(conn, "CREATE TABLE results.writer_table (x int)")
+    with _as(db_url, names["bi"]) as conn:
+        _denied(conn, "SELECT * FROM results.crs_risk_scores")  # until roles.sql runs again
+    _apply_roles(db_url, groups, **site, loader=names["loader"])
+    with _as(db_url, names["bi"]) as conn:
+        conn.execute("SELECT * FROM results.crs_risk_latest")
+        _denied(conn, "SELECT * FROM results.data_quality_issues")
+    with psycopg.connect(_libpq(db_url)) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace"
+                             " WHERE nspname = 'results'").fetchone()  # fmt: skip
+        public = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert owner == (names["migrator"],) and public.fetchone() == (0,)
+
+
+@postgres_only
+def test_tables_made_after_roles_sql_by_another_login_are_named(db_url, role_names):
+    """Tables created after roles.sql by a login it did not name (here the superuser) leave
+    the job without rights: check's warehouse line and the results check say to run
+    roles.sql again, and after the rerun both pass."""
+    groups = {g: role_names[g] for g in GROUPS}
+    _apply_roles(db_url, groups, results_schema="results")
+    engine = make_engine(db_url)
+    create_warehouse_tables(engine)
+    engine.dispose()
+    migrate(db_url, "results")
+    reader = make_engine(_as_role(db_url, groups["reader"]))
+    writer = make_engine(_as_role(db_url, groups["writer"]), "results")
+    try:
+        line = check_warehouse(reader, db_url)
+        assert not line.ok and "run deploy/roles.sql again" in line.detail, line.detail
+        problem = schema_state(writer).problem or ""
+        assert "crs_risk_scores" in problem and "run deploy/roles.sql again" in problem
+        _apply_roles(db_url, groups, results_schema="results")
+        assert check_warehouse(reader, db_url).ok
+        assert schema_state(writer).problem is None
+    finally:
+        reader.dispose()
+        writer.dispose()

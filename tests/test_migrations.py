@@ -1,9 +1,15 @@
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
 from alembic import command
-from prcrs_batch.results.engines import make_engine
-from prcrs_batch.results.migrations import alembic_config, migrate
+from prcrs_batch.app.cli import main
+from prcrs_batch.results.engines import DatabaseSetupError, make_engine
+from prcrs_batch.results.migrations import alembic_config, migrate, require_usable
 from prcrs_batch.results.tables import metadata
+from prcrs_batch.settings import load_settings
 
 
 def test_upgrade_creates_schema_and_view(engine):
@@ -29,9 +35,6 @@ def test_downgrade_and_upgrade_round_trip(db_url):
 
 def test_schema_matches_the_metadata(engine):
     """Alembic autogenerate finds nothing to do: the migrations and tables.py agree."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), metadata)
     assert diff == []
@@ -88,3 +91,34 @@ def test_long_warehouse_text_and_the_new_statuses_are_stored(engine):
         )
         stored = connection.execute(text("SELECT patient_id FROM crs_risk_latest")).scalar_one()
     assert stored == long_id
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_results_schema_setting_puts_every_table_view_and_the_version_there(
+    db_url, settings_env, monkeypatch
+):
+    """PRCRS_RESULTS_SCHEMA (an unquoted name: PostgreSQL folds it) for init-db, check,
+    monitor and the night's set-up check; round trip and autogenerate inside the schema."""
+    monkeypatch.setenv("PRCRS_WAREHOUSE_URL", db_url)
+    monkeypatch.setenv("PRCRS_RESULTS_SCHEMA", "Results")
+    created = CliRunner().invoke(main, ["init-db"])
+    assert created.exit_code == 0 and "(schema Results)" in created.output, created.output
+    engine = make_engine(db_url)
+    inspector = inspect(engine)
+    assert set(inspector.get_table_names(schema="results")) == {*metadata.tables, "alembic_version"}
+    assert "crs_risk_latest" in inspector.get_view_names(schema="results")
+    assert inspector.get_table_names(schema="public") == []
+    assert CliRunner().invoke(main, ["monitor", "--json"]).exit_code == 0
+    require_usable(load_settings())  # the night's check finds the schema at its revision
+    in_schema = make_engine(db_url, "Results")
+    with in_schema.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert diff == []
+    command.downgrade(alembic_config(db_url, "results"), "base")
+    assert set(inspect(in_schema).get_table_names()) == {"alembic_version"}
+    assert migrate(db_url, "results").before is None
+    monkeypatch.delenv("PRCRS_RESULTS_SCHEMA")  # the same database, the default schema
+    with pytest.raises(DatabaseSetupError, match="no results schema: run `prcrs-batch init-db`"):
+        require_usable(load_settings())
+    in_schema.dispose()
+    engine.dispose()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import Engine, column, false, inspect, select, table
+from sqlalchemy import Connection, Engine, column, false, inspect, literal_column, select, table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import Date, DateTime, Integer, NullType, Numeric, String, TypeEngine
 
@@ -28,6 +28,7 @@ from prcrs_batch.task.panel import ANALYTE_CODES
 from prcrs_batch.warehouse import freshness
 from prcrs_batch.warehouse.code_lists import read_code_lists
 from prcrs_batch.warehouse.contract import warehouse_metadata
+from prcrs_batch.warehouse.placement import locate as placement_of
 from prcrs_batch.warehouse.queries import Source, prepare, query
 
 OPTIONAL_COLUMNS = {("cart_infusions", "sex"), ("cart_infusions", "age")}  # not queried
@@ -84,9 +85,9 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> Iterator[C
         if settings.warehouse_model == "omop":
             contract = check_omop(warehouse, settings, now=now)
         else:
-            contract = check_warehouse(warehouse, settings.warehouse_url)
+            contract = check_warehouse(warehouse, settings.warehouse_url, settings.warehouse_schema)
         yield contract
-        yield check_results(settings.results_database_url)
+        yield check_results(settings.results_database_url, settings.results_schema)
         yield check_models(settings.model_dir)
         yield check_smtp(settings)
         yield check_report_dir(settings.report_dir)
@@ -128,18 +129,25 @@ _USABLE = {
 }
 
 
-def contract_problems(engine: Engine) -> list[str]:
-    """What keeps the warehouse from answering the contract; empty when nothing does."""
+def contract_problems(engine: Engine, schema: str | None = None) -> list[str]:
+    """What keeps the warehouse from answering the contract (its tables looked up in
+    PRCRS_WAREHOUSE_SCHEMA's schemas, as the queries find them); empty when nothing does."""
     problems = []
+    names = list(warehouse_metadata.tables)
     with engine.connect() as connection:
         inspector = inspect(connection)
-        present = set(inspector.get_table_names()) | set(inspector.get_view_names())
+        placement = placement_of(connection, schema, names)
+        problems += [f"schema {s} does not exist" for s in placement.missing_schemas]
         for contract in warehouse_metadata.tables.values():
             name = contract.name
-            if name not in present:
-                problems.append(f"table or view {name} is missing")
+            if name not in placement.found:
+                where = f" from {placement.where()}" if schema else ""
+                problems.append(f"table or view {name} is missing{where}")
                 continue
-            columns = {c["name"].lower(): c["type"] for c in inspector.get_columns(name)}
+            in_schema = placement.found[name]
+            columns = {
+                c["name"].lower(): c["type"] for c in inspector.get_columns(name, schema=in_schema)
+            }
             for wanted in contract.columns:
                 expected = _family(wanted.type)
                 if wanted.name not in columns:
@@ -153,22 +161,34 @@ def contract_problems(engine: Engine) -> list[str]:
                 if found not in usable:
                     problems.append(f"{name}.{wanted.name} is {found}, expected {expected}")
             readable: list[Any] = [column(c.name) for c in contract.columns if c.name in columns]
-            try:
-                connection.execute(select(*readable).select_from(table(name)).where(false()))
-            except Exception as exc:  # e.g. no SELECT grant: one line, checking goes on
-                connection.rollback()
-                problems.append(f"{name} cannot be read: {describe(exc)}")
+            problems += _unreadable(connection, name, in_schema, readable)
     return problems
 
 
-def check_warehouse(engine: Engine, url: str) -> Check:
+def _unreadable(
+    connection: Connection, name: str, schema: str | None, columns: list[Any] | None = None
+) -> list[str]:
+    """[] when this login can read the table, else one line saying why (no SELECT grant:
+    deploy/roles.sql grants the tables that existed when it ran)."""
+    relation = table(name, schema=schema)
+    try:
+        connection.execute(select(*(columns or [literal_column("1")])).select_from(relation)
+                           .where(false()))  # fmt: skip
+    except Exception as exc:  # e.g. no SELECT grant: one line, checking goes on
+        connection.rollback()
+        again = " (run deploy/roles.sql again)" if "permission denied" in str(exc) else ""
+        return [f"{name} cannot be read: {describe(exc)}{again}"]
+    return []
+
+
+def check_warehouse(engine: Engine, url: str, schema: str | None = None) -> Check:
     if (path := engines.missing_sqlite_file(url)) is not None:
         return Check(
             "warehouse", False, engines.missing_file_message("PRCRS_WAREHOUSE_URL", url, path)
         )
     try:
         with engines.explained("PRCRS_WAREHOUSE_URL", url):
-            problems = contract_problems(engine)
+            problems = contract_problems(engine, schema)
     except engines.DatabaseSetupError as exc:
         return Check("warehouse", False, str(exc))
     where = redact_url(url)
@@ -211,10 +231,15 @@ def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = Non
     try:
         with engines.explained("PRCRS_WAREHOUSE_URL", url):
             with engine.connect() as connection:
-                prepare(connection, Source.from_settings(settings))
-                inspector = inspect(connection)
-                present = set(inspector.get_table_names(schema=None))
-                present |= set(inspector.get_view_names(schema=None))
+                placement = placement_of(connection, settings.warehouse_schema, OMOP_TABLES)
+                problems = [f"schema {s} does not exist" for s in placement.missing_schemas]
+                missing = [t for t in OMOP_TABLES if t not in placement.found]
+                if missing:
+                    problems.append(f"missing {', '.join(missing)} from {placement.where()}")
+                for name, schema in placement.found.items():
+                    problems += _unreadable(connection, name, schema)
+            if problems:
+                return Check("warehouse", False, f"{where} (OMOP): {'; '.join(problems)}")
             counts, by_source = omop_lab_counts(
                 engine, settings, today - timedelta(settings.active_days)
             )
@@ -222,8 +247,6 @@ def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = Non
         return Check("warehouse", False, str(exc))
     except (SQLAlchemyError, ValueError) as exc:
         return Check("warehouse", False, f"{where} (OMOP): {describe(exc)}")
-    if settings.warehouse_schema is None and (missing := set(OMOP_TABLES) - present):
-        return Check("warehouse", False, f"{where} (OMOP): missing {', '.join(sorted(missing))}")
     matched = sum(1 for n in counts.values() if n)
     rows = ", ".join(f"{a} {n}" for a, n in counts.items())
     detail = (
@@ -238,13 +261,13 @@ def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = Non
     return Check("warehouse", matched > 0, detail)
 
 
-def check_results(url: str) -> Check:
-    where = redact_url(url)
+def check_results(url: str, schema: str | None = None) -> Check:
+    where = redact_url(url) + (f" (schema {schema})" if schema else "")
     if engines.missing_sqlite_file(url) is not None:
         return Check(
             "results", False, f"{where}: no results schema (no such file): {migrations.INIT_DB}"
         )
-    engine = engines.make_engine(url)
+    engine = engines.make_engine(url, schema)
     try:
         with engines.explained("PRCRS_RESULTS_URL", url):
             state = migrations.schema_state(engine)

@@ -76,8 +76,9 @@ def init_db() -> None:
     url = settings.migration_url
     setting = "PRCRS_MIGRATOR_URL" if settings.migrator_url else "PRCRS_RESULTS_URL"
     with _setup_errors(), explained(setting, url):
-        migration = migrate(url)
-    click.echo(migration.describe(redact_url(url)))
+        migration = migrate(url, settings.results_schema)
+    schema = f" (schema {settings.results_schema})" if settings.results_schema else ""
+    click.echo(migration.describe(redact_url(url) + schema))
 
 
 @main.command()
@@ -116,20 +117,35 @@ def check() -> None:
     type=click.Choice(["contract", "omop"]),
     help="The contract tables or OMOP CDM v5.4 tables (default: PRCRS_WAREHOUSE_MODEL).",
 )
-def load_cohort_command(path: Path, model: str | None) -> None:
-    """Load a cohort file in the cart_dev.csv format into the warehouse tables (idempotent)."""
+@click.option(
+    "--concept-ids",
+    metavar="FIRST-LAST",
+    help="OMOP: ids for the loader's own concepts (default: above 2,000,000,000).",
+)
+def load_cohort_command(path: Path, model: str | None, concept_ids: str | None) -> None:
+    """Load a cohort file in the cart_dev.csv format into the warehouse tables (idempotent),
+    in PRCRS_WAREHOUSE_SCHEMA's schemas; log in as a login that may write there, never the
+    nightly job's read-only one."""
     from prcrs_batch.devdata.cohort import read_cohort
     from prcrs_batch.devdata.omop import load_cohort_as
     from prcrs_batch.results.engines import explained, make_engine
 
     settings = _settings()
     try:
+        first, last = (int(n) for n in concept_ids.split("-")) if concept_ids else (0, -1)
+    except ValueError:
+        raise click.BadParameter(f"not FIRST-LAST: {concept_ids!r}") from None
+    try:
         cohort = read_cohort(path)
-    except ValueError as exc:
+        with _setup_errors(), explained("PRCRS_WAREHOUSE_URL", settings.warehouse_url):
+            engine, codes = make_engine(settings.warehouse_url), settings.omop_codes_dir
+            counts = load_cohort_as(
+                engine, cohort, model or settings.warehouse_model, codes,
+                schema=settings.warehouse_schema,
+                local_ids=range(first, last + 1) if concept_ids else None,
+            )  # fmt: skip
+    except ValueError as exc:  # a bad file, or a CDM that cannot take it (one line)
         raise click.ClickException(str(exc)) from None
-    with _setup_errors(), explained("PRCRS_WAREHOUSE_URL", settings.warehouse_url):
-        engine, codes = make_engine(settings.warehouse_url), settings.omop_codes_dir
-        counts = load_cohort_as(engine, cohort, model or settings.warehouse_model, codes)
     click.echo(
         f"loaded {cohort['patient_id'].nunique()} patients from {path.name}; warehouse holds:"
     )
@@ -283,10 +299,10 @@ def monitor(days: int, as_json: bool) -> None:
     from prcrs_batch.results.migrations import require_results_schema
 
     settings = _settings()
-    url = settings.results_database_url
+    url, schema = settings.results_database_url, settings.results_schema
     with _setup_errors(), explained("PRCRS_RESULTS_URL", url):
-        require_results_schema(url)  # before init-db, or a wrong URL: one line
-        performance, drifted = watch.latest(make_engine(url), days)
+        require_results_schema(url, schema)  # before init-db, or a wrong URL: one line
+        performance, drifted = watch.latest(make_engine(url, schema), days)
     breaches = watch.breaches(performance)
     if as_json:
         records = {"performance": performance, "input_drift": drifted}

@@ -259,7 +259,7 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
         log.error("%s: each night records the failure", exc)
         bundle = None
     warehouse = make_engine(settings.warehouse_url)
-    results_db = make_engine(settings.results_database_url)
+    results_db = make_engine(settings.results_database_url, settings.results_schema)
     try:
         for as_of in dates:
             summary = run_nightly(
@@ -293,7 +293,7 @@ def run_claimed_night(
         log.error("night %s cannot start: %s", as_of.isoformat(), exc)
         return _setup_failure(settings, as_of, exc, send_email=True)
     warehouse = make_engine(settings.warehouse_url)
-    results_db = make_engine(settings.results_database_url)
+    results_db = make_engine(settings.results_database_url, settings.results_schema)
     try:
         with results_db.begin() as connection:
             claimed = nights.claim_night(
@@ -325,7 +325,7 @@ def prepare_demo(settings: Settings, *, today: date, seed: int) -> dict[str, int
     development = cohort.read_cohort(bundled_data("cart_dev.csv"))
     counts = cohort.load_cohort(engine, cohort.place_in_treatment(development, today, seed=seed))
     engine.dispose()
-    migrate(settings.results_database_url)
+    migrate(settings.results_database_url, settings.results_schema)
     return counts
 
 

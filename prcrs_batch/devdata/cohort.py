@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import (
-    Engine,
-    func,
-    select,
-)
+from sqlalchemy import Engine, MetaData, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from prcrs_batch.devdata import csv_input
+from prcrs_batch.errors import SafeMessage
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE
 from prcrs_batch.warehouse.contract import (
     cart_infusions,
@@ -28,10 +28,35 @@ from prcrs_batch.warehouse.contract import (
     lab_results,
     warehouse_metadata,
 )
+from prcrs_batch.warehouse.placement import bind, locate
 
 log = logging.getLogger(__name__)
 
 COLLECTION_TIME = time(6, 0)  # the development cohort's labs are dated by day; say 06:00
+
+
+class LoadError(SafeMessage, ValueError):
+    """The warehouse cannot take the cohort as it is; one line saying what to do (it names
+    schemas, tables and codes of the code lists, never a data value)."""
+
+
+@contextmanager
+def writing_warehouse() -> Iterator[None]:
+    """A login that may not write the warehouse (the nightly job's read-only one) gets one
+    line saying which login loads data."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise LoadError(
+            f"this login may not write the warehouse ({str(exc.orig).splitlines()[0]}): "
+            "load-cohort runs as a login that may create and write tables in "
+            "PRCRS_WAREHOUSE_SCHEMA (its owner, or the site's ETL login), never as the "
+            "nightly job's read-only one"
+        ) from None
+
+
 STATIC_COLUMNS = ["patient_id", "infusion_date", "day", "sex", "age", "crs_grade"]
 
 
@@ -135,23 +160,38 @@ def create_warehouse_tables(engine: Engine) -> None:
     warehouse_metadata.create_all(engine, checkfirst=True)
 
 
-def load_cohort(engine: Engine, cohort: pd.DataFrame) -> dict[str, int]:
+def load_cohort(
+    engine: Engine, cohort: pd.DataFrame, *, schema: str | None = None
+) -> dict[str, int]:
     """Insert a cohort frame into the contract tables; rows already there are skipped.
 
-    Returns the number of rows in each table afterwards.
+    The tables are looked up in the schemas of `schema` (PRCRS_WAREHOUSE_SCHEMA, as the
+    queries read them) and created in the first where absent. Returns the number of rows
+    in each table afterwards.
     """
-    create_warehouse_tables(engine)
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     rows = warehouse_rows(cohort)
-    with engine.begin() as connection:
-        for table in (cart_infusions, lab_results, crs_assessments):
+    with writing_warehouse(), engine.begin() as connection:
+        placement = locate(connection, schema, warehouse_metadata.tables)
+        if placement.missing_schemas:
+            raise LoadError(
+                f"schema {', '.join(placement.missing_schemas)} does not exist: create it "
+                "(CREATE SCHEMA) or correct PRCRS_WAREHOUSE_SCHEMA"
+            )
+        metadata = MetaData()
+        tables = [
+            bind(t, metadata, placement.found.get(t.name, placement.target))
+            for t in (cart_infusions, lab_results, crs_assessments)
+        ]
+        metadata.create_all(connection, checkfirst=True)
+        for table in tables:
             batch = rows[table.name]
             for start in range(0, len(batch), 5000):
                 statement = dialect.insert(table).on_conflict_do_nothing()
                 connection.execute(statement, batch[start : start + 5000])
         counts = {
             table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (cart_infusions, lab_results, crs_assessments)
+            for table in tables
         }
     log.info("warehouse now holds %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
     return counts

@@ -1,21 +1,19 @@
 """Loads a cohort file in the cart_dev.csv format into OMOP CDM v5.4 tables, so that tests, the
 demo and a site's trial can read the same data as OMOP (`load-cohort --format omop`).
 
-The tables are the official v5.4 DDL's (OHDSI/CommonDataModel,
-inst/ddl/5.4/postgresql/OMOPCDM_postgresql_5.4_ddl.sql): person, measurement, drug_exposure,
-procedure_occurrence, condition_occurrence, observation, concept and concept_ancestor, created
-when absent, without the DDL's keys and indexes. Concepts are looked up by (vocabulary_id,
-concept_code) in the concept table; one that is missing is added with a local id (above
-2,000,000,000, OMOP's range for site concepts). What is written, per patient:
+Which tables and which concepts: omop_cdm.py (PRCRS_WAREHOUSE_SCHEMA's; a site's official
+CDM with its vocabulary, or tables the loader creates). What is written, per patient:
 
 - person: person_source_value = the cohort's patient id, year of birth from age at infusion;
-- procedure_occurrence: the infusion, the first procedure code of omop_infusions.csv;
-- measurement: one row per lab value, under the analyte's first code of omop_loinc.csv;
-  "<0.5" becomes operator '<' and 0.5, a text result only value_source_value; the unit is a
-  UCUM concept where the model's unit is UCUM, else unit_source_value only;
-- condition_occurrence: each day graded 1-4, the ICD-10-CM code of that grade, starting and
-  ending that day;
-- observation: each day's grade (0 too) under the grade concept of omop_crs_grades.csv.
+- procedure_occurrence: the infusion, the first procedure code of omop_infusions.csv (type
+  32817 EHR);
+- measurement: one row per lab value, under the analyte's first code of omop_loinc.csv (type
+  32856 Lab); "<0.5" becomes operator '<' and 0.5, a text result only value_source_value;
+  the unit is the UCUM concept of the model's unit (UCUM below), else 0 with the unit in
+  unit_source_value (always written too);
+- condition_occurrence: each day graded 1-4, the first ICD-10-CM code of that grade, starting
+  and ending that day (EHR);
+- observation: each day's grade (0 too) under the grade concept of omop_crs_grades.csv (EHR).
 
 A patient whose person_source_value is already in person is skipped: loading a file again
 changes nothing.
@@ -30,97 +28,29 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import (
-    Column,
-    Connection,
-    Date,
-    DateTime,
-    Engine,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    Text,
-    func,
-    insert,
-    select,
-)
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
-from prcrs_batch.devdata.cohort import COLLECTION_TIME, load_cohort
+from prcrs_batch.devdata.cohort import COLLECTION_TIME, load_cohort, writing_warehouse
+from prcrs_batch.devdata.omop_cdm import (
+    EHR,
+    LAB,
+    TABLES,
+    Cdm,
+    Concepts,
+    OmopLoadError,
+    open_cdm,
+)
+from prcrs_batch.errors import describe
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE
 from prcrs_batch.warehouse.code_lists import CodeLists, read_code_lists
 
 log = logging.getLogger(__name__)
 
-# Each table's columns as in the v5.4 DDL: name type, "!" for NOT NULL.
-_DDL = {
-    "person": "person_id int!, gender_concept_id int!, year_of_birth int!, month_of_birth int, "
-    "day_of_birth int, birth_datetime ts, race_concept_id int!, ethnicity_concept_id int!, "
-    "location_id int, provider_id int, care_site_id int, person_source_value vc50, "
-    "gender_source_value vc50, gender_source_concept_id int, race_source_value vc50, "
-    "race_source_concept_id int, ethnicity_source_value vc50, ethnicity_source_concept_id int",
-    "measurement": "measurement_id int!, person_id int!, measurement_concept_id int!, "
-    "measurement_date date!, measurement_datetime ts, measurement_time vc10, "
-    "measurement_type_concept_id int!, operator_concept_id int, value_as_number num, "
-    "value_as_concept_id int, unit_concept_id int, range_low num, range_high num, "
-    "provider_id int, visit_occurrence_id int, visit_detail_id int, "
-    "measurement_source_value vc50, measurement_source_concept_id int, unit_source_value vc50, "
-    "unit_source_concept_id int, value_source_value vc50, measurement_event_id int, "
-    "meas_event_field_concept_id int",
-    "drug_exposure": "drug_exposure_id int!, person_id int!, drug_concept_id int!, "
-    "drug_exposure_start_date date!, drug_exposure_start_datetime ts, "
-    "drug_exposure_end_date date!, drug_exposure_end_datetime ts, verbatim_end_date date, "
-    "drug_type_concept_id int!, stop_reason vc20, refills int, quantity num, days_supply int, "
-    "sig text, route_concept_id int, lot_number vc50, provider_id int, "
-    "visit_occurrence_id int, visit_detail_id int, drug_source_value vc50, "
-    "drug_source_concept_id int, route_source_value vc50, dose_unit_source_value vc50",
-    "procedure_occurrence": "procedure_occurrence_id int!, person_id int!, "
-    "procedure_concept_id int!, procedure_date date!, procedure_datetime ts, "
-    "procedure_end_date date, procedure_end_datetime ts, procedure_type_concept_id int!, "
-    "modifier_concept_id int, quantity int, provider_id int, visit_occurrence_id int, "
-    "visit_detail_id int, procedure_source_value vc50, procedure_source_concept_id int, "
-    "modifier_source_value vc50",
-    "condition_occurrence": "condition_occurrence_id int!, person_id int!, "
-    "condition_concept_id int!, condition_start_date date!, condition_start_datetime ts, "
-    "condition_end_date date, condition_end_datetime ts, condition_type_concept_id int!, "
-    "condition_status_concept_id int, stop_reason vc20, provider_id int, "
-    "visit_occurrence_id int, visit_detail_id int, condition_source_value vc50, "
-    "condition_source_concept_id int, condition_status_source_value vc50",
-    "observation": "observation_id int!, person_id int!, observation_concept_id int!, "
-    "observation_date date!, observation_datetime ts, observation_type_concept_id int!, "
-    "value_as_number num, value_as_string vc60, value_as_concept_id int, "
-    "qualifier_concept_id int, unit_concept_id int, provider_id int, visit_occurrence_id int, "
-    "visit_detail_id int, observation_source_value vc50, observation_source_concept_id int, "
-    "unit_source_value vc50, qualifier_source_value vc50, value_source_value vc50, "
-    "observation_event_id int, obs_event_field_concept_id int",
-    "concept": "concept_id int!, concept_name vc255!, domain_id vc20!, vocabulary_id vc20!, "
-    "concept_class_id vc20!, standard_concept vc1, concept_code vc50!, valid_start_date date!, "
-    "valid_end_date date!, invalid_reason vc1",
-    "concept_ancestor": "ancestor_concept_id int!, descendant_concept_id int!, "
-    "min_levels_of_separation int!, max_levels_of_separation int!",
-}
-_TYPES = {"int": Integer, "date": Date, "ts": DateTime, "num": Numeric, "text": Text}
-
-omop_metadata = MetaData()
-
-
-def _column(spec: str) -> Column:
-    name, kind = spec.split()
-    required = kind.endswith("!")
-    kind = kind.rstrip("!")
-    sql_type = String(int(kind[2:])) if kind.startswith("vc") else _TYPES[kind]()
-    return Column(name, sql_type, nullable=not required)
-
-
-TABLES = {
-    name: Table(name, omop_metadata, *(_column(c.strip()) for c in columns.split(",")))
-    for name, columns in _DDL.items()
-}
-LOCAL_CONCEPTS_FROM = 2_000_000_000  # OMOP: concept ids above 2 billion are a site's own
 OPERATORS = ("<=", ">=", "<", ">")
 _VALUE = re.compile(r"\s*(?P<op><=|>=|<|>)?\s*(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
-# The models' units that are UCUM codes (else the unit is written as unit_source_value only).
+# The models' units as UCUM codes (task/units.py reads each back as the model's unit); a unit
+# without one (chloride's "as recorded") is written as unit_source_value only.
 UCUM = {
     "ng/mL": "ng/mL",
     "pg/mL": "pg/mL",
@@ -132,55 +62,13 @@ UCUM = {
     "10^9/L": "10*9/L",
     "mmol/L": "mmol/L",
     "umol/L": "umol/L",
+    "mg/L FEU": "mg/L{FEU}",
+    "fraction": "{ratio}",
 }
 
 
-def create_omop_tables(engine: Engine) -> None:
-    """Create the CDM tables the loader writes, where absent (development warehouses only)."""
-    omop_metadata.create_all(engine, checkfirst=True)
-
-
-class _Concepts:
-    """Concept ids by (vocabulary_id, concept_code), added to concept where missing."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        concept = TABLES["concept"]
-        top = connection.execute(select(func.max(concept.c.concept_id))).scalar()
-        self.next_id = max(LOCAL_CONCEPTS_FROM, int(top or 0)) + 1
-        self.known: dict[tuple[str, str], int] = {}
-
-    def id(self, vocabulary: str, code: str, name: str, domain: str, kind: str) -> int:
-        key = (vocabulary, code)
-        if key not in self.known:
-            concept = TABLES["concept"]
-            found = self.connection.execute(
-                select(concept.c.concept_id).where(
-                    concept.c.vocabulary_id == vocabulary, concept.c.concept_code == code
-                )
-            ).scalar()
-            if found is None:
-                found, self.next_id = self.next_id, self.next_id + 1
-                self.connection.execute(
-                    insert(concept),
-                    {
-                        "concept_id": found,
-                        "concept_name": name[:255],
-                        "domain_id": domain,
-                        "vocabulary_id": vocabulary,
-                        "concept_class_id": kind,
-                        "standard_concept": "S" if domain == "Measurement" else None,
-                        "concept_code": code,
-                        "valid_start_date": date(1970, 1, 1),
-                        "valid_end_date": date(2099, 12, 31),
-                    },
-                )
-            self.known[key] = int(found)
-        return self.known[key]
-
-
-def _next_id(connection: Connection, table: str) -> int:
-    key = TABLES[table].c[f"{table}_id"]
+def _next_id(connection: Connection, cdm: Cdm, table: str) -> int:
+    key = cdm.tables[table].c[f"{table}_id"]
     return int(connection.execute(select(func.max(key))).scalar() or 0) + 1
 
 
@@ -197,13 +85,16 @@ def parse_result(raw: str) -> tuple[str | None, Decimal | None]:
     return match["op"], Decimal(match["num"])
 
 
-def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) -> dict[str, list]:
-    """The CDM rows of the cohort's patients not yet in person (concepts added as needed)."""
-    concepts = _Concepts(connection)
-    person = TABLES["person"]
+def omop_rows(
+    cohort: pd.DataFrame, connection: Connection, codes: CodeLists, concepts: Concepts
+) -> dict[str, list]:
+    """The CDM rows of the cohort's patients not yet in person (concepts: `concepts`)."""
+    cdm = concepts.cdm
+    person = cdm.tables["person"]
     present = set(connection.execute(select(person.c.person_source_value)).scalars())
     cohort = cohort[~cohort["patient_id"].isin(present)]
-    ids = {t: _next_id(connection, t) for t in _DDL if t not in ("concept", "concept_ancestor")}
+    clinical = [t for t in TABLES if t not in ("concept", "concept_ancestor")]
+    ids = {t: _next_id(connection, cdm, t) for t in clinical}
     rows: dict[str, list] = {t: [] for t in ids}
 
     def add(table: str, **values: object) -> None:
@@ -211,20 +102,22 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
         ids[table] += 1
         rows[table].append(values)
 
+    ehr, lab_type = concepts.type_concept(EHR), concepts.type_concept(LAB)
     infusion = codes.infusions[codes.infusions["domain"] == "procedure"].iloc[0]
     infusion_id = concepts.id(
         infusion["vocabulary_id"], infusion["concept_code"], infusion["description"],
-        "Procedure", "PCS",
+        "Procedure", "ICD10PCS",
     )  # fmt: skip
     graded = codes.grades[codes.grades["domain"] == "condition"]
-    grade_code = {int(g): code for code, g in zip(graded["concept_code"], graded["grade"])}
+    grade_code: dict[int, str] = {}
+    for code, g in zip(graded["concept_code"], graded["grade"]):
+        grade_code.setdefault(int(g), code)  # the grade's first code (D89.834, not D89.835)
     observed = codes.grades[codes.grades["domain"] == "observation"].iloc[0]
     grade_concept = concepts.id(
         observed["vocabulary_id"], observed["concept_code"], observed["description"],
         "Observation", "Clinical Observation",
     )  # fmt: skip
-    operator = {op: concepts.id("PRCRS", op, op, "Meas Value Operator", "Qualifier Value")
-                for op in OPERATORS}  # fmt: skip
+    lab_code = {a: codes.lab_codes(a)[0] for a in ANALYTE_CODES if codes.lab_codes(a)}
     person_ids: dict[str, int] = {}
     for _, first in cohort.drop_duplicates("patient_id").iterrows():
         pid, infused = str(first["patient_id"]), first["infusion_date"]
@@ -244,7 +137,7 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
             person_id=person_ids[pid],
             procedure_concept_id=infusion_id,
             procedure_date=infused,
-            procedure_type_concept_id=0,
+            procedure_type_concept_id=ehr,
             procedure_source_value=infusion["concept_code"],
             procedure_source_concept_id=infusion_id,
         )
@@ -254,24 +147,22 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
         at = datetime.combine(on, COLLECTION_TIME)
         for analyte in ANALYTE_CODES:
             raw = day.get(analyte)
-            lab = codes.lab_codes(analyte)
-            if pd.isna(raw) or str(raw).strip() == "" or not lab:
+            if pd.isna(raw) or str(raw).strip() == "" or analyte not in lab_code:
                 continue
             unit = BY_CODE[analyte].unit
-            ucum = UCUM.get(unit)
             op, number = parse_result(str(raw))
             add(
                 "measurement",
                 person_id=person_id,
                 measurement_concept_id=concepts.id(
-                    *lab[0], BY_CODE[analyte].display_name, "Measurement", "Lab Test"
+                    *lab_code[analyte], BY_CODE[analyte].display_name, "Measurement", "Lab Test"
                 ),
                 measurement_date=on,
                 measurement_datetime=at,
-                measurement_type_concept_id=0,
-                operator_concept_id=operator[op] if op else None,
+                measurement_type_concept_id=lab_type,
+                operator_concept_id=concepts.operator(op) if op else None,
                 value_as_number=number,
-                unit_concept_id=concepts.id("UCUM", ucum, ucum, "Unit", "Unit") if ucum else 0,
+                unit_concept_id=concepts.unit(UCUM.get(unit)),
                 measurement_source_value=analyte,
                 unit_source_value=unit[:50],
                 value_source_value=str(raw)[:50],
@@ -288,7 +179,7 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
                 condition_concept_id=0,
                 condition_start_date=on,
                 condition_end_date=on,  # the grade of that day; the next day's is its own
-                condition_type_concept_id=0,
+                condition_type_concept_id=ehr,
                 condition_source_value=code,
                 condition_source_concept_id=icd,
             )
@@ -297,37 +188,72 @@ def omop_rows(cohort: pd.DataFrame, connection: Connection, codes: CodeLists) ->
             person_id=person_id,
             observation_concept_id=grade_concept,
             observation_date=on,
-            observation_type_concept_id=0,
+            observation_type_concept_id=ehr,
             value_as_number=grade,
         )
     return rows
 
 
 def load_cohort_omop(
-    engine: Engine, cohort: pd.DataFrame, codes: CodeLists | None = None
+    engine: Engine,
+    cohort: pd.DataFrame,
+    codes: CodeLists | None = None,
+    *,
+    schema: str | None = None,
+    local_ids: range | None = None,
 ) -> dict[str, int]:
-    """Write a cohort frame into the OMOP CDM tables (created where absent); patients already
-    in person are skipped. Returns the number of rows in each table afterwards."""
-    create_omop_tables(engine)
+    """Write a cohort frame into the OMOP CDM of `schema` (PRCRS_WAREHOUSE_SCHEMA; omop_cdm.py
+    says which tables and concepts); patients already in person are skipped. New concepts of
+    the loader's own get ids from `local_ids` (default: above 2,000,000,000). Returns the
+    number of rows in each table afterwards; raises OmopLoadError, with nothing written,
+    when the CDM cannot take the cohort."""
     codes = codes or read_code_lists()
-    with engine.begin() as connection:
-        rows = omop_rows(cohort, connection, codes)
-        for name, batch in rows.items():
-            for start in range(0, len(batch), 5000):
-                connection.execute(insert(TABLES[name]), batch[start : start + 5000])
-        counts = {
-            name: connection.execute(select(func.count()).select_from(table)).scalar_one()
-            for name, table in TABLES.items()
-        }
-    log.info("OMOP CDM now holds %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
+    try:
+        with writing_warehouse(), engine.begin() as connection:
+            cdm = open_cdm(connection, schema)
+            concepts = Concepts(connection, cdm, local_ids)
+            rows = omop_rows(cohort, connection, codes, concepts)
+            if concepts.missing:
+                raise OmopLoadError(
+                    f"the vocabulary in {cdm.placement.where()} (release {cdm.vocabulary}) "
+                    f"lacks {', '.join(concepts.missing)}: add them from Athena, or list a "
+                    "code it has first in PRCRS_OMOP_CODES_DIR's code lists"
+                )
+            if concepts.units_missing:
+                log.warning(
+                    "no UCUM concept for %s: written as unit_source_value, unit_concept_id 0",
+                    ", ".join(sorted(concepts.units_missing)),
+                )
+            for name, batch in rows.items():
+                for start in range(0, len(batch), 5000):
+                    connection.execute(insert(cdm.tables[name]), batch[start : start + 5000])
+            counts = {
+                name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in cdm.tables.items()
+                if name in TABLES
+            }
+    except IntegrityError as exc:
+        raise OmopLoadError(f"the CDM's keys refused a row: {describe(exc)}") from None
+    where = cdm.placement.where()
+    made = "created in" if cdm.created else "in"
+    log.info("OMOP CDM (%s %s) now holds %s", made, where,
+             ", ".join(f"{n} {t}" for t, n in counts.items()))  # fmt: skip
     return counts
 
 
 def load_cohort_as(
-    engine: Engine, cohort: pd.DataFrame, model: str, codes_dir: Path | None = None
+    engine: Engine,
+    cohort: pd.DataFrame,
+    model: str,
+    codes_dir: Path | None = None,
+    *,
+    schema: str | None = None,
+    local_ids: range | None = None,
 ) -> dict[str, int]:
     """`load-cohort`: the contract tables (model "contract") or the OMOP CDM tables ("omop",
-    with the code lists of PRCRS_OMOP_CODES_DIR or the bundled ones)."""
+    with the code lists of PRCRS_OMOP_CODES_DIR or the bundled ones), in the schemas of
+    PRCRS_WAREHOUSE_SCHEMA (`schema`)."""
     if model == "omop":
-        return load_cohort_omop(engine, cohort, read_code_lists(codes_dir))
-    return load_cohort(engine, cohort)
+        codes = read_code_lists(codes_dir)
+        return load_cohort_omop(engine, cohort, codes, schema=schema, local_ids=local_ids)
+    return load_cohort(engine, cohort, schema=schema)

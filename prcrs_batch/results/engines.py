@@ -29,6 +29,7 @@ from prcrs_batch.errors import (
 from prcrs_batch.results.tables import metadata as results_metadata
 from prcrs_batch.settings import normalise_database_url
 from prcrs_batch.warehouse.contract import warehouse_metadata
+from prcrs_batch.warehouse.placement import schema_names, search_path
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class DatabaseSetupError(SafeMessage, RuntimeError):
     the setting (or the table) and what to do; never a password."""
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets foreign keys and a busy timeout, PostgreSQL a pool check."""
+def make_engine(url: str, schema: str | None = None) -> Engine:
+    """Create an engine; SQLite gets foreign keys and a busy timeout, PostgreSQL a pool check
+    and, with `schema` (PRCRS_RESULTS_SCHEMA), that schema as every connection's search_path:
+    the results tables, their views and alembic_version are created and found there."""
     url = normalise_database_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -56,7 +59,20 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    if schema:
+        path = search_path(schema_names(schema))
+
+        # insert=True: before SQLAlchemy's first-connect set-up, which reads current_schema()
+        @event.listens_for(engine, "connect", insert=True)
+        def _search_path(dbapi_connection: Any, _record: Any) -> None:
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True  # a session setting no rollback takes back
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('search_path', %s, false)", (path,))
+            dbapi_connection.autocommit = autocommit
+
+    return engine
 
 
 def missing_sqlite_file(url: str) -> Path | None:
@@ -93,6 +109,7 @@ def explained(setting: str, url: str) -> Iterator[None]:
 
 
 _MISSING_TABLE = re.compile(r'relation "(?:[^"]+\.)?([^"]+)" does not exist|no such table: (\S+)')
+_MISSING_SCHEMA = re.compile(r'schema "([^"]+)" does not exist|no schema has been selected()')
 _UNREACHABLE = (
     "could not connect",
     "timeout expired",
@@ -156,10 +173,17 @@ create it or map your warehouse onto it (README, Warehouse contract)'
                 "your warehouse onto it (README, Warehouse contract)"
             )
         return f"{where}: table {table} is missing ({message})"
+    if match := _MISSING_SCHEMA.search(message):
+        return (
+            f"{where}: the schema {match.group(1) or 'named by the setting'} does not exist: "
+            "create it (deploy/roles.sql creates the results schema) or correct "
+            "PRCRS_RESULTS_SCHEMA / PRCRS_WAREHOUSE_SCHEMA"
+        )
     if "permission denied" in text:
         return (
-            f"{where}: permission denied ({message}): grant the login its role "
-            "(deploy/roles.sql, deploy/README.md)"
+            f"{where}: permission denied ({message}): grant the login its role, and run "
+            "deploy/roles.sql again: it grants only the tables that existed when it ran "
+            "(deploy/README.md)"
         )
     if any(fragment in text for fragment in _UNREACHABLE):
         return (

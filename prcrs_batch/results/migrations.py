@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from prcrs_batch import resources
@@ -24,13 +24,16 @@ from prcrs_batch.results.engines import (
     require_reachable,
 )
 from prcrs_batch.settings import Settings, normalise_database_url
+from prcrs_batch.warehouse.placement import schema_names, search_path
 
 
-def alembic_config(url: str) -> Config:
-    """Alembic configuration for the repo's migrations, aimed at `url`."""
+def alembic_config(url: str, schema: str | None = None) -> Config:
+    """Alembic configuration for the repo's migrations, aimed at `url` (and, on PostgreSQL,
+    at the schema `schema`: PRCRS_RESULTS_SCHEMA)."""
     config = Config()
     config.set_main_option("script_location", str(resources.alembic_dir()))
     config.attributes["url"] = normalise_database_url(url)
+    config.attributes["schema"] = schema
     config.attributes["configure_logging"] = False
     return config
 
@@ -49,6 +52,12 @@ def known_revisions() -> set[str]:
     return {revision.revision for revision in script.walk_revisions()}
 
 
+_RERUN_ROLES = (
+    "this login may not read and write {}: run deploy/roles.sql again (it grants only the "
+    "tables that existed when it ran)"
+)
+
+
 @dataclass(frozen=True)
 class SchemaState:
     """Where a results database stands against this release's migrations."""
@@ -57,6 +66,7 @@ class SchemaState:
     head: str  # the newest revision of this release
     tables_missing: tuple[str, ...] = ()
     revision_readable: bool = True  # False: this login may not read alembic_version
+    not_writable: tuple[str, ...] = ()  # results tables this login may not read and write
 
     @property
     def problem(self) -> str | None:
@@ -64,6 +74,8 @@ class SchemaState:
         if not self.revision_readable:
             if self.tables_missing:
                 return f"results table(s) {', '.join(self.tables_missing)} missing: {INIT_DB}"
+            if self.not_writable:
+                return _RERUN_ROLES.format(", ".join(self.not_writable))
             return None  # the tables are there; the version is not ours to read
         if self.current is None:
             return f"no results schema: {INIT_DB}"
@@ -77,11 +89,14 @@ class SchemaState:
                 f"results schema at revision {self.current}, unknown to this release "
                 f"(newest {self.head}): the database was migrated by a newer prcrs-batch"
             )
+        if self.not_writable:
+            return _RERUN_ROLES.format(", ".join(self.not_writable))
         return None
 
 
 def schema_state(engine: Engine) -> SchemaState:
-    """Read the applied revision (alembic_version) and which results tables exist."""
+    """Read the applied revision (alembic_version), which results tables exist and, on
+    PostgreSQL, which of them this login may not read and write (a night writes them all)."""
     head = head_revision()
     with engine.connect() as connection:
         present = set(inspect(connection).get_table_names())
@@ -89,8 +104,40 @@ def schema_state(engine: Engine) -> SchemaState:
         try:
             current = MigrationContext.configure(connection).get_current_revision()
         except ProgrammingError:  # permission denied on alembic_version (an older roles.sql)
-            return SchemaState(None, head, missing, revision_readable=False)
+            connection.rollback()
+            rights = _not_writable(connection) if connection.dialect.name == "postgresql" else ()
+            return SchemaState(None, head, missing, revision_readable=False, not_writable=rights)
+        if connection.dialect.name == "postgresql" and current is not None:
+            return SchemaState(current, head, missing, not_writable=_not_writable(connection))
     return SchemaState(current, head, missing)
+
+
+_RIGHTS = text(
+    """
+    SELECT t.name
+    FROM unnest(CAST(:tables AS text[])) AS t(name)
+    CROSS JOIN LATERAL (SELECT to_regclass(quote_ident(t.name)) AS relation) AS r
+    LEFT JOIN LATERAL (
+        SELECT pg_get_serial_sequence(quote_ident(t.name), a.attname) AS sequence
+        FROM pg_attribute AS a
+        WHERE a.attrelid = r.relation AND a.attname = 'id' AND NOT a.attisdropped
+    ) AS s ON true
+    WHERE r.relation IS NOT NULL
+      AND NOT (has_table_privilege(r.relation, 'SELECT')
+               AND has_table_privilege(r.relation, 'INSERT')
+               AND has_table_privilege(r.relation, 'UPDATE')
+               AND has_table_privilege(r.relation, 'DELETE')
+               AND (s.sequence IS NULL OR has_sequence_privilege(s.sequence, 'USAGE')))
+    ORDER BY t.name
+    """
+)
+
+
+def _not_writable(connection: Connection) -> tuple[str, ...]:
+    """The results tables (found through the search_path) this login lacks a night's rights
+    on: SELECT, INSERT, UPDATE, DELETE, and USAGE on the id sequence."""
+    rows = connection.execute(_RIGHTS, {"tables": list(RESULTS_TABLES)}).scalars()
+    return tuple(rows)
 
 
 @dataclass(frozen=True)
@@ -115,20 +162,32 @@ class Migration:
         return f"results schema already at the newest revision {self.after} in {where}: no change"
 
 
-def migrate(url: str) -> Migration:
-    """Bring the results schema to the newest revision (`alembic upgrade head`)."""
+def migrate(url: str, schema: str | None = None) -> Migration:
+    """Bring the results schema to the newest revision (`alembic upgrade head`); on PostgreSQL
+    with `schema` (PRCRS_RESULTS_SCHEMA), in that schema, created first where absent."""
     from alembic import command
 
-    engine = make_engine(url)
+    engine = make_engine(url, schema)
     try:
-        with engine.connect() as connection:
+        with engine.begin() as connection:
+            if schema and connection.dialect.name == "postgresql":
+                _create_schema(connection, schema)
             before = MigrationContext.configure(connection).get_current_revision()
-        command.upgrade(alembic_config(url), "head")
+        command.upgrade(alembic_config(url, schema), "head")
         with engine.connect() as connection:
             after = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
     return Migration(before, after or head_revision())
+
+
+def _create_schema(connection: Connection, schema: str) -> None:
+    """CREATE SCHEMA where it is absent (deploy/roles.sql creates it owned by the migrator;
+    without it, the migrator needs CREATE on the database)."""
+    (name,) = schema_names(schema)
+    exists = text("SELECT 1 FROM pg_namespace WHERE nspname = :name")
+    if connection.execute(exists, {"name": name}).first() is None:
+        connection.execute(text(f"CREATE SCHEMA {search_path([name])}"))
 
 
 def require_usable(settings: Settings) -> None:
@@ -144,17 +203,18 @@ def require_usable(settings: Settings) -> None:
     if (path := missing_sqlite_file(warehouse)) is not None:
         raise DatabaseSetupError(missing_file_message("PRCRS_WAREHOUSE_URL", warehouse, path))
     require_reachable("PRCRS_WAREHOUSE_URL", warehouse)
-    require_results_schema(settings.results_database_url)
+    require_results_schema(settings.results_database_url, settings.results_schema)
 
 
-def require_results_schema(url: str) -> None:
+def require_results_schema(url: str, schema: str | None = None) -> None:
     """Raise DatabaseSetupError (naming PRCRS_RESULTS_URL, saying what to do) unless the
-    results database at `url` is reachable and at this release's revision; an empty SQLite
-    file is never made. A passing connection error is left to the caller."""
+    results database at `url` (in `schema`, PRCRS_RESULTS_SCHEMA) is reachable and at this
+    release's revision; an empty SQLite file is never made. A passing connection error is
+    left to the caller."""
     where = f"PRCRS_RESULTS_URL ({redact_url(url)})"
     if missing_sqlite_file(url) is not None:
         raise DatabaseSetupError(f"{where}: no results schema (no such file): {INIT_DB}")
-    engine = make_engine(url)
+    engine = make_engine(url, schema)
     try:
         state = schema_state(engine)
     except DBAPIError as exc:

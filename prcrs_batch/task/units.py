@@ -31,9 +31,9 @@ _UNIT_ALIASES = {
     "umol/l": ("µmol/l", "μmol/l"),
     "pg/ml": ("ng/l",),
     "ng/ml": ("ug/l", "µg/l", "μg/l"),
-    "mg/lfeu": ("ug/mlfeu", "µg/mlfeu", "mg/l", "ug/ml"),
+    "mg/lfeu": ("ug/mlfeu", "µg/mlfeu", "mg/l", "ug/ml", "mg/l{feu}"),  # UCUM: mg/L{FEU}
     "s": ("sec", "secs", "second", "seconds"),
-    "fraction": ("ratio", "1", "l/l"),
+    "fraction": ("ratio", "{ratio}", "1", "l/l"),  # OMOP's UCUM unit 'ratio': {ratio}
 }
 _CANONICAL = {alias: canon for canon, aliases in _UNIT_ALIASES.items() for alias in aliases}
 
