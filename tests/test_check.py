@@ -163,3 +163,20 @@ def test_unknown_variable_fails_the_settings_check(installed, monkeypatch):
     result = check()
     assert result.exit_code == 1
     assert "did you mean PRCRS_ALERT_THRESHOLD?" in lines(result, "FAIL")["settings"]
+
+
+def test_check_as_of_judges_a_cdm_refreshed_weeks_ago_by_its_last_day(
+    installed, warehouse, monkeypatch
+):
+    """An OMOP CDM whose last refresh ended on AS_OF: today nothing was measured in the last
+    30 days, so the warehouse check fails; `--as-of AS_OF` judges it as that night would."""
+    from prcrs_batch.devdata.omop import load_cohort_omop
+    from tests.support.nightly import AS_OF, COHORT
+
+    load_cohort_omop(warehouse, COHORT)
+    monkeypatch.setenv("PRCRS_WAREHOUSE_MODEL", "omop")
+    today = lines(check(), "FAIL")
+    assert "0 of 42 analytes matched" in today["warehouse"]
+    result = CliRunner().invoke(main, ["check", "--as-of", AS_OF.isoformat()])
+    assert "warehouse" in lines(result, "ok") and "freshness" in lines(result, "ok"), result.output
+    assert "warehouse" not in lines(result, "FAIL")
