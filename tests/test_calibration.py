@@ -130,3 +130,26 @@ def test_cumulative_risks_never_fall_with_the_horizon():
     got = calibration.cumulative(risks)
     np.testing.assert_allclose(got[:2], [[0.5, 0.5, 0.5], [0.1, 0.2, 0.2]])
     assert np.isnan(got[2, 0]) and got[2, 1:].tolist() == [0.2, 0.2]
+
+
+def test_the_rule_is_also_judged_on_folds_it_did_not_choose_on():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.01, 0.6, 400)
+    y = (rng.random(400) < p**1.5).astype(float)
+    folds = np.arange(400) % 4
+    choice = calibration.choose_cross_fitted(p, y, folds)
+    # by hand: each fold takes the method with the lowest Brier on the other folds' rows
+    risks = {m: calibration.cross_fitted(m, p, y, folds) for m in calibration.SHIPPABLE}
+    out = np.empty(400)
+    for k in range(4):
+        inner = folds != k
+        best = min(
+            calibration.SHIPPABLE,
+            key=lambda m: (
+                metrics.brier(risks[m][inner], y[inner]),
+                calibration.SHIPPABLE.index(m),
+            ),
+        )
+        out[~inner] = risks[best][~inner]
+    assert choice.nested["brier"] == pytest.approx(metrics.brier(out, y))
+    assert choice.nested["ece"] == pytest.approx(metrics.ece(out, y))

@@ -132,3 +132,58 @@ def test_the_model_choices_section_follows_the_candidate(tmp_path):
     assert "skip readout, 1 member(s), COVID-19 body" in text  # the quick config's ensemble
     # horizon 1 only: the rule asks for every horizon, so no verdict
     assert "## Model choices" not in _render(_oof({"prcrs_transfer": 0.5}), tmp_path)
+
+
+def test_the_tier_section_reports_out_of_sample_thresholds(tmp_path):
+    oof = pd.concat(
+        [_oof({"prcrs_transfer": 0.6}).assign(horizon=h) for h in (1, 2, 3)], ignore_index=True
+    )
+    tiers = {"all": evaluation.tier_figures(oof)}
+    assert set(tiers["all"]) == {"alert", "alert_or_watch", "all_rows"}
+    low, high = tiers["all"]["alert"]["threshold_low"], tiers["all"]["alert"]["threshold_high"]
+    assert low <= high
+    shipped = oof[oof["method"] == "prcrs_transfer"]
+    extras = evaluation_report.Extras(
+        thresholds=evaluation.threshold_table(shipped),
+        chosen_threshold=evaluation.default_threshold(shipped),
+        min_sensitivity=0.8,
+        lead_times={0.3: evaluation.lead_times(shipped, 0.3)},
+        tiers=tiers,
+        paper_summary=_summary(oof),
+        monotone_raw=0.0,
+    )
+    path = tmp_path / "EVALUATION.md"
+    how = evaluation_report.HowEvaluated(
+        command="prcrs-batch evaluate --quick",
+        seeds=[0],
+        n_folds=5,
+        seconds=1.0,
+        manifest=MANIFEST,
+        quick=True,
+        cfg=TrainConfig.quick(),
+        neural_seeds=1,
+        full_sets=("all",),
+    )
+    evaluation_report.write_report(_summary(oof), [], path, how, extras)
+    text = path.read_text(encoding="utf-8")
+    assert "## Alert and watch tiers, thresholds chosen out of sample" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `all` |")]
+    assert [row.split(" | ")[1] for row in rows] == ["alert", "alert or watch"]
+    assert f"| {low:.2f}-{high:.2f} |" in rows[0]
+
+
+def test_paired_difference_is_bootstrapped_on_the_same_patients(tmp_path):
+    oof = _oof({"prcrs_transfer": 0.5, "logistic": 0.5, "boosting": 0.2, "head_only": 0.9})
+    oof.loc[oof["method"] == "logistic", "c"] = oof.loc[
+        oof["method"] == "prcrs_transfer", "c"
+    ].to_numpy()
+    summary = _summary(oof)
+    paired = evaluation.paired_differences(oof, summary, n_boot=50).iloc[0]
+    # the best baseline (never an ablation) gives identical risks: the difference is exactly 0
+    # on every resample, where two separate intervals would overlap without saying so
+    assert paired["best_baseline"] == "logistic"
+    assert paired["difference"] == paired["difference_low"] == paired["difference_high"] == 0.0
+    oof.loc[oof["method"] == "logistic", "c"] = 0.5  # an uninformative baseline
+    paired = evaluation.paired_differences(oof, _summary(oof), n_boot=50).iloc[0]
+    assert paired["best_baseline"] == "boosting"
+    assert paired["difference_low"] <= paired["difference"] <= paired["difference_high"]

@@ -16,6 +16,7 @@ from prcrs_batch.nightly import scoring
 from prcrs_batch.offline import cv, datasets, training
 from prcrs_batch.resources import bundled_data, model_dir
 from prcrs_batch.task.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
+from prcrs_batch.task.thresholds import GRID
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +81,12 @@ def test_manifest_describes_every_model(trained):
     assert {"isotonic", "neighbour_window"} <= set(entry["calibration"])
     assert len(manifest["training_data"]["cart_sha256"]) == 64
     assert all(len(w["sha256"]) == 64 for w in entry["weights"])
+    # each model's thresholds, chosen by task/thresholds.py's rules, the same at every horizon
+    for fs in FACTOR_SETS:
+        tiers = [m["thresholds"] for m in manifest["models"] if m["factor_set"] == fs]
+        assert all(t == tiers[0] for t in tiers)
+        assert tiers[0]["alert"] in GRID and tiers[0]["onsets"] >= 0
+        assert tiers[0]["watch"] is None or tiers[0]["watch"] < tiers[0]["alert"]
 
 
 def test_training_is_reproducible(trained, small_data, tmp_path):

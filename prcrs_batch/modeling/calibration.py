@@ -237,6 +237,7 @@ class Choice:
     method: str  # one of SHIPPABLE
     comparison: dict[str, dict[str, float]]  # compare()'s figures
     calibrated: np.ndarray  # every row's risk, cross-fitted with `method`
+    nested: dict[str, float]  # the rule judged on folds it did not choose on (`_nested`)
 
 
 def choose_cross_fitted(probabilities: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> Choice:
@@ -244,7 +245,29 @@ def choose_cross_fitted(probabilities: np.ndarray, labels: np.ndarray, folds: np
     how `train` and `evaluate` calibrate out-of-fold predictions."""
     comparison, calibrated = _compared(probabilities, labels, folds)
     method = choose(comparison)
-    return Choice(method, comparison, calibrated[method])
+    return Choice(method, comparison, calibrated[method], _nested(calibrated, labels, folds))
+
+
+def _nested(
+    calibrated: dict[str, np.ndarray], labels: np.ndarray, folds: np.ndarray
+) -> dict[str, float]:
+    """Brier and ECE of the rule's choice judged out of sample: each fold's rows take the
+    method that `choose` picks on the other folds' rows alone. (Those rows' cross-fitted
+    risks come from calibrators that saw the fold's labels; the choice itself does not.)"""
+    y = np.asarray(labels, float)
+    labelled = ~np.isnan(y)
+    f = np.asarray(folds)
+    out = np.full(len(y), np.nan)
+    for k in np.unique(f):
+        inner = labelled & (f != k)
+        yi = y[inner].astype(int)
+        figures = {
+            m: {"brier": brier(calibrated[m][inner], yi), "ece": ece(calibrated[m][inner], yi)}
+            for m in SHIPPABLE
+        }
+        out[f == k] = calibrated[choose(figures)][f == k]
+    yl = y[labelled].astype(int)
+    return {"brier": brier(out[labelled], yl), "ece": ece(out[labelled], yl)}
 
 
 def _compared(

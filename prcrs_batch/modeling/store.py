@@ -171,6 +171,7 @@ def write_models(
                     for p in predict(e["members"], *reference_inputs(len(stats.inputs)))
                 ],
                 "calibration": e["calibration"],
+                "thresholds": e["thresholds"],
                 "cv_metrics": e["cv_metrics"],
                 "n_rows": e["n_rows"],
                 "n_positive": e["n_positive"],

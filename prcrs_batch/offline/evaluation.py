@@ -26,13 +26,12 @@ from prcrs_batch.modeling import calibration, device, store
 from prcrs_batch.offline import baselines, cv, datasets, evaluation_report, model_choices
 from prcrs_batch.offline.cv import FitPredict
 from prcrs_batch.offline.training import TrainConfig
-from prcrs_batch.task import metrics
+from prcrs_batch.task import metrics, thresholds
 from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS, inputs_for
 
 logger = logging.getLogger(__name__)
 
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # rows of the threshold table
-MIN_SENSITIVITY_1D = 0.8  # the rule for the default alert threshold (see `default_threshold`)
 
 
 def cross_validate(
@@ -79,6 +78,7 @@ def cross_validate(
                         key
                         | {"horizon": h, "chosen": choice.method}
                         | {f"{k}_{m}": v[k] for m, v in choice.comparison.items() for k in v}
+                        | {f"{k}_nested": v for k, v in choice.nested.items()}
                     )
                 shipped = calibration.cumulative(np.column_stack(cal))
                 for j, h in enumerate(HORIZONS):
@@ -150,6 +150,72 @@ def summarise(
     return pd.DataFrame(rows)
 
 
+def paired_differences(
+    risks: pd.DataFrame, summary: pd.DataFrame, n_boot: int = metrics.N_BOOT, seed: int = 0
+) -> pd.DataFrame:
+    """Per (factor set, horizon): PrCRS (transfer)'s AUROC minus the best baseline's (by
+    `summary`'s mean AUROC; ablations and candidates are not baselines), with a paired
+    patient-bootstrap 95 % interval: each resample draws patients with replacement, and
+    both methods are scored on the same draw (averaged over the CV repeats both ran).
+    Comparing two separate intervals does not answer whether the difference is real."""
+    out = []
+    for (fs, h), sub in summary.groupby(["factor_set", "horizon"], sort=False):
+        others = sub[~sub["method"].isin(("prcrs_transfer", *baselines.ABLATIONS))]
+        if others.empty or "prcrs_transfer" not in set(sub["method"]):
+            continue
+        best = str(others.sort_values("auroc", ascending=False)["method"].iloc[0])
+        mine = risks[(risks["factor_set"] == fs) & (risks["horizon"] == h) & risks["y"].notna()]
+        pairs = [
+            (a.sort_values("row"), b.sort_values("row"))
+            for (_, a), (_, b) in zip(
+                mine[mine["method"] == "prcrs_transfer"].groupby("seed"),
+                mine[mine["method"] == best].groupby("seed"),
+            )
+        ]
+        first = pairs[0][0]
+        y = first["y"].to_numpy(int)
+        patients, inverse = np.unique(first["patient_id"].to_numpy(), return_inverse=True)
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(n_boot):
+            weights = rng.multinomial(len(patients), np.full(len(patients), 1 / len(patients)))
+            w = weights[inverse]
+            if not 0 < w[y == 1].sum() < w.sum():
+                continue
+            draws.append(
+                np.mean(
+                    [
+                        _weighted_auroc(y, a["c"].to_numpy(), w)
+                        - _weighted_auroc(y, b["c"].to_numpy(), w)
+                        for a, b in pairs
+                    ]
+                )
+            )
+        gap = np.mean(
+            [
+                metrics.auroc(y, a["c"].to_numpy()) - metrics.auroc(y, b["c"].to_numpy())
+                for a, b in pairs
+            ]
+        )
+        out.append(
+            {
+                "factor_set": fs,
+                "horizon": h,
+                "best_baseline": best,
+                "difference": float(gap),
+                "difference_low": float(np.percentile(draws, 2.5)),
+                "difference_high": float(np.percentile(draws, 97.5)),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _weighted_auroc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p, sample_weight=w))
+
+
 def threshold_table(
     risks: pd.DataFrame, thresholds: tuple[float, ...] = THRESHOLDS
 ) -> pd.DataFrame:
@@ -158,7 +224,7 @@ def threshold_table(
     is flagged when any horizon's risk reaches the threshold: the 3-day risk, since the risks
     are cumulative). Mean over CV repeats. `risks` is one (factor set, method)."""
     out = []
-    onsets = _one_day_onset_risks(risks)
+    repeats = onset_risks(risks)
     for thr in thresholds:
         row: dict[str, float] = {"threshold": thr}
         for h in HORIZONS:
@@ -167,7 +233,7 @@ def threshold_table(
             ]
             for k in ("sensitivity", "ppv", "alerts_per_100"):
                 row[f"{k}_{h}"] = float(np.nanmean([m[k] for m in per_seed]))
-        row["alert_sensitivity_1"] = _alert_sensitivity_1d(onsets, thr)
+        row["alert_sensitivity_1"] = _mean_caught(repeats, thr)["flagged_night_before"]
         out.append(row)
     return pd.DataFrame(out)
 
@@ -185,61 +251,90 @@ def _at_threshold(s: pd.DataFrame, thr: float) -> dict[str, float]:
     }
 
 
-def _one_day_onset_risks(risks: pd.DataFrame) -> list[np.ndarray]:
-    """Per CV repeat, the 3-day risk (the alert's, risks being cumulative) of each
-    patient-day with an onset within 1 day."""
-    out = []
-    for _, s in risks.groupby("seed"):
-        wide = s.pivot_table(index="row", columns="horizon", values=["y", "c"])
-        onset = wide[("y", 1)] == 1
-        if onset.any():
-            out.append(wide.loc[onset, ("c", max(HORIZONS))].to_numpy())
+def onset_risks(risks: pd.DataFrame) -> list[thresholds.OnsetRisks]:
+    """Per CV repeat of one (factor set, method), what the threshold rules read."""
+    return [thresholds.OnsetRisks.of(_alert_rows(s)) for _, s in risks.groupby("seed")]
+
+
+def _alert_rows(repeat: pd.DataFrame) -> pd.DataFrame:
+    """One CV repeat's risks, one row per scored patient-day: patient_id, day, fold, risk
+    (the longest horizon's cumulative risk: the alert's), y1 and y_last (labels)."""
+    last = max(HORIZONS)
+    by_horizon = {h: repeat[repeat["horizon"] == h].set_index("row") for h in (1, last)}
+    rows = by_horizon[last].drop(columns=["y", "c", "horizon"], errors="ignore")
+    return rows.assign(
+        risk=by_horizon[last]["c"],
+        y1=by_horizon[1]["y"].reindex(rows.index),
+        y_last=by_horizon[last]["y"],
+    ).reset_index()
+
+
+def _mean_caught(repeats: list[thresholds.OnsetRisks], thr: float) -> dict[str, float]:
+    return _mean_over_repeats([thresholds.caught(r, thr) for r in repeats])
+
+
+def _mean_over_repeats(figures: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's mean over the CV repeats that have it (NaN where none has)."""
+    out = {}
+    for key in figures[0] if figures else ():
+        values = [f[key] for f in figures if not np.isnan(f[key])]
+        out[key] = float(np.mean(values)) if values else float("nan")
     return out
 
 
-def _alert_sensitivity_1d(onset_risks: list[np.ndarray], thr: float) -> float:
-    """Share of the onsets within 1 day that the alert flags at `thr`, mean over repeats."""
-    values = [float((r >= thr).mean()) for r in onset_risks]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def default_threshold(risks: pd.DataFrame) -> float:
-    """The rule, fixed before looking: the highest threshold (0.01 steps) at which the alert
-    still catches at least `MIN_SENSITIVITY_1D` of the onsets within 1 day."""
-    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
-    onsets = _one_day_onset_risks(risks)
-    passing = [t for t in grid if _alert_sensitivity_1d(onsets, float(t)) >= MIN_SENSITIVITY_1D]
-    return float(max(passing)) if passing else float(grid[0])
+    """thresholds.alert_threshold's rule on every CV repeat of one (factor set, method)."""
+    return thresholds.alert_threshold(onset_risks(risks))
 
 
-def lead_times(frame: pd.DataFrame, risks: pd.DataFrame, threshold: float) -> dict[str, float]:
-    """For each onset of severe CRS (a day severe after a day that was not), how many days
-    before it the patient was first flagged (3-day risk >= threshold) within the 3 days
-    before; 0 when not flagged. Mean over CV repeats. `risks` is one (factor set, method)."""
-    severe = frame.set_index(["patient_id", "day"])["severe_today"]
-    onsets = [(p, d) for (p, d), s in severe.items() if s and severe.get((p, d - 1)) in (False, 0)]
-    horizon = max(HORIZONS)
-    summaries = []
-    for _, s in risks[risks["horizon"] == horizon].groupby("seed"):
-        risk_of = dict(zip(zip(s["patient_id"], s["day"]), s["c"], strict=True))
-        leads = []
-        for p, d in onsets:
-            flagged = [
-                k for k in range(horizon, 0, -1) if risk_of.get((p, d - k), -1.0) >= threshold
-            ]
-            leads.append(flagged[0] if flagged else 0)
-        warned = [x for x in leads if x > 0]
-        summaries.append(
-            {
-                "onsets": len(leads),
-                "warned_share": len(warned) / len(leads) if leads else float("nan"),
-                "median_lead_days": float(np.median(warned)) if warned else float("nan"),
-                "mean_lead_days": float(np.mean(leads)) if leads else float("nan"),
-            }
-        )
-    return (
-        {k: float(np.nanmean([s[k] for s in summaries])) for k in summaries[0]} if summaries else {}
-    )
+def lead_times(risks: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """For each onset of severe CRS within 1 day of a scored patient-day, how many days
+    before it the patient was first flagged in the 3 days before (thresholds.caught);
+    mean over CV repeats. `risks` is one (factor set, method)."""
+    return _mean_caught(onset_risks(risks), threshold)
+
+
+def nested_tiers(risks: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The alert and the alert-or-watch tiers judged out of sample: in each CV repeat, each
+    outer fold's patient-days are flagged at the thresholds that the rules
+    (thresholds.alert_threshold, watch_threshold) chose on the other folds' risks alone;
+    the figures (thresholds.caught) pool the outer folds and average the repeats.
+
+    Each fold is flagged by its risk's margin over its own thresholds (risk - threshold >= 0
+    exactly when risk >= threshold), so that one `caught` pools all folds. Also returned:
+    the thresholds the folds chose (lowest, highest). One (factor set, method)."""
+    tiers: dict[str, list[dict[str, float]]] = {"alert": [], "alert_or_watch": []}
+    chosen: dict[str, list[float]] = {"alert": [], "watch": []}
+    for _, repeat in risks.groupby("seed"):
+        rows = _alert_rows(repeat)
+        margin = {tier: rows["risk"].to_numpy(float).copy() for tier in tiers}
+        for fold in np.unique(rows["fold"]):
+            inner = thresholds.OnsetRisks.of(rows[rows["fold"] != fold])
+            alert = thresholds.alert_threshold([inner])
+            watch = thresholds.watch_threshold([inner], alert)
+            outer = (rows["fold"] == fold).to_numpy()
+            margin["alert"][outer] -= alert
+            margin["alert_or_watch"][outer] -= alert if watch is None else watch
+            chosen["alert"].append(alert)
+            chosen["watch"].append(alert if watch is None else watch)
+        for tier, values in margin.items():
+            tiers[tier].append(
+                thresholds.caught(thresholds.OnsetRisks.of(rows.assign(risk=values)), 0.0)
+            )
+    out = {tier: _mean_over_repeats(figures) for tier, figures in tiers.items()}
+    for tier, key in (("alert", "alert"), ("alert_or_watch", "watch")):
+        out[tier] |= {"threshold_low": min(chosen[key]), "threshold_high": max(chosen[key])}
+    return out
+
+
+def tier_figures(risks: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """PrCRS (transfer)'s tiers for one factor set: `nested_tiers`, and the thresholds the
+    rules choose on all its out-of-fold risks (what `train` stores in the manifest)."""
+    mine = risks[risks["method"] == "prcrs_transfer"]
+    repeats = onset_risks(mine)
+    alert = thresholds.alert_threshold(repeats)
+    watch = thresholds.watch_threshold(repeats, alert)
+    return nested_tiers(mine) | {"all_rows": {"alert": alert, "watch": watch or float("nan")}}
 
 
 def evaluate(
@@ -297,8 +392,13 @@ def evaluate(
     chosen_threshold = default_threshold(shipped)  # every figure "at the threshold" uses it
     summary = summarise(risks, calibrators, chosen_threshold, n_boot=n_boot)
     paper_summary = summarise(paper_risks, paper_cal, chosen_threshold, n_boot=n_boot)
-    thresholds = threshold_table(shipped)
-    leads = {t: lead_times(frame, shipped, t) for t in sorted({0.3, chosen_threshold})}
+    paired = paired_differences(risks, summary, n_boot)
+    if len(paired):
+        keys = ["factor_set", "horizon", "method"]
+        summary = summary.merge(paired.assign(method="prcrs_transfer"), on=keys, how="left")
+    table = threshold_table(shipped)
+    leads = {t: lead_times(shipped, t) for t in sorted({0.3, chosen_threshold})}
+    tiers = {fs: tier_figures(risks[risks["factor_set"] == fs]) for fs in plan}
     options = [m for m in shared if m != model_choices.SHIPPED]  # in the tables, not the plots
     plotted = risks["y"].notna() & ~risks["method"].isin(options)
     plots = evaluation_report.write_plots(risks[plotted], model_dir)
@@ -320,9 +420,10 @@ def evaluate(
             full_sets=tuple(full_sets),
         ),
         evaluation_report.Extras(
-            thresholds=thresholds,
+            thresholds=table,
             chosen_threshold=chosen_threshold,
-            min_sensitivity=MIN_SENSITIVITY_1D,
+            min_sensitivity=thresholds.ALERT_CATCH,
+            tiers=tiers,
             lead_times=leads,
             paper_summary=paper_summary,
             monotone_raw=_raw_order_violations(shipped),

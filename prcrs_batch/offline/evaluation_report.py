@@ -17,7 +17,7 @@ from prcrs_batch.modeling import calibration
 from prcrs_batch.offline import model_choices
 from prcrs_batch.offline.baselines import ABLATIONS, LABELS
 from prcrs_batch.offline.training import TrainConfig
-from prcrs_batch.task import metrics
+from prcrs_batch.task import metrics, thresholds
 from prcrs_batch.task.panel import HORIZONS
 
 
@@ -212,9 +212,17 @@ def _horizon_section(sub: pd.DataFrame, horizon: int) -> list[str]:
         best = others.iloc[0]
         gap = float(pr["auroc"].iloc[0] - best["auroc"])
         verdict = "matches or beats" if gap >= 0 else "LOSES TO"
+        paired = ""
+        if "difference_low" in pr and pd.notna(pr["difference_low"].iloc[0]):
+            low, high = pr["difference_low"].iloc[0], pr["difference_high"].iloc[0]
+            inside = "includes 0" if low <= 0 <= high else "excludes 0"
+            paired = (
+                f"; paired patient-bootstrap 95 % CI of the difference {low:+.3f} to "
+                f"{high:+.3f} ({inside})"
+            )
         lines.append(
             f"PrCRS (transfer) {verdict} the best baseline, {LABELS[best['method']]}: "
-            f"AUROC {pr['auroc'].iloc[0]:.3f} vs {best['auroc']:.3f} ({gap:+.3f})."
+            f"AUROC {pr['auroc'].iloc[0]:.3f} vs {best['auroc']:.3f} ({gap:+.3f}){paired}."
         )
         for method in ABLATIONS:
             variant = sub[sub["method"] == method]
@@ -229,14 +237,16 @@ def _calibration_section(cal: pd.DataFrame) -> list[str]:
     """PrCRS (transfer): raw vs each cross-fitted calibrator, and the one the rule chose."""
     methods = ["raw", *calibration.METHODS]
     header = ["factor set", "horizon", *[f"Brier {m}" for m in methods]]
-    header += [*[f"ECE {m}" for m in methods], "chosen"]
+    header += [*[f"ECE {m}" for m in methods], "chosen", "Brier, ECE chosen out of fold"]
     lines = [
         "## Calibration of PrCRS (transfer), cross-fitted",
         "",
         "Chosen per model by the rule fixed beforehand (calibration.choose): the lowest "
         "cross-fitted Brier score among none, Platt, beta and interpolated isotonic, then "
         "ECE. The paper's neighbour window is shown for comparison; it is not monotone and "
-        "is never shipped.",
+        "is never shipped. Last column: the rule judged on folds it did not choose on (each "
+        "fold's rows take the calibrator the rule picks on the other folds alone); it should "
+        "not be worse than the chosen calibrator's own figures.",
         "",
         *_table(header),
     ]
@@ -248,9 +258,16 @@ def _calibration_section(cal: pd.DataFrame) -> list[str]:
                 *[f"{r[f'cal_brier_{m}']:.4f}" for m in methods],
                 *[f"{r[f'cal_ece_{m}']:.3f}" for m in methods],
                 r["best_calibration"],
+                _nested_text(r),
             )
         )
     return lines + [""]
+
+
+def _nested_text(r: pd.Series) -> str:
+    if pd.isna(r.get("cal_brier_nested")):
+        return "-"
+    return f"{r['cal_brier_nested']:.4f}, {r['cal_ece_nested']:.3f}"
 
 
 def _candidate_section(summary: pd.DataFrame) -> list[str]:
@@ -289,6 +306,7 @@ class Extras:
     chosen_threshold: float  # evaluation.default_threshold
     min_sensitivity: float  # the rule behind it: the alert's catch of 1-day onsets
     lead_times: dict[float, dict[str, float]]  # threshold -> evaluation.lead_times
+    tiers: dict[str, dict[str, dict[str, float]]]  # factor set -> evaluation.tier_figures
     paper_summary: pd.DataFrame  # evaluation.summarise on the paper's target
     monotone_raw: float  # share of patient-days whose raw risks fall with the horizon
 
@@ -317,14 +335,15 @@ def _extras_section(extras: Extras) -> list[str]:
         "Rule for the default `PRCRS_ALERT_THRESHOLD`, fixed before looking: the highest "
         f"threshold (0.01 steps) at which the alert still flags at least "
         f"{extras.min_sensitivity:.0%} of the onsets within 1 day. It gives "
-        f"**{extras.chosen_threshold:.2f}**.",
+        f"**{extras.chosen_threshold:.2f}** on these rows; chosen and judged on the same rows, "
+        "it flatters the figures at it: the next section judges it out of sample.",
         "",
+        *_tiers_section(extras.tiers),
         "### Lead time",
         "",
-        "For each onset of severe CRS (a severe day after a day that was not), how many days "
-        "before it the patient was first flagged (3-day risk at or above the threshold) in "
-        "the 3 days before; mean over CV repeats. Only onsets with a scorable day before them "
-        "can be warned.",
+        "For each onset of severe CRS after a scored day (the 1-day label of the day before), "
+        "how many days before it the patient was first flagged (3-day risk at or above the "
+        "threshold) in the 3 days before; mean over CV repeats.",
         "",
         *_table(
             ["threshold", "onsets", "warned ≥ 1 day ahead", "median lead (warned)", "mean lead"]
@@ -335,7 +354,7 @@ def _extras_section(extras: Extras) -> list[str]:
             _row(
                 f"{thr:.2f}",
                 f"{lead.get('onsets', float('nan')):.0f}",
-                f"{lead.get('warned_share', float('nan')):.2f}",
+                f"{lead.get('warned', float('nan')):.2f}",
                 f"{lead.get('median_lead_days', float('nan')):.1f} d",
                 f"{lead.get('mean_lead_days', float('nan')):.2f} d",
             )
@@ -367,6 +386,64 @@ def _extras_section(extras: Extras) -> list[str]:
             )
         )
     return lines + [""]
+
+
+def _threshold_text(value: float) -> str:
+    return "none" if np.isnan(value) else f"{value:.2f}"
+
+
+def _tiers_section(tiers: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The alert and watch tiers per model, judged on folds their thresholds were not
+    chosen on (evaluation.nested_tiers)."""
+    lines = [
+        "## Alert and watch tiers, thresholds chosen out of sample",
+        "",
+        "Nested: in each CV repeat, each outer fold is flagged at the thresholds the rules "
+        "(prcrs_batch/task/thresholds.py: the alert's highest threshold flagging "
+        f"{thresholds.ALERT_CATCH:.0%} of onsets on the night before; the watch tier's highest "
+        f"below it warning {thresholds.WATCH_CATCH:.0%} on one of the 3 nights before) chose on "
+        "the other folds' out-of-fold risks; outer folds pooled, mean over repeats. The inner "
+        "risks come from models that saw the outer fold's patients in training, but no outer "
+        'label enters a threshold\'s choice. "Thresholds" is the range the folds chose; '
+        '"stored" what the rules choose on all rows, as `train` stores them in '
+        "manifest.json for the night. PrCRS (transfer).",
+        "",
+        *_table(
+            [
+                "model",
+                "tier",
+                "thresholds",
+                "stored",
+                "onsets",
+                "warned ≥ 1 day ahead",
+                "flagged night before",
+                "median lead (warned)",
+                "flagged / 100 patient-days",
+                "PPV (onset ≤ 3 d)",
+            ]
+        ),
+    ]
+    for fs, figures in tiers.items():
+        for tier, label, stored in (
+            ("alert", "alert", "alert"),
+            ("alert_or_watch", "alert or watch", "watch"),
+        ):
+            f = figures[tier]
+            lines.append(
+                _row(
+                    f"`{fs}`",
+                    label,
+                    f"{f['threshold_low']:.2f}-{f['threshold_high']:.2f}",
+                    _threshold_text(figures["all_rows"][stored]),
+                    f"{f['onsets']:.0f}",
+                    f"{f['warned']:.2f}",
+                    f"{f['flagged_night_before']:.2f}",
+                    f"{f['median_lead_days']:.1f} d",
+                    f"{f['flagged_per_100']:.1f}",
+                    f"{f['ppv']:.2f}",
+                )
+            )
+    return [*lines, ""]
 
 
 def write_report(

@@ -48,6 +48,7 @@ from prcrs_batch.modeling import calibration, device, store
 from prcrs_batch.modeling.networks import PrCRS, PrCRSConfig, build, predict, slots_for
 from prcrs_batch.monitoring import drift
 from prcrs_batch.offline import cv, datasets
+from prcrs_batch.task import thresholds
 from prcrs_batch.task.metrics import binary_metrics
 from prcrs_batch.task.panel import ANALYTE_CODES, FACTOR_SETS, HORIZONS
 
@@ -297,6 +298,22 @@ def transfer(bodies: list[PrCRS], cfg: TrainConfig, readout: str = "skip") -> cv
 # ----------------------------------------------------------------------------- the job
 
 
+def chosen_thresholds(data: cv.FoldedRows, shipped: np.ndarray) -> dict[str, Any]:
+    """The alert and watch thresholds of one factor set's models, by thresholds.py's rules
+    on its out-of-fold cumulative risks (`shipped`, one column per horizon)."""
+    rows = data.rows[["patient_id", "day"]].assign(
+        risk=shipped[:, -1], y1=data.y(HORIZONS[0]), y_last=data.y(max(HORIZONS))
+    )
+    onsets = [thresholds.OnsetRisks.of(rows)]
+    alert = thresholds.alert_threshold(onsets)
+    return {
+        "alert": alert,
+        "watch": thresholds.watch_threshold(onsets, alert),
+        "onsets": len(onsets[0].night_before),
+        "rule": "prcrs_batch/task/thresholds.py, on the out-of-fold risks of cv_metrics",
+    }
+
+
 def train(
     output_dir: Path | str,
     seed: int = 0,
@@ -337,6 +354,7 @@ def train(
             h: calibration.choose_cross_fitted(oof[h], data.y(h), data.folds) for h in HORIZONS
         }
         shipped = calibration.cumulative(np.column_stack([choices[h].calibrated for h in HORIZONS]))
+        tiers = chosen_thresholds(data, shipped)
         for i, horizon in enumerate(HORIZONS):
             bar.set_postfix_str(f"{factor_set} h{horizon}")
             labelled = data.labelled(horizon)
@@ -355,6 +373,7 @@ def train(
                         "comparison": choices[horizon].comparison,
                         **{m: calibration.fit(m, p[labelled], y) for m in calibration.METHODS},
                     },
+                    "thresholds": tiers,
                     "cv_metrics": {
                         "raw": binary_metrics(y, p[labelled]),
                         "calibrated": binary_metrics(y, shipped[labelled, i]),

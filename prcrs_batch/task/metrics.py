@@ -24,18 +24,24 @@ def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
-    """Expected calibration error over equal-width bins, weighted by bin size.
+    """Expected calibration error over `n_bins` quantile bins (equal counts, ties kept in one
+    bin), weighted by bin size. Equal-width bins would put nearly every row in the first bin
+    at the 4-14 % event rates of this task.
 
     >>> ece(np.array([0.2, 0.2, 0.2, 0.2, 0.2]), np.array([1, 0, 0, 0, 0]))
     0.0
+    >>> ece(np.array([0.01, 0.02, 0.03, 0.04]), np.array([0, 0, 0, 1]), n_bins=2)
+    0.24
     """
     p, y = np.asarray(probabilities, float), np.asarray(labels, float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    if not len(p):
+        return float("nan")
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+    bins = np.searchsorted(edges[1:-1], p, side="right")
     total = 0.0
-    for b in range(n_bins):
+    for b in np.unique(bins):
         m = bins == b
-        if m.any():
-            total += m.sum() * abs(p[m].mean() - y[m].mean())
+        total += m.sum() * abs(p[m].mean() - y[m].mean())
     return float(round(total / len(p), 12))
 
 
