@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from prcrs_batch.modeling import calibration
-from prcrs_batch.offline import evaluation, evaluation_report
+from prcrs_batch.offline import comparisons, evaluation, evaluation_report
 from prcrs_batch.offline.training import TrainConfig
 
 MANIFEST = {
@@ -149,6 +149,7 @@ def test_the_tier_section_reports_out_of_sample_thresholds(tmp_path):
         min_sensitivity=0.8,
         lead_times={0.3: evaluation.lead_times(shipped, 0.3)},
         tiers=tiers,
+        patterns=pd.DataFrame(columns=comparisons.PATTERN_COLUMNS),
         paper_summary=_summary(oof),
         monotone_raw=0.0,
     )
@@ -178,12 +179,12 @@ def test_paired_difference_is_bootstrapped_on_the_same_patients(tmp_path):
         oof["method"] == "prcrs_transfer", "c"
     ].to_numpy()
     summary = _summary(oof)
-    paired = evaluation.paired_differences(oof, summary, n_boot=50).iloc[0]
+    paired = comparisons.paired_differences(oof, summary, n_boot=50).iloc[0]
     # the best baseline (never an ablation) gives identical risks: the difference is exactly 0
     # on every resample, where two separate intervals would overlap without saying so
     assert paired["best_baseline"] == "logistic"
     assert paired["difference"] == paired["difference_low"] == paired["difference_high"] == 0.0
     oof.loc[oof["method"] == "logistic", "c"] = 0.5  # an uninformative baseline
-    paired = evaluation.paired_differences(oof, _summary(oof), n_boot=50).iloc[0]
+    paired = comparisons.paired_differences(oof, _summary(oof), n_boot=50).iloc[0]
     assert paired["best_baseline"] == "boosting"
     assert paired["difference_low"] <= paired["difference"] <= paired["difference_high"]

@@ -23,7 +23,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from prcrs_batch.modeling import calibration, device, store
-from prcrs_batch.offline import baselines, cv, datasets, evaluation_report, model_choices
+from prcrs_batch.offline import (
+    baselines,
+    comparisons,
+    cv,
+    datasets,
+    evaluation_report,
+    model_choices,
+)
 from prcrs_batch.offline.cv import FitPredict
 from prcrs_batch.offline.training import TrainConfig
 from prcrs_batch.task import metrics, thresholds
@@ -148,72 +155,6 @@ def summarise(
                 row[f"cal_{column}"] = float(mine[column].mean())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def paired_differences(
-    risks: pd.DataFrame, summary: pd.DataFrame, n_boot: int = metrics.N_BOOT, seed: int = 0
-) -> pd.DataFrame:
-    """Per (factor set, horizon): PrCRS (transfer)'s AUROC minus the best baseline's (by
-    `summary`'s mean AUROC; ablations and candidates are not baselines), with a paired
-    patient-bootstrap 95 % interval: each resample draws patients with replacement, and
-    both methods are scored on the same draw (averaged over the CV repeats both ran).
-    Comparing two separate intervals does not answer whether the difference is real."""
-    out = []
-    for (fs, h), sub in summary.groupby(["factor_set", "horizon"], sort=False):
-        others = sub[~sub["method"].isin(("prcrs_transfer", *baselines.ABLATIONS))]
-        if others.empty or "prcrs_transfer" not in set(sub["method"]):
-            continue
-        best = str(others.sort_values("auroc", ascending=False)["method"].iloc[0])
-        mine = risks[(risks["factor_set"] == fs) & (risks["horizon"] == h) & risks["y"].notna()]
-        pairs = [
-            (a.sort_values("row"), b.sort_values("row"))
-            for (_, a), (_, b) in zip(
-                mine[mine["method"] == "prcrs_transfer"].groupby("seed"),
-                mine[mine["method"] == best].groupby("seed"),
-            )
-        ]
-        first = pairs[0][0]
-        y = first["y"].to_numpy(int)
-        patients, inverse = np.unique(first["patient_id"].to_numpy(), return_inverse=True)
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(n_boot):
-            weights = rng.multinomial(len(patients), np.full(len(patients), 1 / len(patients)))
-            w = weights[inverse]
-            if not 0 < w[y == 1].sum() < w.sum():
-                continue
-            draws.append(
-                np.mean(
-                    [
-                        _weighted_auroc(y, a["c"].to_numpy(), w)
-                        - _weighted_auroc(y, b["c"].to_numpy(), w)
-                        for a, b in pairs
-                    ]
-                )
-            )
-        gap = np.mean(
-            [
-                metrics.auroc(y, a["c"].to_numpy()) - metrics.auroc(y, b["c"].to_numpy())
-                for a, b in pairs
-            ]
-        )
-        out.append(
-            {
-                "factor_set": fs,
-                "horizon": h,
-                "best_baseline": best,
-                "difference": float(gap),
-                "difference_low": float(np.percentile(draws, 2.5)),
-                "difference_high": float(np.percentile(draws, 97.5)),
-            }
-        )
-    return pd.DataFrame(out)
-
-
-def _weighted_auroc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p, sample_weight=w))
 
 
 def threshold_table(
@@ -392,13 +333,14 @@ def evaluate(
     chosen_threshold = default_threshold(shipped)  # every figure "at the threshold" uses it
     summary = summarise(risks, calibrators, chosen_threshold, n_boot=n_boot)
     paper_summary = summarise(paper_risks, paper_cal, chosen_threshold, n_boot=n_boot)
-    paired = paired_differences(risks, summary, n_boot)
+    paired = comparisons.paired_differences(risks, summary, n_boot)
     if len(paired):
         keys = ["factor_set", "horizon", "method"]
         summary = summary.merge(paired.assign(method="prcrs_transfer"), on=keys, how="left")
     table = threshold_table(shipped)
     leads = {t: lead_times(shipped, t) for t in sorted({0.3, chosen_threshold})}
     tiers = {fs: tier_figures(risks[risks["factor_set"] == fs]) for fs in plan}
+    patterns = comparisons.by_pattern(frame, risks, n_boot)
     options = [m for m in shared if m != model_choices.SHIPPED]  # in the tables, not the plots
     plotted = risks["y"].notna() & ~risks["method"].isin(options)
     plots = evaluation_report.write_plots(risks[plotted], model_dir)
@@ -424,6 +366,7 @@ def evaluate(
             chosen_threshold=chosen_threshold,
             min_sensitivity=thresholds.ALERT_CATCH,
             tiers=tiers,
+            patterns=patterns,
             lead_times=leads,
             paper_summary=paper_summary,
             monotone_raw=_raw_order_violations(shipped),

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from prcrs_batch.modeling import calibration
-from prcrs_batch.offline import model_choices
+from prcrs_batch.offline import comparisons, model_choices
 from prcrs_batch.offline.baselines import ABLATIONS, LABELS
 from prcrs_batch.offline.training import TrainConfig
 from prcrs_batch.task import metrics, thresholds
@@ -307,6 +307,7 @@ class Extras:
     min_sensitivity: float  # the rule behind it: the alert's catch of 1-day onsets
     lead_times: dict[float, dict[str, float]]  # threshold -> evaluation.lead_times
     tiers: dict[str, dict[str, dict[str, float]]]  # factor set -> evaluation.tier_figures
+    patterns: pd.DataFrame  # comparisons.by_pattern
     paper_summary: pd.DataFrame  # evaluation.summarise on the paper's target
     monotone_raw: float  # share of patient-days whose raw risks fall with the horizon
 
@@ -339,6 +340,7 @@ def _extras_section(extras: Extras) -> list[str]:
         "it flatters the figures at it: the next section judges it out of sample.",
         "",
         *_tiers_section(extras.tiers),
+        *_patterns_section(extras.patterns),
         "### Lead time",
         "",
         "For each onset of severe CRS after a scored day (the 1-day label of the day before), "
@@ -386,6 +388,55 @@ def _extras_section(extras: Extras) -> list[str]:
             )
         )
     return lines + [""]
+
+
+def _patterns_section(patterns: pd.DataFrame) -> list[str]:
+    """Which model for which labs: the recommended model against the others, by pattern."""
+    lines = [
+        "## Which model for which labs",
+        "",
+        "The night recommends the first model in panel order that can score a patient, so "
+        "`all` (missing inputs imputed) wherever it scores. On the patient-days of each "
+        "pattern of observed lab groups (at least "
+        f"{comparisons.MIN_PATTERN_ROWS} days and {comparisons.MIN_PATTERN_ONSETS} onsets "
+        "within 3 days), every model that scores them all: PrCRS transfer, first CV repeat; "
+        "the difference from the recommended model with a paired patient-bootstrap 95 % CI.",
+        "",
+        *_table(["labs", "horizon", "model", "days", "onsets", "AUROC", "Brier", "vs recommended"]),
+    ]
+    for _, r in patterns.iterrows():
+        vs = (
+            "recommended"
+            if r["model"] == r["recommended"]
+            else f"{r['vs_recommended']:+.3f} ({r['low']:+.3f} to {r['high']:+.3f})"
+        )
+        lines.append(
+            _row(
+                comparisons.pattern_name(r["pattern"]),
+                r["horizon"],
+                f"`{r['model']}`",
+                r["rows"],
+                r["onsets"],
+                f"{r['auroc']:.3f}",
+                f"{r['brier']:.4f}",
+                vs,
+            )
+        )
+    better = patterns[(patterns["model"] != patterns["recommended"]) & (patterns["low"] > 0)]
+    lines.append("")
+    if better.empty:
+        lines.append(
+            "No other model ranks better than the recommended one on any pattern (no paired "
+            "interval above 0): the recommendation stands on this evidence."
+        )
+    else:
+        for _, r in better.iterrows():
+            lines.append(
+                f"On days with {comparisons.pattern_name(r['pattern'])}, `{r['model']}` ranks "
+                f"better than the recommended `{r['recommended']}` at {r['horizon']} d "
+                f"({r['vs_recommended']:+.3f}, paired CI above 0)."
+            )
+    return [*lines, ""]
 
 
 def _threshold_text(value: float) -> str:
