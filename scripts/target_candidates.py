@@ -4,20 +4,21 @@ onsets and the prevalence each rule gives, and how many rows each keeps or drops
 day of the window has no grade. No model is trained: these figures say which rows and labels
 a model would learn from, and how far the prevalence (what calibrators learn) moves.
 
-Usage: python scripts/target_candidates.py [--cohort FILE]
+Usage: python scripts/target_candidates.py [--cohort FILE] [--cv [--quick]]
 
-Rules (a patient-day t not yet severe; days t+1..t+h the window):
-- current (task.target.onset_label): 1 if a day of the window has grade >= 3; 0 if every
-  day was graded; no row otherwise - a row is kept or dropped by its outcome;
-- unassessed_not_severe: a day without a grade reads as not severe, inside the record or
-  after its end: every not-yet-severe day counts (assumes severe CRS is always charted);
-- censored_at_record_end: no row when the window runs past the patient's last graded day,
-  whatever the outcome (onset or not): rows chosen by follow-up only.
+With --cv, each candidate is also learnt and judged (evaluation.target_comparison: `all`,
+PrCRS transfer and logistic regression, one CV repeat, with the shipped models' pre-trained
+bodies) and the rule fixed before the run (evaluation_decisions.choose_target) is applied;
+`prcrs-batch evaluate` writes the same table into EVALUATION.md.
+
+Rules: task.target.TARGET_RULES (kept_by_outcome, unassessed_not_severe,
+censored_at_record_end); task.target.TARGET is the one the models learn.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from datetime import timedelta
 
 import pandas as pd
@@ -25,7 +26,7 @@ import pandas as pd
 from prcrs_batch.devdata.cohort import read_cohort
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.task.panel import HORIZONS
-from prcrs_batch.task.target import SEVERE_GRADE, already_severe, daily_grades, onset_label
+from prcrs_batch.task.target import SEVERE_GRADE, TARGET_RULES, already_severe, daily_grades
 
 
 def candidates(cohort: pd.DataFrame) -> pd.DataFrame:
@@ -52,21 +53,15 @@ def candidates(cohort: pd.DataFrame) -> pd.DataFrame:
             unassessed = sum(g is None for g in nexts)
             past_end = window[-1] > last_graded.get(p, day)
             rows.append(
-                {
-                    "horizon": h,
-                    "onset": onset,
-                    "unassessed_days": unassessed,
-                    "current": onset_label(latest, nexts),
-                    "unassessed_not_severe": float(onset),
-                    "censored_at_record_end": float("nan") if past_end else float(onset),
-                }
+                {"horizon": h, "onset": onset, "unassessed_days": unassessed}
+                | {rule: label(nexts, past_end) for rule, label in TARGET_RULES.items()}
             )
     return pd.DataFrame(rows)
 
 
 def summary(labels: pd.DataFrame) -> pd.DataFrame:
     out = []
-    for rule in ("current", "unassessed_not_severe", "censored_at_record_end"):
+    for rule in TARGET_RULES:
         for h, g in labels.groupby("horizon"):
             kept = g[rule].notna()
             out.append(
@@ -87,6 +82,9 @@ def summary(labels: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", default=None, help="a cart_dev.csv-format file")
+    parser.add_argument("--cv", action="store_true", help="also learn and judge each target")
+    parser.add_argument("--quick", action="store_true", help="with --cv: tiny settings")
+    parser.add_argument("--model-dir", default="models", help="the pre-trained bodies' folder")
     args = parser.parse_args()
     cohort = read_cohort(args.cohort or bundled_data("cart_dev.csv"))
     table = summary(candidates(cohort))
@@ -95,6 +93,28 @@ def main() -> None:
         f"{len(cohort)} patient-days"
     )
     print(table.to_string(index=False, float_format="{:.4f}".format))
+    if args.cv:
+        learnt(args)
+
+
+def learnt(args: argparse.Namespace) -> None:
+    """Each candidate learnt and judged, and the rule's choice."""
+    from threadpoolctl import threadpool_limits
+
+    from prcrs_batch.modeling import device, store
+    from prcrs_batch.offline import datasets, evaluation, evaluation_decisions
+    from prcrs_batch.offline.training import TrainConfig
+
+    started = time.perf_counter()
+    cfg = TrainConfig.quick() if args.quick else TrainConfig()
+    device.set_torch_threads(cfg.threads)
+    methods, _ = evaluation.all_methods(store.load_bodies(args.model_dir), cfg)
+    frame = datasets.training_frame(args.cohort)
+    with threadpool_limits(limits=cfg.threads):
+        table = evaluation.target_comparison(frame, methods, 0, cfg.n_folds)
+    print(table.to_string(index=False, float_format="{:.4f}".format))
+    print(f"the rule chooses: {evaluation_decisions.choose_target(table)}")
+    print(f"{time.perf_counter() - started:.0f} s{' (QUICK settings)' if args.quick else ''}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 
 from prcrs_batch.modeling import calibration
-from prcrs_batch.offline import comparisons, evaluation, evaluation_report
+from prcrs_batch.offline import (
+    comparisons,
+    evaluation,
+    evaluation_decisions,
+    evaluation_report,
+)
 from prcrs_batch.offline.training import TrainConfig
 
 MANIFEST = {
@@ -150,6 +155,7 @@ def test_the_tier_section_reports_out_of_sample_thresholds(tmp_path):
         lead_times={0.3: evaluation.lead_times(shipped, 0.3)},
         tiers=tiers,
         patterns=pd.DataFrame(columns=comparisons.PATTERN_COLUMNS),
+        targets=_targets(censored_gain=0.02),
         paper_summary=_summary(oof),
         monotone_raw=0.0,
     )
@@ -188,3 +194,29 @@ def test_paired_difference_is_bootstrapped_on_the_same_patients(tmp_path):
     paired = comparisons.paired_differences(oof, _summary(oof), n_boot=50).iloc[0]
     assert paired["best_baseline"] == "boosting"
     assert paired["difference_low"] <= paired["difference"] <= paired["difference_high"]
+
+
+def _targets(censored_gain: float) -> pd.DataFrame:
+    """target_comparison's frame: the censored target ahead by `censored_gain` at 1 and 2 days,
+    by 0.005 at 3 days."""
+    rows = []
+    for rule, base in (("kept_by_outcome", 0.9), ("unassessed_not_severe", 0.85)):
+        rows += [{"rule": rule, "horizon": h, "auroc_prcrs_transfer": base} for h in (1, 2, 3)]
+    gains = (censored_gain, censored_gain, 0.005)
+    rows += [
+        {"rule": "censored_at_record_end", "horizon": h, "auroc_prcrs_transfer": 0.85 + g}
+        for h, g in zip((1, 2, 3), gains)
+    ]
+    return pd.DataFrame(rows).assign(
+        rows=100, onsets=10, prevalence=0.1, auroc_logistic=0.8, mean_risk=0.1, intercept=0.0
+    )
+
+
+def test_the_target_rule_wants_a_gain_at_every_horizon():
+    assert evaluation_decisions.choose_target(_targets(0.02)) == "unassessed_not_severe"
+    every = _targets(0.02)
+    every.loc[every["rule"] == "censored_at_record_end", "auroc_prcrs_transfer"] = 0.9
+    assert evaluation_decisions.choose_target(every) == "censored_at_record_end"
+    text = "\n".join(evaluation_decisions.target_section(every))
+    assert "the rule chooses **`censored_at_record_end`**" in text
+    assert "NOT the rule's choice" in text  # the code still learns another

@@ -32,7 +32,13 @@ from prcrs_batch.modeling.store import sha256
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.task.panel import ANALYTE_CODES, BY_CODE, HORIZONS
-from prcrs_batch.task.target import SEVERE_GRADE, already_severe, daily_grades, onset_label
+from prcrs_batch.task.target import (
+    SEVERE_GRADE,
+    TARGET_RULES,
+    already_severe,
+    daily_grades,
+    onset_label,
+)
 from prcrs_batch.warehouse.queries import Window, crs_assessments, latest_labs
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,8 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
     - `severe_today`: the latest grade on or before as_of is >= 3 (target.already_severe);
     - `label_h`: onset within h days (target.onset_label), NaN when severe today or open;
     - `paper_label_h`: the paper's target, grade on day as_of + h >= 3 (NaN if unassessed),
-      kept for the comparison with the published figures only.
+      kept for the comparison with the published figures only;
+    - `target_<rule>_h`: each candidate rule of target.TARGET_RULES, for their comparison.
 
     >>> days = pd.DataFrame({"patient_id": ["p"], "as_of": [pd.Timestamp("2026-01-01").date()]})
     >>> grades = pd.DataFrame({"patient_id": ["p", "p"], "grade": [3, 1],
@@ -68,9 +75,16 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
     keys = list(zip(days["patient_id"].astype(str), days["as_of"]))
     today = [latest_grade(p, d) for p, d in keys]
     nexts = [[grade_of.get((p, d + timedelta(days=k))) for k in HORIZONS] for p, d in keys]
+    ends = [history[p][-1] if history.get(p) else d for p, d in keys]
     out["severe_today"] = [already_severe(g) for g in today]
     for h in HORIZONS:
-        out[f"label_{h}"] = [onset_label(g, n[:h]) for g, n in zip(today, nexts)]
+        past = [d + timedelta(days=h) > end for (_, d), end in zip(keys, ends)]
+        out[f"label_{h}"] = [onset_label(g, n[:h], e) for g, n, e in zip(today, nexts, past)]
+        for rule, label in TARGET_RULES.items():
+            out[f"target_{rule}_{h}"] = [
+                np.nan if already_severe(g) else label(n[:h], e)
+                for g, n, e in zip(today, nexts, past)
+            ]
         on_day_h = [n[h - 1] for n in nexts]
         out[f"paper_label_{h}"] = [
             np.nan if g is None else float(g >= SEVERE_GRADE) for g in on_day_h

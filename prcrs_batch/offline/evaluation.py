@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from prcrs_batch.offline.cv import FitPredict
 from prcrs_batch.offline.training import TrainConfig
 from prcrs_batch.task import metrics, thresholds
 from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS, inputs_for
+from prcrs_batch.task.target import TARGET_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +270,43 @@ def nested_tiers(risks: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def all_methods(bodies: list[Any], cfg: TrainConfig) -> tuple[dict[str, FitPredict], list[str]]:
+    """Every method evaluate compares (the baselines and the model-choice options, which
+    share the shipped fit, model_choices.SHIPPED), and the options' names."""
+    shared = model_choices.methods(bodies, cfg)
+    methods = baselines.methods(bodies, cfg, shared[model_choices.SHIPPED]) | shared
+    return methods, [m for m in shared if m != model_choices.SHIPPED]
+
+
+TARGET_METHODS = ["prcrs_transfer", "logistic"]  # what the candidate targets are compared with
+
+
+def target_comparison(
+    frame: pd.DataFrame, methods: dict[str, FitPredict], seed: int, n_folds: int
+) -> pd.DataFrame:
+    """Each candidate target (task.target.TARGET_RULES) learnt and judged in its own right:
+    `all`, PrCRS transfer and logistic regression, one CV repeat, calibrated and cumulative
+    as shipped. Per (rule, horizon): rows, onsets, prevalence, each method's AUROC, and
+    PrCRS's mean risk against the observed rate with its calibration intercept."""
+    out = []
+    for rule in TARGET_RULES:
+        variant = frame.assign(**{f"label_{h}": frame[f"target_{rule}_{h}"] for h in HORIZONS})
+        plan = {"all": [m for m in TARGET_METHODS if m in methods]}
+        risks, _ = cross_validate(variant, methods, plan, [seed], n_folds)
+        for h in HORIZONS:
+            mine = risks[(risks["horizon"] == h) & risks["y"].notna()]
+            row: dict[str, object] = {"rule": rule, "horizon": h}
+            for method, m in mine.groupby("method"):
+                y, c = m["y"].to_numpy(int), m["c"].to_numpy(float)
+                row[f"auroc_{method}"] = metrics.auroc(y, c)
+                if method == "prcrs_transfer":
+                    intercept, _ = metrics.calibration_intercept_slope(y, c)
+                    row |= {"rows": len(y), "onsets": int(y.sum()), "prevalence": float(y.mean())}
+                    row |= {"mean_risk": float(c.mean()), "intercept": intercept}
+            out.append(row)
+    return pd.DataFrame(out)
+
+
 def tier_figures(risks: pd.DataFrame) -> dict[str, dict[str, float]]:
     """PrCRS (transfer)'s tiers for one factor set: `nested_tiers`, and the thresholds the
     rules choose on all its out-of-fold risks (what `train` stores in the manifest)."""
@@ -303,8 +342,7 @@ def evaluate(
     manifest, _ = store.read_manifest(model_dir)
     bodies = store.load_bodies(model_dir)
     frame = datasets.training_frame(cohort_path, previous=True)  # + temporal.py's inputs
-    shared = model_choices.methods(bodies, cfg)  # the shipped fit, shared by the ensemble sizes
-    methods = baselines.methods(bodies, cfg, shared[model_choices.SHIPPED]) | shared
+    methods, options = all_methods(bodies, cfg)
     light = ["prcrs_transfer", "logistic", "boosting"]
     plan = {}
     trained_sets = {m["factor_set"] for m in manifest["models"]}
@@ -333,6 +371,8 @@ def evaluate(
     chosen_threshold = default_threshold(shipped)  # every figure "at the threshold" uses it
     summary = summarise(risks, calibrators, chosen_threshold, n_boot=n_boot)
     paper_summary = summarise(paper_risks, paper_cal, chosen_threshold, n_boot=n_boot)
+    with threadpool_limits(limits=cfg.threads):
+        targets = target_comparison(frame, methods, list(seeds)[0], cfg.n_folds)
     paired = comparisons.paired_differences(risks, summary, n_boot)
     if len(paired):
         keys = ["factor_set", "horizon", "method"]
@@ -341,8 +381,7 @@ def evaluate(
     leads = {t: lead_times(shipped, t) for t in sorted({0.3, chosen_threshold})}
     tiers = {fs: tier_figures(risks[risks["factor_set"] == fs]) for fs in plan}
     patterns = comparisons.by_pattern(frame, risks, n_boot)
-    options = [m for m in shared if m != model_choices.SHIPPED]  # in the tables, not the plots
-    plotted = risks["y"].notna() & ~risks["method"].isin(options)
+    plotted = risks["y"].notna() & ~risks["method"].isin(options)  # options: tables only
     plots = evaluation_report.write_plots(risks[plotted], model_dir)
     seconds = time.perf_counter() - started
     path = model_dir / "EVALUATION.md"
@@ -367,6 +406,7 @@ def evaluate(
             min_sensitivity=thresholds.ALERT_CATCH,
             tiers=tiers,
             patterns=patterns,
+            targets=targets,
             lead_times=leads,
             paper_summary=paper_summary,
             monotone_raw=_raw_order_violations(shipped),

@@ -14,10 +14,12 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from prcrs_batch.modeling import calibration
-from prcrs_batch.offline import comparisons, model_choices
+from prcrs_batch.offline import evaluation_decisions, model_choices
 from prcrs_batch.offline.baselines import ABLATIONS, LABELS
+from prcrs_batch.offline.evaluation_decisions import row as _row
+from prcrs_batch.offline.evaluation_decisions import table as _table
 from prcrs_batch.offline.training import TrainConfig
-from prcrs_batch.task import metrics, thresholds
+from prcrs_batch.task import metrics
 from prcrs_batch.task.panel import HORIZONS
 
 
@@ -95,15 +97,6 @@ def write_plots(oof: pd.DataFrame, out_dir: Path, factor_set: str = "all") -> li
 
 def _fmt_ci(ci: tuple[float, float]) -> str:
     return f"{ci[0]:.2f}-{ci[1]:.2f}"
-
-
-def _row(*cells: object) -> str:
-    """One row of a Markdown table."""
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: list[str]) -> list[str]:
-    return [_row(*header), "|" + "---|" * len(header)]
 
 
 def _method_text(how: HowEvaluated) -> list[str]:
@@ -308,6 +301,7 @@ class Extras:
     lead_times: dict[float, dict[str, float]]  # threshold -> evaluation.lead_times
     tiers: dict[str, dict[str, dict[str, float]]]  # factor set -> evaluation.tier_figures
     patterns: pd.DataFrame  # comparisons.by_pattern
+    targets: pd.DataFrame  # evaluation.target_comparison
     paper_summary: pd.DataFrame  # evaluation.summarise on the paper's target
     monotone_raw: float  # share of patient-days whose raw risks fall with the horizon
 
@@ -339,8 +333,9 @@ def _extras_section(extras: Extras) -> list[str]:
         f"**{extras.chosen_threshold:.2f}** on these rows; chosen and judged on the same rows, "
         "it flatters the figures at it: the next section judges it out of sample.",
         "",
-        *_tiers_section(extras.tiers),
-        *_patterns_section(extras.patterns),
+        *evaluation_decisions.target_section(extras.targets),
+        *evaluation_decisions.tiers_section(extras.tiers),
+        *evaluation_decisions.patterns_section(extras.patterns),
         "### Lead time",
         "",
         "For each onset of severe CRS after a scored day (the 1-day label of the day before), "
@@ -388,113 +383,6 @@ def _extras_section(extras: Extras) -> list[str]:
             )
         )
     return lines + [""]
-
-
-def _patterns_section(patterns: pd.DataFrame) -> list[str]:
-    """Which model for which labs: the recommended model against the others, by pattern."""
-    lines = [
-        "## Which model for which labs",
-        "",
-        "The night recommends the first model in panel order that can score a patient, so "
-        "`all` (missing inputs imputed) wherever it scores. On the patient-days of each "
-        "pattern of observed lab groups (at least "
-        f"{comparisons.MIN_PATTERN_ROWS} days and {comparisons.MIN_PATTERN_ONSETS} onsets "
-        "within 3 days), every model that scores them all: PrCRS transfer, first CV repeat; "
-        "the difference from the recommended model with a paired patient-bootstrap 95 % CI.",
-        "",
-        *_table(["labs", "horizon", "model", "days", "onsets", "AUROC", "Brier", "vs recommended"]),
-    ]
-    for _, r in patterns.iterrows():
-        vs = (
-            "recommended"
-            if r["model"] == r["recommended"]
-            else f"{r['vs_recommended']:+.3f} ({r['low']:+.3f} to {r['high']:+.3f})"
-        )
-        lines.append(
-            _row(
-                comparisons.pattern_name(r["pattern"]),
-                r["horizon"],
-                f"`{r['model']}`",
-                r["rows"],
-                r["onsets"],
-                f"{r['auroc']:.3f}",
-                f"{r['brier']:.4f}",
-                vs,
-            )
-        )
-    better = patterns[(patterns["model"] != patterns["recommended"]) & (patterns["low"] > 0)]
-    lines.append("")
-    if better.empty:
-        lines.append(
-            "No other model ranks better than the recommended one on any pattern (no paired "
-            "interval above 0): the recommendation stands on this evidence."
-        )
-    else:
-        for _, r in better.iterrows():
-            lines.append(
-                f"On days with {comparisons.pattern_name(r['pattern'])}, `{r['model']}` ranks "
-                f"better than the recommended `{r['recommended']}` at {r['horizon']} d "
-                f"({r['vs_recommended']:+.3f}, paired CI above 0)."
-            )
-    return [*lines, ""]
-
-
-def _threshold_text(value: float) -> str:
-    return "none" if np.isnan(value) else f"{value:.2f}"
-
-
-def _tiers_section(tiers: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    """The alert and watch tiers per model, judged on folds their thresholds were not
-    chosen on (evaluation.nested_tiers)."""
-    lines = [
-        "## Alert and watch tiers, thresholds chosen out of sample",
-        "",
-        "Nested: in each CV repeat, each outer fold is flagged at the thresholds the rules "
-        "(prcrs_batch/task/thresholds.py: the alert's highest threshold flagging "
-        f"{thresholds.ALERT_CATCH:.0%} of onsets on the night before; the watch tier's highest "
-        f"below it warning {thresholds.WATCH_CATCH:.0%} on one of the 3 nights before) chose on "
-        "the other folds' out-of-fold risks; outer folds pooled, mean over repeats. The inner "
-        "risks come from models that saw the outer fold's patients in training, but no outer "
-        'label enters a threshold\'s choice. "Thresholds" is the range the folds chose; '
-        '"stored" what the rules choose on all rows, as `train` stores them in '
-        "manifest.json for the night. PrCRS (transfer).",
-        "",
-        *_table(
-            [
-                "model",
-                "tier",
-                "thresholds",
-                "stored",
-                "onsets",
-                "warned ≥ 1 day ahead",
-                "flagged night before",
-                "median lead (warned)",
-                "flagged / 100 patient-days",
-                "PPV (onset ≤ 3 d)",
-            ]
-        ),
-    ]
-    for fs, figures in tiers.items():
-        for tier, label, stored in (
-            ("alert", "alert", "alert"),
-            ("alert_or_watch", "alert or watch", "watch"),
-        ):
-            f = figures[tier]
-            lines.append(
-                _row(
-                    f"`{fs}`",
-                    label,
-                    f"{f['threshold_low']:.2f}-{f['threshold_high']:.2f}",
-                    _threshold_text(figures["all_rows"][stored]),
-                    f"{f['onsets']:.0f}",
-                    f"{f['warned']:.2f}",
-                    f"{f['flagged_night_before']:.2f}",
-                    f"{f['median_lead_days']:.1f} d",
-                    f"{f['flagged_per_100']:.1f}",
-                    f"{f['ppv']:.2f}",
-                )
-            )
-    return [*lines, ""]
 
 
 def write_report(

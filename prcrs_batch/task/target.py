@@ -34,25 +34,69 @@ def already_severe(latest_grade: object) -> bool:
     return not np.isnan(grade) and grade >= SEVERE_GRADE
 
 
-def onset_label(latest_grade: object, next_grades: list[int | None]) -> float:
-    """The early-warning target for one patient-day and horizon h = len(next_grades).
+def onset_label(
+    latest_grade: object, next_grades: list[int | None], past_record_end: bool = False
+) -> float:
+    """The early-warning target for one patient-day and horizon h = len(next_grades), by
+    the chosen rule (`TARGET`; the candidates are `TARGET_RULES`).
 
-    1 when any of days t+1..t+h has grade >= SEVERE_GRADE; 0 when all of them were assessed
-    and none had; NaN (no row) when the patient is already severe on day t, or when a day
-    without an assessment leaves the answer open.
-
-    >>> onset_label(1, [None, 3]), onset_label(1, [0, 1]), onset_label(1, [0, None])
-    (1.0, 0.0, nan)
-    >>> onset_label(3, [0, 0])
-    nan
+    NaN (no row) when the patient is already severe on day t; otherwise 1 when any of days
+    t+1..t+h has grade >= SEVERE_GRADE, else by the rule. `past_record_end`: the window runs
+    past the patient's last graded day.
     """
     if already_severe(latest_grade):
         return float("nan")
-    if any(g is not None and g >= SEVERE_GRADE for g in next_grades):
+    return TARGET_RULES[TARGET](next_grades, past_record_end)
+
+
+def kept_by_outcome(next_grades: list[int | None], past_record_end: bool) -> float:
+    """The rule until issue 23: 0 only when every day of the window was graded, so a
+    window with an ungraded day counts when it holds an onset and is dropped when it does
+    not: which rows count depends on the outcome. Kept for the comparison only.
+
+    >>> kept_by_outcome([None, 3], False), kept_by_outcome([0, 1], False)
+    (1.0, 0.0)
+    >>> kept_by_outcome([0, None], False)
+    nan
+    """
+    if _onset(next_grades):
         return 1.0
-    if all(g is not None for g in next_grades):
-        return 0.0
-    return float("nan")
+    return 0.0 if all(g is not None for g in next_grades) else float("nan")
+
+
+def unassessed_not_severe(next_grades: list[int | None], past_record_end: bool) -> float:
+    """Every not-yet-severe day counts: a day without a grade, inside the record or after
+    its end, reads as not severe. Assumes severe CRS is always charted: it is treated in
+    hospital, where it is graded daily, and a record ends at discharge or at the end of
+    observation (in cart_dev.csv a severe patient's record ends on the onset day, median).
+
+    >>> unassessed_not_severe([0, None], True), unassessed_not_severe([None, 3], True)
+    (0.0, 1.0)
+    """
+    return float(_onset(next_grades))
+
+
+def censored_at_record_end(next_grades: list[int | None], past_record_end: bool) -> float:
+    """No row when the window runs past the patient's last graded day, whatever happened
+    in it: rows chosen by follow-up alone (an onset on the record's last day is then lost
+    for the longer horizons of the days just before it).
+
+    >>> censored_at_record_end([None, 3], True), censored_at_record_end([0, None], False)
+    (nan, 0.0)
+    """
+    return float("nan") if past_record_end else float(_onset(next_grades))
+
+
+def _onset(next_grades: list[int | None]) -> bool:
+    return any(g is not None and g >= SEVERE_GRADE for g in next_grades)
+
+
+TARGET_RULES = {
+    "kept_by_outcome": kept_by_outcome,
+    "unassessed_not_severe": unassessed_not_severe,
+    "censored_at_record_end": censored_at_record_end,
+}
+TARGET = "kept_by_outcome"  # the rule `onset_label` applies (EVALUATION.md, "The target")
 
 
 def daily_grades(assessments: pd.DataFrame) -> dict[str, dict[date, int]]:
