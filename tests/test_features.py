@@ -57,19 +57,31 @@ def test_a_patient_severe_earlier_stays_severe_until_a_lower_grade_is_assessed()
     )
 
 
-def test_grade_2_is_not_severe_and_unassessed_days_are_dropped():
+def test_grade_2_is_not_severe_and_unassessed_days_read_as_not_severe():
     days = pd.DataFrame({"patient_id": ["b"], "as_of": [D0]})
     grades = _grades(("b", 1, 2), ("b", 3, 3))  # day 2 never assessed
-    labels = horizon_labels(days, grades)[LABEL_COLUMNS].iloc[0].tolist()
-    assert labels[0] == 0.0
-    assert np.isnan(labels[1])
-    assert labels[2] == 1.0
+    labelled = horizon_labels(days, grades).iloc[0]
+    assert labelled[LABEL_COLUMNS].tolist() == [0.0, 0.0, 1.0]
+    # the candidates the target was chosen among, kept for their comparison
+    by_outcome = [labelled[f"target_kept_by_outcome_{h}"] for h in (1, 2, 3)]
+    assert by_outcome[0] == 0.0 and np.isnan(by_outcome[1]) and by_outcome[2] == 1.0
+    censored = [labelled[f"target_censored_at_record_end_{h}"] for h in (1, 2, 3)]
+    assert censored == [0.0, 0.0, 1.0]  # the record runs to day 3
+
+
+def test_a_window_past_the_record_end_counts_as_not_severe():
+    days = pd.DataFrame({"patient_id": ["e", "e"], "as_of": [D0, D0 + timedelta(days=1)]})
+    grades = _grades(("e", 0, 1), ("e", 1, 1))  # discharged after day 1
+    labelled = horizon_labels(days, grades)
+    assert labelled.loc[1, LABEL_COLUMNS].tolist() == [0.0] * 3
+    assert np.isnan(labelled.loc[1, "target_censored_at_record_end_1"])
 
 
 def test_labels_never_cross_patients():
     days = pd.DataFrame({"patient_id": ["a"], "as_of": [D0]})
     grades = _grades(("b", 1, 4))
-    assert horizon_labels(days, grades)[LABEL_COLUMNS].isna().all(axis=None)
+    # a has no grade at all: not severe, and b's grade 4 is not a's onset
+    assert horizon_labels(days, grades)[LABEL_COLUMNS].iloc[0].tolist() == [0.0] * 3
 
 
 def test_lab_matrix_takes_the_latest_value_and_keeps_all_columns():

@@ -3,9 +3,9 @@ windows, with metrics.py's figures (the ones `evaluate` reports).
 
 A prediction (a stored `ok` row of night n, horizon h) is judged when its target window
 has ended: `target_date` = n + h on or before the as-of date. Its outcome is the early-warning
-target of panel.onset_label on the CRS grades known tonight: onset of grade >= 3 on days
-n+1..n+h, among patients not yet severe on day n; a prediction whose days were not all
-assessed (and saw no onset) is left out. A window of W days holds the predictions whose
+target of task.target.onset_label on the CRS grades known tonight: onset of grade >= 3 on
+days n+1..n+h, among patients not yet severe on day n (a day without a grade reads as not
+severe, as in training). A window of W days holds the predictions whose
 target date lies in the last W days (as_of - W, as_of].
 
 Too few to say: with fewer than `MIN_EVENTS` events or `MIN_EVENTS` non-events, AUROC, its

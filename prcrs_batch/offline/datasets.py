@@ -7,7 +7,7 @@ The task, as training sees it:
   a temporary SQLite warehouse and cleaned by cleaning.clean_labs, so that training and serving
   share one path (matrix.lab_matrix);
 - label for horizon h: onset of CRS grade >= 3 within h days among patient-days not yet
-  severe (panel.onset_label); the paper's "grade on day t+h" kept as `paper_label_h`.
+  severe (target.onset_label); the paper's "grade on day t+h" kept as `paper_label_h`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
     """The targets of each (patient_id, as_of) row, from the CRS assessments.
 
     - `severe_today`: the latest grade on or before as_of is >= 3 (target.already_severe);
-    - `label_h`: onset within h days (target.onset_label), NaN when severe today or open;
+    - `label_h`: onset within h days (target.onset_label), NaN when severe today;
     - `paper_label_h`: the paper's target, grade on day as_of + h >= 3 (NaN if unassessed),
       kept for the comparison with the published figures only;
     - `target_<rule>_h`: each candidate rule of target.TARGET_RULES, for their comparison.

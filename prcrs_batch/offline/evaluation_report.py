@@ -21,6 +21,7 @@ from prcrs_batch.offline.evaluation_decisions import table as _table
 from prcrs_batch.offline.training import TrainConfig
 from prcrs_batch.task import metrics
 from prcrs_batch.task.panel import HORIZONS
+from prcrs_batch.task.target import TARGET, TARGET_RULES
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ def _fmt_ci(ci: tuple[float, float]) -> str:
     return f"{ci[0]:.2f}-{ci[1]:.2f}"
 
 
+def _first_sentence(doc: str | None) -> str:
+    text = " ".join((doc or "").split())
+    return text.split(". ")[0].rstrip(".") + "."
+
+
 def _method_text(how: HowEvaluated) -> list[str]:
     """The heading and how the evaluation was done."""
     data = how.manifest["training_data"]
@@ -115,9 +121,10 @@ def _method_text(how: HowEvaluated) -> list[str]:
         f"- {how.n_folds}-fold CV grouped by patient (no patient in two folds), stratified on "
         "whether the patient ever has severe CRS, repeated with fold seeds "
         f"{how.seeds}; every method sees the same folds.",
-        "- Target (panel.onset_label): among patient-days not yet severe (latest CRS grade "
-        "< 3), onset of grade >= 3 within h days (any of days t+1..t+h); 0 only when all "
-        "of those days were assessed; patient-days already severe are not rows. Features "
+        f"- Target (task.target, rule `{TARGET}`, chosen in 'The target' below): among "
+        "patient-days not yet severe (latest CRS grade < 3), onset of grade >= 3 within h "
+        f"days (any of days t+1..t+h); {_first_sentence(TARGET_RULES[TARGET].__doc__)} "
+        "Patient-days already severe are not rows. Features "
         "from `datasets.training_frame` (the nightly job's warehouse SQL + lab cleaning, "
         "72 h lookback); per factor set, rows the nightly job would not score (fewer than 5 "
         "inputs observed) dropped.",

@@ -96,7 +96,7 @@ TARGET_RULES = {
     "unassessed_not_severe": unassessed_not_severe,
     "censored_at_record_end": censored_at_record_end,
 }
-TARGET = "kept_by_outcome"  # the rule `onset_label` applies (EVALUATION.md, "The target")
+TARGET = "unassessed_not_severe"  # the rule `onset_label` applies (EVALUATION.md, "The target")
 
 
 def daily_grades(assessments: pd.DataFrame) -> dict[str, dict[date, int]]:
