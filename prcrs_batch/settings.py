@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, le=256)  # CPU threads for scoring; 0: PyTorch's default
     active_days: int = Field(30, ge=1, le=365)
     lookback_hours: int = Field(72, ge=1, le=24 * 14)
-    alert_threshold: float = Field(0.27, gt=0.0, le=1.0)  # EVALUATION.md's rule, `all` model
+    # None: each model's own thresholds, chosen by `train` and stored in the manifest
+    # (task/thresholds.py's rules); a value overrides every model's.
+    alert_threshold: float | None = Field(None, gt=0.0, le=1.0)
+    watch_threshold: float | None = Field(None, gt=0.0, le=1.0)
     explain_all: bool = False  # explanations for every scored patient, not only the flagged
     report_language: Literal["en", "zh"] = "en"  # the email, the failure notice, `score`'s text
     report_dir: Path = Path("reports")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -410,7 +411,12 @@ def test_a_500_character_id_is_scored_and_stored_whole(hostile):
     mine = hostile.scores[hostile.scores["patient_id"] == LONG_ID]
     victim = hostile.scores[hostile.scores["patient_id"] == VICTIM]
     assert len(mine) == 18
-    assert mine["calibrated_risk"].tolist() == victim["calibrated_risk"].tolist()
+    # the same labs, so the same risks, up to the last bits a float32 batch position may move
+    np.testing.assert_allclose(
+        mine["calibrated_risk"].to_numpy(float),
+        victim["calibrated_risk"].to_numpy(float),
+        atol=1e-6,
+    )
 
 
 def test_ids_that_cannot_key_results_are_set_aside_and_recorded(hostile):

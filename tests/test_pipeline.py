@@ -16,7 +16,7 @@ from prcrs_batch.modeling import store
 from prcrs_batch.nightly.alert_states import HISTORY_DAYS
 from prcrs_batch.results import nights
 from prcrs_batch.results.engines import make_engine
-from prcrs_batch.results.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.results.tables import crs_patient_nights, crs_risk_scores, scoring_runs
 from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS
 from tests.support.nightly import AS_OF, count_rows, run_night
 
@@ -154,6 +154,33 @@ def test_report_names_exactly_the_patients_at_or_above_threshold(settings, wareh
     for pid in risks:
         assert (pid in alert_part) == (pid in expected), pid
     assert probe.status == "succeeded"
+
+
+def test_each_patient_night_stores_its_tier_and_threshold(settings, warehouse):
+    probe = run_night(settings, warehouse)
+    with warehouse.connect() as connection:
+        risks = _recommended_risks(nights.stored_scores(connection=connection, as_of=AS_OF))
+    ordered = sorted(set(risks.values()))
+    assert len(ordered) >= 2, "needs two scored patients with different risks"
+    alert_at, watch_at = ordered[-1], ordered[0]  # the highest alerts, the lowest watches
+    settings = settings.model_copy(
+        update={"alert_threshold": alert_at, "watch_threshold": watch_at}
+    )
+    run_night(settings, warehouse)
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            select(
+                crs_patient_nights.c.patient_id,
+                crs_patient_nights.c.tier,
+                crs_patient_nights.c.alert_threshold,
+            ).where(crs_patient_nights.c.as_of == AS_OF)
+        ).all()
+    tiers = {p: t for p, t, _ in rows}
+    for pid, risk in risks.items():
+        expected = "alert" if risk >= alert_at else "watch" if risk >= watch_at else None
+        assert tiers[pid] == expected, pid
+    assert {a for p, _, a in rows if p in risks} == {alert_at}
+    assert "watch" in tiers.values() and probe.status == "succeeded"
 
 
 def test_email_arrives_with_text_html_and_images(settings, warehouse, smtp_sink):

@@ -53,8 +53,10 @@ def test_score_gives_the_nightly_rows_of_a_patient(settings, warehouse, score_en
     for column in ("model", "horizon_days", "status", "inputs_observed", "inputs_expected"):
         assert got[column].tolist() == mine[column].tolist(), column
     for column in ("probability", "calibrated_risk"):
+        # float32 networks: one patient alone and the same patient in the night's batch may
+        # differ in the last bits of a matrix product (seen: 6e-8)
         np.testing.assert_allclose(
-            got[column].to_numpy(float), mine[column].to_numpy(float), atol=1e-9, rtol=0
+            got[column].to_numpy(float), mine[column].to_numpy(float), atol=1e-6, rtol=0
         )
 
 

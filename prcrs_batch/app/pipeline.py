@@ -202,7 +202,7 @@ def _run_locked(
                 history=scored.recent,
                 reasons=scored.reasons(),
                 data_issues=summary.data_issue_counts,
-                threshold=settings.alert_threshold,
+                threshold=scored.tiers,
                 language=settings.report_language,
                 watch=night_watch,
                 silent=settings.alert_mode == "silent",

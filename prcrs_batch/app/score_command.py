@@ -247,11 +247,16 @@ def as_text(scored: ScoredNight, as_of: date, settings: Settings) -> str:
     lines = []
     for s in scored.summaries:
         state = (
-            _("ALERT") if s.alert else _("already severe") if s.already_severe else _("no alert")
+            _("ALERT")
+            if s.alert
+            else _("watch")
+            if s.watch
+            else _("already severe")
+            if s.already_severe
+            else _("no alert")
         )
-        lines.append(
-            f"{s.patient_id}  {as_of.isoformat()}  {state} (≥ {settings.alert_threshold:.0%})"
-        )
+        at = scored.tiers.alert_for(s.model)
+        lines.append(f"{s.patient_id}  {as_of.isoformat()}  {state} (≥ {at * 100:g}%)")
         if s.model is not None:
             risks = " / ".join(format_pct(r) for r in s.risks)
             lines.append(

@@ -25,6 +25,7 @@ import pandas as pd
 from prcrs_batch.task import metrics
 from prcrs_batch.task.panel import HORIZONS
 from prcrs_batch.task.target import SEVERE_GRADE, onset_label
+from prcrs_batch.task.thresholds import Tiers
 
 MIN_EVENTS = 5  # events and non-events a window needs for discrimination and calibration
 N_BOOT = 200  # patient-bootstrap resamples of the AUROC interval (nightly: kept small)
@@ -89,13 +90,15 @@ def performance(
     grades: dict[str, dict[date, int]],
     as_of: date,
     windows: Sequence[int],
-    threshold: float,
+    threshold: Tiers | float,
 ) -> pd.DataFrame:
-    """One row (COLUMNS) per model, horizon and window.
+    """One row (COLUMNS) per model, horizon and window; the alert figures at each model's
+    alert threshold (`threshold`: thresholds.Tiers, or one for every model).
 
     `predictions`: stored rows with patient_id, as_of (date), model, horizon_days,
     calibrated_risk, status; only `ok` rows whose target window has ended are judged.
     """
+    tiers = threshold if isinstance(threshold, Tiers) else Tiers.fixed(threshold)
     rows = []
     judged = predictions[predictions["status"] == "ok"].copy()
     judged["as_of"] = [pd.Timestamp(d).date() for d in judged["as_of"]]
@@ -108,7 +111,8 @@ def performance(
     for (model, horizon), mine in judged.groupby(["model", "horizon_days"]):
         for window in windows:
             part = mine[mine["target"] > as_of - timedelta(days=window)]
-            rows.append(_row(str(model), int(horizon), window, part, threshold, grades))
+            at = tiers.alert_for(str(model))
+            rows.append(_row(str(model), int(horizon), window, part, at, grades))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

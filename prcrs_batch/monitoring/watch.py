@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Select, delete, func, insert, select
 
 from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.monitoring import drift, performance
+from prcrs_batch.nightly.compute import night_tiers
 from prcrs_batch.results.nights import plain_rows
 from prcrs_batch.results.tables import (
     crs_patient_nights,
@@ -82,7 +83,7 @@ def watch_night(
     grades = performance.daily_grades(assessments)
     judged = (
         performance.performance(
-            predictions, grades, as_of, settings.monitor_windows, settings.alert_threshold
+            predictions, grades, as_of, settings.monitor_windows, night_tiers(settings, bundle)
         )
         if grades
         else pd.DataFrame(columns=performance.COLUMNS)

@@ -16,7 +16,8 @@ from datetime import date
 
 import pandas as pd
 
-from prcrs_batch.nightly.alerts import PatientSummary
+from prcrs_batch.nightly.alerts import PatientSummary, as_tiers
+from prcrs_batch.task.thresholds import Tiers
 
 HISTORY_DAYS = 7  # earlier nights read for the "previous night" and the trend charts
 HISTORY_COLUMNS = ["patient_id", "as_of", "model", "horizon_days", "calibrated_risk"]
@@ -51,15 +52,17 @@ def recent_history(history: pd.DataFrame | None, as_of: date) -> pd.DataFrame:
 
 
 def with_previous(
-    summaries: Sequence[PatientSummary], recent: pd.DataFrame, threshold: float
+    summaries: Sequence[PatientSummary], recent: pd.DataFrame, threshold: Tiers | float
 ) -> list[PatientSummary]:
     """Each patient with its latest earlier night on the same model (from `recent_history`)
-    and its `alert_state`."""
+    and its `alert_state` (judged at that model's alert threshold)."""
+    tiers = as_tiers(threshold)
     latest = _previous_night_max(recent)
     out = []
     for s in summaries:
         previous = latest.get((s.patient_id, s.model)) if s.model else None
-        out.append(replace(s, previous=previous, alert_state=alert_state(s, previous, threshold)))
+        state = alert_state(s, previous, tiers.alert_for(s.model))
+        out.append(replace(s, previous=previous, alert_state=state))
     return out
 
 

@@ -4,7 +4,8 @@
   (`panel.FACTOR_SETS`) whose status is `ok` at every horizon; failing that, the first
   that is `ok` at any horizon; failing that, the patient is not scorable;
 - the patient is an alert when that model's calibrated risk at any horizon is >= the
-  threshold (a risk exactly at the threshold is an alert);
+  model's alert threshold (a risk exactly at it is an alert), else on watch when it is >=
+  the model's watch threshold (thresholds.Tiers: each model's own, from the manifest);
 - a patient already severe (latest grade >= 3) is listed apart, never as an alert: the
   risks are of onset, among patients not yet severe;
 - another model is told only when it disagrees materially (`disagreement`);
@@ -23,11 +24,13 @@ from typing import Any
 import pandas as pd
 
 from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS, inputs_for, min_observed
+from prcrs_batch.task.thresholds import Tiers
 
 logger = logging.getLogger(__name__)
 
 MODELS: tuple[str, ...] = tuple(FACTOR_SETS)
 SEVERE_WHY = "already severe (CRS grade ≥ 3): not scored as a warning"
+TIERS = ("alert", "watch")  # PatientSummary.tier; crs_patient_nights.tier
 DISAGREEMENT = 0.10  # another model's highest risk this far off, across the threshold, is told
 
 
@@ -88,6 +91,13 @@ class PatientSummary:
     crs_grade_on: date | None = None  # when the latest CRS grade was assessed
     labs_latest_at: datetime | None = None  # the newest result used
     set_aside: tuple[str, ...] = ()  # this patient's values set aside: "analyte: reason"
+    watch: bool = False  # under the alert threshold, at or over the model's watch threshold
+    threshold: float | None = None  # the recommended model's alert threshold
+
+    @property
+    def tier(self) -> str | None:
+        """ "alert", "watch" or None."""
+        return "alert" if self.alert else "watch" if self.watch else None
 
     @property
     def scorable(self) -> bool:
@@ -115,7 +125,7 @@ def recommend_model(results: Sequence[ModelResult]) -> ModelResult | None:
 
 
 def summarise_patients(
-    *, patients: pd.DataFrame, scores: pd.DataFrame, threshold: float
+    *, patients: pd.DataFrame, scores: pd.DataFrame, threshold: Tiers | float
 ) -> list[PatientSummary]:
     """One `PatientSummary` per active patient (and per scored patient not in `patients`).
 
@@ -123,12 +133,14 @@ def summarise_patients(
         patients: one row per active patient: patient_id, day_since_infusion, crs_grade
             (nullable), and optionally labs_from / labs_to (collection times used).
         scores: one row per patient x model x horizon, as `scoring.score` returns them.
-        threshold: alert threshold on calibrated risk, in [0, 1].
+        threshold: the thresholds per model (a number: one alert threshold for every
+            model, no watch tier).
 
     >>> import pandas as pd
     >>> summarise_patients(patients=pd.DataFrame(), scores=pd.DataFrame(), threshold=0.3)
     []
     """
+    tiers = as_tiers(threshold)
     by_patient: dict[str, list[Mapping[str, Any]]] = {}
     for row in records(scores):
         by_patient.setdefault(str(row["patient_id"]), []).append(row)
@@ -137,7 +149,7 @@ def summarise_patients(
     if orphans:
         logger.warning("%d scored patient(s) missing from the active cohort", len(orphans))
     return [
-        _summarise(pid, info.get(pid, {}), by_patient.get(pid, []), threshold)
+        _summarise(pid, info.get(pid, {}), by_patient.get(pid, []), tiers)
         for pid in [*info, *orphans]
     ]
 
@@ -147,9 +159,16 @@ def alert_ids(summaries: Sequence[PatientSummary]) -> list[str]:
     return [s.patient_id for s in summaries if s.alert]
 
 
-def disagreement(summary: PatientSummary, threshold: float) -> ModelResult | None:
+def as_tiers(threshold: Tiers | float) -> Tiers:
+    """Thresholds per model; a number is one alert threshold for every model."""
+    return threshold if isinstance(threshold, Tiers) else Tiers.fixed(float(threshold))
+
+
+def disagreement(summary: PatientSummary, threshold: Tiers | float) -> ModelResult | None:
     """The first other model (recommended order) whose highest risk is on the other side of
-    the threshold and at least `DISAGREEMENT` away from the recommended model's; else None."""
+    its own alert threshold and at least `DISAGREEMENT` away from the recommended model's;
+    else None."""
+    tiers = as_tiers(threshold)
     if summary.max_risk is None:
         return None
     for other in summary.others:
@@ -157,14 +176,14 @@ def disagreement(summary: PatientSummary, threshold: float) -> ModelResult | Non
         if not present:
             continue
         highest = max(present)
-        crosses = (highest >= threshold) != summary.alert
+        crosses = (highest >= tiers.alert_for(other.model)) != summary.alert
         if crosses and abs(highest - summary.max_risk) >= DISAGREEMENT - 1e-12:
             return other
     return None
 
 
 def _summarise(
-    pid: str, patient: Mapping[str, Any], rows: list[Mapping[str, Any]], threshold: float
+    pid: str, patient: Mapping[str, Any], rows: list[Mapping[str, Any]], tiers: Tiers
 ) -> PatientSummary:
     results = _model_results(rows)
     chosen = recommend_model(results)
@@ -191,12 +210,16 @@ def _summarise(
         return replace(unscored, why=_not_scorable_reason(results))
     present = [r for r in chosen.risks if r is not None]
     max_risk = max(present) if present else None
+    alert_at, watch_at = tiers.alert_for(chosen.model), tiers.watch_for(chosen.model)
+    alert = max_risk is not None and max_risk >= alert_at
     return replace(
         unscored,
         model=chosen.model,
         risks=chosen.risks,
         max_risk=max_risk,
-        alert=max_risk is not None and max_risk >= threshold,
+        alert=alert,
+        watch=not alert and max_risk is not None and watch_at is not None and max_risk >= watch_at,
+        threshold=alert_at,
         why=_why_model(chosen, results),
         inputs_observed=chosen.inputs_observed,
         inputs_expected=chosen.inputs_expected,
@@ -333,6 +356,8 @@ NIGHT_COLUMNS = [
     "recommended_model",
     "max_risk",
     "alert",
+    "tier",
+    "alert_threshold",
     "alert_state",
     "previous_max_risk",
     "labs_latest_at",
@@ -350,6 +375,8 @@ def night_rows(summaries: Sequence[PatientSummary]) -> pd.DataFrame:
             s.model,
             s.max_risk,
             s.alert,
+            s.tier,
+            s.threshold,
             s.alert_state,
             s.previous[1] if s.previous else None,
             s.labs_latest_at,

@@ -19,6 +19,7 @@ from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.nightly import alert_states, alerts, explanations, scoring
 from prcrs_batch.settings import Settings
 from prcrs_batch.task.target import already_severe
+from prcrs_batch.task.thresholds import Tiers
 from prcrs_batch.warehouse.queries import NightInputs, Window
 
 Stage = Callable[[str], AbstractContextManager[object]]
@@ -37,6 +38,7 @@ class ScoredNight:
     summaries: list[alerts.PatientSummary]
     recent: pd.DataFrame  # earlier nights (alert_states.recent_history)
     explained: pd.DataFrame  # explanations.COLUMNS
+    tiers: Tiers  # the alert and watch thresholds applied, per model
 
     def reasons(self) -> dict[str, tuple[explanations.LabLine, ...]]:
         """patient_id -> the lab lines the report shows."""
@@ -82,13 +84,12 @@ def score_night(
         ]
         scores = scoring.score(bundle, features, device=settings.device, already_severe=severe)
     with stage("alerts"):
-        summaries = alerts.summarise_patients(
-            patients=patients, scores=scores, threshold=settings.alert_threshold
-        )
+        tiers = night_tiers(settings, bundle)
+        summaries = alerts.summarise_patients(patients=patients, scores=scores, threshold=tiers)
         recent = alert_states.recent_history(
             read_history(alerts.alert_ids(summaries)), window.as_of
         )
-        summaries = alert_states.with_previous(summaries, recent, settings.alert_threshold)
+        summaries = alert_states.with_previous(summaries, recent, tiers)
     with stage("explain"):
         chosen = {
             s.patient_id: s.model
@@ -102,5 +103,10 @@ def score_night(
         used = clean[clean["patient_id"].astype(str).isin(shown)]
         previous = previous_results(mine, used, now=now)
     return ScoredNight(
-        patients, clean, previous, issues, features, scores, summaries, recent, explained
+        patients, clean, previous, issues, features, scores, summaries, recent, explained, tiers
     )
+
+
+def night_tiers(settings: Settings, bundle: ModelBundle) -> Tiers:
+    """The thresholds a night applies: each model's from its manifest, or the settings'."""
+    return Tiers.of(bundle.manifest, settings.alert_threshold, settings.watch_threshold)

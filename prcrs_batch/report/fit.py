@@ -32,9 +32,10 @@ class Listing:
     rows: int  # the alerts after them, one compact row each
     severe: int  # the patients already severe
     others: int  # the other active patients, in the compact table
+    watch: int = 0  # the patients on watch, one compact row each
 
 
-GIVES_WAY = ("others", "severe", "rows", "cards")  # the order in which lists are shortened
+GIVES_WAY = ("others", "severe", "watch", "rows", "cards")  # the order in which lists are shortened
 
 
 def sent_bytes(html: str) -> int:
@@ -66,7 +67,7 @@ def fit_listing(
     ...     return "<p>" + "x" * (10 * listing.rows + 100 * listing.others) + "</p>"
     >>> html, shown = fit_listing(render, Listing(0, 5, 0, 3), budget=207, measure=len)
     >>> shown, len(html)
-    (Listing(cards=0, rows=5, severe=0, others=1), 157)
+    (Listing(cards=0, rows=5, severe=0, others=1, watch=0), 157)
     """
 
     def size(listing: Listing) -> int:
@@ -106,7 +107,8 @@ def listed_context(
     rows (each in its group: new and rising first, then continuing and falling), the
     already severe and the other patients, and how many of each are left to the attachment.
 
-    `cards`: every alert's card, in the report's order; `listed`: "severe" and "others".
+    `cards`: every alert's card, in the report's order; `listed`: "watch", "severe" and
+    "others".
     """
     shown = cards[: listing.cards + listing.rows]
     groups = {}
@@ -121,6 +123,8 @@ def listed_context(
         "later": groups["later"],
         "severe": listed["severe"][: listing.severe],
         "others": listed["others"][: listing.others],
+        "on_watch": listed["watch"][: listing.watch],
+        "watch_left": len(listed["watch"]) - listing.watch,
         "alerts_left": len(cards) - len(shown),
         "severe_left": len(listed["severe"]) - listing.severe,
         "others_left": len(listed["others"]) - listing.others,

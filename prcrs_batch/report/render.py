@@ -46,7 +46,7 @@ from jinja2 import (
 from prcrs_batch.errors import scrub_secrets
 from prcrs_batch.monitoring.watch import Watch
 from prcrs_batch.nightly.alert_states import HISTORY_COLUMNS, HISTORY_DAYS
-from prcrs_batch.nightly.alerts import MODELS, PatientSummary, format_datetime
+from prcrs_batch.nightly.alerts import MODELS, PatientSummary, as_tiers, format_datetime
 from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.report.charts import TREND_SIZE_PX, TrendChart, trend_series
 from prcrs_batch.report.fit import Listing, fit_listing, listed_context, sent_bytes
@@ -56,6 +56,7 @@ from prcrs_batch.resources import template_dir as default_template_dir
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.task.panel import BY_CODE, HORIZONS
 from prcrs_batch.task.target import SEVERE_GRADE
+from prcrs_batch.task.thresholds import Tiers
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def build_report(
     summaries: Sequence[PatientSummary],
     history: pd.DataFrame,
     data_issues: Mapping[str, int],
-    threshold: float,
+    threshold: Tiers | float,
     reasons: Mapping[str, Sequence[LabLine]] | None = None,
     template_dir: Path | None = None,
     language: str = "en",
@@ -109,7 +110,8 @@ def build_report(
         history: the earlier nights, as `alert_states.recent_history` returns them (read for
             the last `HISTORY_DAYS` days); the alerts' trend charts come from it.
         data_issues: this night's data-quality decisions per reason.
-        threshold: alert threshold on calibrated risk, in [0, 1].
+        threshold: the alert and watch thresholds per model (thresholds.Tiers; a number is
+            one alert threshold for every model); the report states the `all` model's.
         reasons: patient_id -> the labs that raised the risk (`explanations.lab_lines`).
         template_dir: folder holding report.html, report.txt and base.html.
         language: "en" or "zh" (i18n.LANGUAGES).
@@ -129,19 +131,23 @@ def build_report(
     'PrCRS 2026-11-26 - all clear'
     """
     reasons = reasons or {}
+    tiers = as_tiers(threshold)
     alerts = sorted(
         (s for s in summaries if s.alert),
         key=lambda s: (s.alert_state not in FIRST_STATES, -(s.max_risk or 0.0), s.patient_id),
     )
     severe = sorted((s for s in summaries if s.already_severe), key=lambda s: s.patient_id)
+    on_watch = sorted(
+        (s for s in summaries if s.watch), key=lambda s: (-(s.max_risk or 0.0), s.patient_id)
+    )
     others = sorted(
-        (s for s in summaries if not s.alert and not s.already_severe),
+        (s for s in summaries if not s.alert and not s.watch and not s.already_severe),
         key=lambda s: (not s.scorable, -(s.max_risk or 0.0), s.patient_id),
     )
     env = template_environment(template_dir, language)
     wording = Wording(gettext_for(template_dir, language))
-    images, charted = _charts(run, alerts, history, threshold)
-    cards = [wording.card(s, run, reasons.get(s.patient_id, ()), threshold) for s in charted]
+    images, charted = _charts(run, alerts, history, tiers)
+    cards = [wording.card(s, run, reasons.get(s.patient_id, ()), tiers) for s in charted]
     n_new = sum(1 for s in alerts if s.alert_state == "new")
     stale = run.status == "stale_data"
     subject = wording.subject(run.as_of, len(alerts), stale=stale, n_new=n_new)
@@ -151,12 +157,12 @@ def build_report(
     context: dict[str, Any] = {
         "subject": subject,
         "run": _run_context(run),
-        "threshold": threshold,
-        "threshold_pct": f"{threshold * 100:g}%",
+        "threshold_pct": f"{tiers.headline * 100:g}%",
         "n_alerts": len(alerts),
         "n_first": sum(1 for c in cards if c["state"] in FIRST_STATES),
         "n_later": sum(1 for c in cards if c["state"] not in FIRST_STATES),
         "n_others": len(others),
+        "n_watch": len(on_watch),
         "n_severe": len(severe),
         "n_patients": len(summaries),
         "n_not_scorable": sum(1 for s in summaries if not s.scorable and not s.already_severe),
@@ -171,7 +177,8 @@ def build_report(
         "watch": _watch_context(watch, wording),
         "attachment": attachment,
     }
-    listed = {
+    listed: dict[str, list[dict[str, Any]]] = {
+        "watch": [{"summary": p, "grade": wording.grade_cell(p, run.as_of)} for p in on_watch],
         "others": [
             {
                 "summary": p,
@@ -194,10 +201,10 @@ def build_report(
             context, **listed_context(cards, listed, listing), complete=complete
         )
 
-    everything = Listing(len(cards), 0, len(severe), len(others))
+    everything = Listing(len(cards), 0, len(severe), len(others), len(on_watch))
     full_html = render("report.html", everything, complete=True)
     in_mail = min(max_cards, len(cards))
-    wanted = Listing(in_mail, len(cards) - in_mail, len(severe), len(others))
+    wanted = Listing(in_mail, len(cards) - in_mail, len(severe), len(others), len(on_watch))
     html, shown = fit_listing(lambda listing: render("report.html", listing), wanted, html_budget)
     text = render("report.txt", wanted)
     logger.info(
@@ -226,7 +233,7 @@ def build_report(
 
 
 def _charts(
-    run: RunInfo, alerts: list[PatientSummary], history: pd.DataFrame, threshold: float
+    run: RunInfo, alerts: list[PatientSummary], history: pd.DataFrame, tiers: Tiers
 ) -> tuple[dict[str, bytes], list[PatientSummary]]:
     """Trend charts of the first `MAX_CHARTS` alerts listed (new and rising first: the mail's
     cards) that have earlier nights on their model (a first night has nothing to draw); the
@@ -237,12 +244,14 @@ def _charts(
         return {}, list(alerts)
     mine = history[history["patient_id"].isin([s.patient_id for s in charted])]
     trends = {key: frame for key, frame in mine.groupby(["patient_id", "model"])}
-    chart = TrendChart(threshold)
+    charts: dict[float, TrendChart] = {}
     images: dict[str, bytes] = {}
     cids: dict[str, str] = {}
     for number, summary in enumerate(charted, start=1):
         trend = trends.get((summary.patient_id, summary.model), mine.iloc[:0])
         cid = f"trend-{number}.{safe_token(run.run_id)}@prcrs-batch"
+        at = tiers.alert_for(summary.model)
+        chart = charts.setdefault(at, TrendChart(at))
         images[cid] = chart.png(*trend_series(summary, trend, run.as_of))
         cids[summary.patient_id] = cid
     return images, [replace(s, trend_cid=cids.get(s.patient_id)) for s in alerts]

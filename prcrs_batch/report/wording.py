@@ -14,10 +14,17 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from prcrs_batch.nightly.alerts import MODELS, ModelResult, PatientSummary, disagreement
+from prcrs_batch.nightly.alerts import (
+    MODELS,
+    ModelResult,
+    PatientSummary,
+    as_tiers,
+    disagreement,
+)
 from prcrs_batch.nightly.explanations import LabLine
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.task.panel import min_observed
+from prcrs_batch.task.thresholds import Tiers
 
 STALE_LAB_HOURS = 24  # a card says so when its newest lab is older when the warehouse was read
 FIRST_STATES = ("new", "rising")  # listed first; then continuing and falling
@@ -139,9 +146,11 @@ class Wording:
         return head + (_("all clear") if n_alerts == 0 else alerts + new)
 
     def card(
-        self, s: PatientSummary, run: RunInfo, labs: Sequence[LabLine], threshold: float
+        self, s: PatientSummary, run: RunInfo, labs: Sequence[LabLine], threshold: Tiers | float
     ) -> dict[str, Any]:
-        """What an alert card says, as plain strings."""
+        """What an alert card says, as plain strings; the patient's model's alert threshold
+        is named when it is not the one the report states (the `all` model's)."""
+        tiers = as_tiers(threshold)
         _ = self._
         counted = Counter(self.set_aside(what) for what in s.set_aside)
         set_aside = [f"{what} (x{n})" if n > 1 else what for what, n in counted.items()]
@@ -152,7 +161,8 @@ class Wording:
             age = (at - s.labs_latest_at).total_seconds() / 3600
             if age > STALE_LAB_HOURS:
                 issues.append(_("Newest lab used is %(hours)s h old") % {"hours": f"{age:.0f}"})
-        other = disagreement(s, threshold)
+        other = disagreement(s, tiers)
+        own = tiers.alert_for(s.model)
         previous = None
         if s.previous:
             previous = _("%(day)s: highest %(before)s, tonight %(now)s") % {
@@ -170,6 +180,10 @@ class Wording:
             "labs_horizon": labs[0].horizon_days if labs else None,
             "top_lab": self.lab_short(labs[0]) if labs else None,
             "collected": self.window(s, run.as_of),
+            "threshold_note": _("alert at ≥ %(threshold)s on this model")
+            % {"threshold": f"{own * 100:g}%"}
+            if own != tiers.headline
+            else None,
             "issues": issues,
             "previous": previous,
             "disagreement": (

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from prcrs_batch.nightly.alert_states import ALERT_STATES
+from prcrs_batch.nightly.alerts import TIERS
 from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS
 
 MODELS = tuple(FACTOR_SETS)
@@ -182,7 +183,22 @@ crs_patient_nights = Table(
     ),
     Column("max_risk", Float, comment="highest calibrated_risk of the recommended model"),
     Column(
-        "alert", Boolean, nullable=False, comment="max_risk reached the alert threshold: emailed"
+        "alert",
+        Boolean,
+        nullable=False,
+        comment="max_risk reached the recommended model's alert_threshold: emailed as an alert",
+    ),
+    Column(
+        "tier",
+        String(8),
+        comment="alert, or watch (under alert_threshold, at or over the model's watch "
+        "threshold: listed one line each under the alerts); NULL: neither",
+    ),
+    Column(
+        "alert_threshold",
+        Float,
+        comment="the recommended model's alert threshold that night (its manifest's, or "
+        "PRCRS_ALERT_THRESHOLD); NULL: not scorable",
     ),
     Column(
         "alert_state",
@@ -206,6 +222,7 @@ crs_patient_nights = Table(
     ),
     UniqueConstraint("as_of", "patient_id"),
     CheckConstraint(_in("alert_state", ALERT_STATES), name="alert_state"),
+    CheckConstraint(_in("tier", TIERS), name="tier"),
     Index(None, "run_id"),
     Index(None, "patient_id", "as_of"),
     comment="One row per active patient and night: what the report said about the patient",

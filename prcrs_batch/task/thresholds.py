@@ -18,12 +18,14 @@ The rules, fixed before any figure was seen:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from prcrs_batch.task import metrics
 from prcrs_batch.task.panel import HORIZONS
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # thresholds the rules try
@@ -118,3 +120,87 @@ def _mean(shares: object) -> float:
     values = [_share(m) for m in shares]  # type: ignore[attr-defined]
     values = [v for v in values if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """The thresholds a night applies, per model (factor set): the alert's and the watch
+    tier's (None: no watch tier). The defaults serve a model the manifest gives none."""
+
+    alert: Mapping[str, float]
+    watch: Mapping[str, float | None]
+    default_alert: float
+    default_watch: float | None
+    source: str  # where the alert thresholds came from, for the log and the report
+
+    @classmethod
+    def of(
+        cls,
+        manifest: Mapping[str, Any],
+        alert_override: float | None = None,
+        watch_override: float | None = None,
+    ) -> Tiers:
+        """Each model's thresholds as `train` stored them in the manifest; a setting, when
+        set, overrides every model's (PRCRS_ALERT_THRESHOLD, PRCRS_WATCH_THRESHOLD). Models
+        trained before per-model thresholds fall back to `FALLBACK` and no watch tier.
+
+        >>> models = [{"factor_set": "all", "thresholds": {"alert": 0.25, "watch": 0.1}},
+        ...           {"factor_set": "biochem", "thresholds": {"alert": 0.15, "watch": None}}]
+        >>> tiers = Tiers.of({"models": models})
+        >>> tiers.alert_for("biochem"), tiers.watch_for("all"), tiers.watch_for("biochem")
+        (0.15, 0.1, None)
+        >>> Tiers.of({"models": models}, alert_override=0.3).alert_for("biochem")
+        0.3
+        >>> Tiers.of({}).alert_for("all"), Tiers.of({}).source
+        (0.27, 'the default 0.27')
+        """
+        stored = {
+            str(m["factor_set"]): m["thresholds"]
+            for m in manifest.get("models", [])
+            if isinstance(m.get("thresholds"), Mapping)
+        }
+        alert = {fs: float(t["alert"]) for fs, t in stored.items()}
+        watch = {fs: _optional(t.get("watch")) for fs, t in stored.items()}
+        source = "the models' manifest" if stored else f"the default {FALLBACK:g}"
+        if alert_override is not None:
+            alert, source = {}, "PRCRS_ALERT_THRESHOLD"
+        if watch_override is not None:
+            watch = {}
+        return cls(
+            alert,
+            watch,
+            FALLBACK if alert_override is None else alert_override,
+            watch_override,
+            source,
+        )
+
+    @classmethod
+    def fixed(cls, alert: float, watch: float | None = None) -> Tiers:
+        """One alert (and watch) threshold for every model.
+
+        >>> Tiers.fixed(0.3).alert_for("biochem"), Tiers.fixed(0.3, 0.2).watch_for("all")
+        (0.3, 0.2)
+        """
+        return cls({}, {}, alert, watch, "fixed")
+
+    def alert_for(self, model: str | None) -> float:
+        return self.alert.get(model or "", self.default_alert)
+
+    def watch_for(self, model: str | None) -> float | None:
+        """A model's watch threshold; None without a watch tier (or one at or above the
+        alert's, which would be empty)."""
+        value = self.watch.get(model or "", self.default_watch)
+        return value if value is not None and value < self.alert_for(model) else None
+
+    @property
+    def headline(self) -> float:
+        """The alert threshold the report states: the `all` model's, which scores nearly
+        every patient (any patient with enough labs)."""
+        return self.alert_for("all")
+
+
+FALLBACK = metrics.THRESHOLD  # manifests without thresholds: the pre-issue-23 rule for `all`
+
+
+def _optional(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

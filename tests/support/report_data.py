@@ -14,6 +14,7 @@ from prcrs_batch.report.render import Report, build_report
 from prcrs_batch.resources import template_dir
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.task.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for
+from prcrs_batch.task.thresholds import Tiers
 
 TEMPLATE_DIR = template_dir()
 AS_OF = date(2026, 11, 26)
@@ -36,7 +37,10 @@ def make_run(n_patients: int = 0, n_data_issues: int = 4) -> RunInfo:
 
 
 def summarise(
-    patients: pd.DataFrame, scores: pd.DataFrame, history: pd.DataFrame, threshold: float
+    patients: pd.DataFrame,
+    scores: pd.DataFrame,
+    history: pd.DataFrame,
+    threshold: Tiers | float,
 ) -> list[alerts.PatientSummary]:
     """The pipeline's alert decisions, as it takes them before the report."""
     summaries = alerts.summarise_patients(patients=patients, scores=scores, threshold=threshold)
@@ -50,7 +54,7 @@ def render_report(
     scores: pd.DataFrame,
     history: pd.DataFrame,
     data_issues: dict[str, int],
-    threshold: float = THRESHOLD,
+    threshold: Tiers | float = THRESHOLD,
 ) -> Report:
     """Alert decisions then the report, as the pipeline chains them."""
     return build_report(
