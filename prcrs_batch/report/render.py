@@ -208,11 +208,13 @@ def build_report(
     html, shown = fit_listing(lambda listing: render("report.html", listing), wanted, html_budget)
     text = render("report.txt", wanted)
     logger.info(
-        "report built: %d patients, %d alerts (%d new), %d not scorable, %d charts; mail: "
+        "report built: %d patients, %d alerts (%d new), %d on watch, %d not scorable, %d charts; "
+        "mail: "
         "%d cards, %d alert rows, %d of %d other patients, %d bytes of HTML (as sent)",
         len(summaries),
         len(alerts),
         n_new,
+        len(on_watch),
         context["n_not_scorable"],
         len(images),
         shown.cards,
