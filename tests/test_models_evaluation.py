@@ -33,3 +33,18 @@ def test_m_easix_is_ldh_times_crp_over_platelets_and_nan_when_missing():
     score = baselines.m_easix(frame)
     assert score[0] == pytest.approx(np.log(200 * 10 / 100))
     assert np.isnan(score[1])
+
+
+def test_the_vectorised_bootstrap_equals_sklearn_on_each_resample():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(300) < 0.2).astype(int)
+    p = np.round(rng.random(300) * (0.5 + 0.4 * y), 2)  # ties on purpose
+    weights = rng.multinomial(300, np.full(300, 1 / 300), size=25)
+    got = metrics.weighted_auroc(y, p, weights)
+    expected = [roc_auc_score(y, p, sample_weight=w) for w in weights]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    groups = np.repeat(np.arange(100), 3)
+    low, high = metrics.bootstrap_auroc_ci(y, p, groups, n_boot=200)
+    assert low < metrics.auroc(y, p) < high

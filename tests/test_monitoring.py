@@ -14,9 +14,15 @@ from sklearn.metrics import roc_auc_score
 from sqlalchemy import select
 
 from prcrs_batch.app.cli import main
-from prcrs_batch.monitoring import drift, performance
+from prcrs_batch.monitoring import drift, performance, watch
 from prcrs_batch.offline.datasets import training_frame
-from prcrs_batch.results.tables import crs_risk_scores, input_drift, model_performance
+from prcrs_batch.results.tables import (
+    crs_risk_scores,
+    input_drift,
+    model_performance,
+    prediction_outcomes,
+)
+from prcrs_batch.task.target import daily_grades
 from prcrs_batch.warehouse.contract import crs_assessments
 from tests.support import TEST_DATA
 from tests.support.nightly import AS_OF, run_night
@@ -32,7 +38,7 @@ def _table(engine, query) -> pd.DataFrame:  # type: ignore[no-untyped-def]
 
 def _independent(stored: pd.DataFrame, grades: pd.DataFrame, last, window: int) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     """The target written out again: onset of grade >= 3 on days n+1..n+h, patient not yet
-    severe on day n, every day assessed unless an onset was seen."""
+    severe on day n; a day without a grade is not severe."""
     day_grade: dict[tuple[str, object], int] = {}
     for pid, day, grade in grades.itertuples(index=False):
         key = (str(pid), pd.Timestamp(day).date())
@@ -50,12 +56,7 @@ def _independent(stored: pd.DataFrame, grades: pd.DataFrame, last, window: int) 
             day_grade.get((r.patient_id, night + timedelta(days=k)))
             for k in range(1, int(r.horizon_days) + 1)
         ]
-        if any(g is not None and g >= 3 for g in later):
-            y = 1
-        elif all(g is not None for g in later):
-            y = 0
-        else:
-            continue
+        y = int(any(g is not None and g >= 3 for g in later))
         rows.append((r.model, int(r.horizon_days), r.patient_id, r.calibrated_risk, y))
     return pd.DataFrame(rows, columns=["model", "horizon_days", "patient_id", "risk", "y"])
 
@@ -96,7 +97,10 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
         assert pd.isna(row.auroc) == (not enough)  # the stated too-few rule
         if enough:
             assert np.isclose(row.auroc, roc_auc_score(mine["y"], mine["risk"]))
+        if enough and row.model == "all":  # the interval only where monitor pages
             assert row.auroc_low <= row.auroc <= row.auroc_high
+        else:
+            assert pd.isna(row.auroc_low)
     assert (got["n_predictions"] > 0).any()
     drifted = _table(warehouse, select(input_drift).where(input_drift.c.as_of == last))
     assert len(drifted) == 42
@@ -108,7 +112,8 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
             "PRCRS_MODEL_DIR": str(settings.model_dir),
         },
     )
-    assert outcome.exit_code in (0, 2), outcome.output
+    breached = watch.breaches(got)
+    assert outcome.exit_code == (2 if breached else 0), outcome.output
     assert "monitoring as of" in outcome.output
 
 
@@ -134,9 +139,7 @@ def test_discrimination_and_calibration_figures_on_many_predictions():
         rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk", "status"]
     )
     grades = pd.DataFrame(assessed, columns=["patient_id", "assessed_on", "grade"])
-    got = performance.performance(stored, performance.daily_grades(grades), last, [14], 0.27).iloc[
-        0
-    ]
+    got = performance.performance(stored, daily_grades(grades), last, [14], 0.27).iloc[0]
     expected = _independent(stored, grades, last, 14)
     assert got["n_events"] == expected["y"].sum() >= 5
     assert np.isclose(got["auroc"], roc_auc_score(expected["y"], expected["risk"]))
@@ -184,3 +187,65 @@ def test_silent_mode_mails_only_the_validation_team(settings, warehouse, smtp_si
     [message] = smtp_sink.messages
     assert message["Subject"].startswith("[SILENT] ")
     assert "not for clinical use" in message.get_body(("plain",)).get_content()
+
+
+def test_each_prediction_is_judged_once(settings, warehouse):
+    settings = settings.model_copy(update={"monitor_windows": [30]})
+    for night in NIGHTS[:4]:
+        assert run_night(settings, warehouse, as_of=night).status == "succeeded"
+    first = _table(warehouse, select(prediction_outcomes))
+    assert len(first) and first["judged_on"].nunique() > 1  # each by the night its date came
+    keys = ["as_of", "patient_id", "model", "horizon_days"]
+    assert not first.duplicated(keys).any()
+    for _, row in first.iterrows():
+        assert row["target_date"] <= row["judged_on"]
+    # a later night judges only what had not been judged: the earlier rows stay as they were
+    assert run_night(settings, warehouse, as_of=NIGHTS[4]).status == "succeeded"
+    second = _table(warehouse, select(prediction_outcomes))
+    kept = second.merge(first, on=keys, suffixes=("", "_before"))
+    assert len(kept) == len(first)
+    assert (kept["judged_on"] == kept["judged_on_before"]).all()
+    assert (kept["id"] == kept["id_before"]).all()
+    assert set(second["judged_on"]) - set(first["judged_on"]) <= {NIGHTS[4]}
+    # a rerun of a night drops its own predictions' outcomes, to be judged again
+    assert run_night(settings, warehouse, as_of=NIGHTS[0]).status == "succeeded"
+    rerun = _table(warehouse, select(prediction_outcomes))
+    assert not (rerun["as_of"] == NIGHTS[0]).any()
+
+
+def test_a_first_night_counts_no_onset_and_later_ones_only_those_a_night_could_warn():
+    nights = pd.DataFrame(
+        {
+            "patient_id": ["A", "A", "B"],
+            "as_of": [
+                AS_OF - timedelta(days=2),
+                AS_OF - timedelta(days=1),
+                AS_OF - timedelta(days=1),
+            ],
+            "alert": [True, False, False],
+        }
+    )
+    grades = {
+        "A": {AS_OF - timedelta(days=3): 1, AS_OF: 3},  # on the report the 2 nights before
+        "B": {AS_OF - timedelta(days=1): 1, AS_OF: 3},  # on it the night before, never alerted
+        "C": {AS_OF - timedelta(days=1): 0, AS_OF: 4},  # never on a stored night
+    }
+    assert performance.flagged_ahead(nights, grades, AS_OF, 7) == (2, 1)
+    first = nights.iloc[:0]
+    assert performance.flagged_ahead(first, grades, AS_OF, 7) == (0, 0)
+
+
+def test_monitor_pages_on_the_all_models_limits_only():
+    row = dict.fromkeys(performance.COLUMNS)
+    row |= {"model": "all", "horizon_days": 1, "window_days": 30, "auroc": 0.9}
+    row |= {"calibration_slope": 1.0, "observed_rate": 0.05, "mean_predicted": 0.05}
+    fine = pd.DataFrame([row])
+    assert watch.breaches(fine) == []
+    low = pd.DataFrame([row | {"auroc": 0.65}])
+    assert watch.breaches(low) == ["all 1d, 30 days: AUROC 0.65 < 0.7"]
+    steep = pd.DataFrame([row | {"calibration_slope": 2.5}])
+    assert "calibration slope 2.50 outside" in watch.breaches(steep)[0]
+    under = pd.DataFrame([row | {"observed_rate": 0.2}])
+    assert "observed / expected events 4.00 outside" in watch.breaches(under)[0]
+    other = pd.DataFrame([row | {"model": "biochem", "auroc": 0.5}])
+    assert watch.breaches(other) == []

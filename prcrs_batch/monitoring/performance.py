@@ -1,8 +1,9 @@
 """How the stored risks did, once the outcomes arrived: per model and horizon, over rolling
 windows, with metrics.py's figures (the ones `evaluate` reports).
 
-A prediction (a stored `ok` row of night n, horizon h) is judged when its target window
-has ended: `target_date` = n + h on or before the as-of date. Its outcome is the early-warning
+A prediction (a stored `ok` row of night n, horizon h) is judged once, by the first night
+whose as-of date is on or after its `target_date` = n + h (watch.py stores it in
+prediction_outcomes; a grade charted after that is not seen). Its outcome is the early-warning
 target of task.target.onset_label on the CRS grades known tonight: onset of grade >= 3 on
 days n+1..n+h, among patients not yet severe on day n (a day without a grade reads as not
 severe, as in training). A window of W days holds the predictions whose
@@ -29,6 +30,7 @@ from prcrs_batch.task.thresholds import Tiers
 
 MIN_EVENTS = 5  # events and non-events a window needs for discrimination and calibration
 N_BOOT = 200  # patient-bootstrap resamples of the AUROC interval (nightly: kept small)
+INTERVAL_MODEL = "all"  # the model whose AUROC interval is computed (the one paged on)
 COLUMNS = [
     "model",
     "horizon_days",
@@ -51,22 +53,9 @@ COLUMNS = [
 ]
 
 
-def daily_grades(assessments: pd.DataFrame) -> dict[str, dict[date, int]]:
-    """patient -> day -> the highest grade assessed that day."""
-    out: dict[str, dict[date, int]] = {}
-    for pid, day, grade in assessments[["patient_id", "assessed_on", "grade"]].itertuples(
-        index=False
-    ):
-        if pid is None or pd.isna(grade) or day is None:
-            continue
-        days = out.setdefault(str(pid), {})
-        day = pd.Timestamp(day).date()
-        days[day] = max(int(grade), days.get(day, -1))
-    return out
-
-
 def outcomes(predictions: pd.DataFrame, grades: dict[str, dict[date, int]]) -> np.ndarray:
-    """Each prediction's outcome (1, 0, or NaN when still open), by panel.onset_label."""
+    """Each prediction's outcome (1, 0, or NaN when the patient turned out already severe
+    that night), by task.target.onset_label on the grades known tonight."""
     labels = {}
     for pid, night, horizon in predictions[["patient_id", "as_of", "horizon_days"]].itertuples(
         index=False
@@ -85,21 +74,11 @@ def outcomes(predictions: pd.DataFrame, grades: dict[str, dict[date, int]]) -> n
     return np.array([labels[(p, n, int(h))] for p, n, h in keys], dtype=float)
 
 
-def performance(
-    predictions: pd.DataFrame,
-    grades: dict[str, dict[date, int]],
-    as_of: date,
-    windows: Sequence[int],
-    threshold: Tiers | float,
+def judge(
+    predictions: pd.DataFrame, grades: dict[str, dict[date, int]], as_of: date
 ) -> pd.DataFrame:
-    """One row (COLUMNS) per model, horizon and window; the alert figures at each model's
-    alert threshold (`threshold`: thresholds.Tiers, or one for every model).
-
-    `predictions`: stored rows with patient_id, as_of (date), model, horizon_days,
-    calibrated_risk, status; only `ok` rows whose target window has ended are judged.
-    """
-    tiers = threshold if isinstance(threshold, Tiers) else Tiers.fixed(threshold)
-    rows = []
+    """The `ok` predictions whose target window has ended by `as_of`, with `target` (their
+    target date) and `y` (`outcomes`): what prediction_outcomes stores, once each."""
     judged = predictions[predictions["status"] == "ok"].copy()
     judged["as_of"] = [pd.Timestamp(d).date() for d in judged["as_of"]]
     judged["target"] = [
@@ -107,12 +86,42 @@ def performance(
     ]
     judged = judged[judged["target"] <= as_of]
     judged["y"] = outcomes(judged, grades) if len(judged) else []
-    judged = judged[judged["y"].notna()]
-    for (model, horizon), mine in judged.groupby(["model", "horizon_days"]):
+    return judged
+
+
+def performance(
+    predictions: pd.DataFrame,
+    grades: dict[str, dict[date, int]],
+    as_of: date,
+    windows: Sequence[int],
+    threshold: Tiers | float,
+) -> pd.DataFrame:
+    """One row (COLUMNS) per model, horizon and window, judging `predictions` (stored rows
+    with patient_id, as_of, model, horizon_days, calibrated_risk, status) now: `judge`
+    then `figures`."""
+    return figures(judge(predictions, grades, as_of), grades, as_of, windows, threshold)
+
+
+def figures(
+    judged: pd.DataFrame,
+    grades: dict[str, dict[date, int]],
+    as_of: date,
+    windows: Sequence[int],
+    threshold: Tiers | float,
+) -> pd.DataFrame:
+    """One row (COLUMNS) per model, horizon and window, from judged predictions (`judge`'s
+    columns, or prediction_outcomes' rows); the alert figures at each model's alert
+    threshold (`threshold`: thresholds.Tiers, or one for every model). The AUROC interval
+    only for the `all` model, whose figures `monitor` pages on."""
+    tiers = threshold if isinstance(threshold, Tiers) else Tiers.fixed(threshold)
+    judged = judged[judged["y"].notna() & (judged["target"] <= as_of)]
+    rows = []
+    for (model, _), mine in judged.groupby(["model", "horizon_days"]):
+        horizon = int(mine["horizon_days"].iloc[0])
         for window in windows:
             part = mine[mine["target"] > as_of - timedelta(days=window)]
             at = tiers.alert_for(str(model))
-            rows.append(_row(str(model), int(horizon), window, part, at, grades))
+            rows.append(_row(str(model), horizon, window, part, at, grades))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -148,16 +157,18 @@ def _row(
         median_lead_days=_median_lead(part, horizon, threshold, grades),
     )
     if n_events >= MIN_EVENTS and len(y) - n_events >= MIN_EVENTS:
-        figures = metrics.binary_metrics(y, p, threshold)
-        interval = metrics.bootstrap_ci(y, [p], part["patient_id"].to_numpy(), n_boot=N_BOOT)
+        found = metrics.binary_metrics(y, p, threshold)
         row.update(
-            auroc=figures["auroc"],
-            auroc_low=interval["auroc"][0],
-            auroc_high=interval["auroc"][1],
-            auprc=figures["auprc"],
-            calibration_intercept=figures["calibration_intercept"],
-            calibration_slope=figures["calibration_slope"],
+            auroc=found["auroc"],
+            auprc=found["auprc"],
+            calibration_intercept=found["calibration_intercept"],
+            calibration_slope=found["calibration_slope"],
         )
+        if model == INTERVAL_MODEL:
+            low, high = metrics.bootstrap_auroc_ci(
+                y, p, part["patient_id"].to_numpy(), n_boot=N_BOOT
+            )
+            row.update(auroc_low=low, auroc_high=high)
     return row
 
 
@@ -194,17 +205,17 @@ def onsets(grades: dict[str, dict[date, int]], first: date, last: date) -> list[
 def flagged_ahead(
     nights: pd.DataFrame, grades: dict[str, dict[date, int]], as_of: date, window: int
 ) -> tuple[int, int]:
-    """(onsets in the last `window` days, those whose patient was an alert on at least one of
-    the `max(HORIZONS)` nights before): what the team was warned of, from crs_patient_nights."""
-    alerted = {
-        (str(p), pd.Timestamp(n).date())
-        for p, n, a in nights[["patient_id", "as_of", "alert"]].itertuples(index=False)
-        if a
-    }
-    found = onsets(grades, as_of - timedelta(days=window - 1), as_of)
-    warned = [
+    """(onsets in the last `window` days that a stored night could have warned of - the
+    patient was on the report on one of the `max(HORIZONS)` nights before - and those whose
+    patient was an alert on one of them): what the team was warned of, from
+    crs_patient_nights. A first night, with no night before it, counts no onset."""
+    listed = nights[["patient_id", "as_of", "alert"]].itertuples(index=False)
+    reported = {(str(p), pd.Timestamp(n).date()): bool(a) for p, n, a in listed}
+    lookback = [timedelta(days=k) for k in range(1, max(HORIZONS) + 1)]
+    found = [
         (pid, day)
-        for pid, day in found
-        if any((pid, day - timedelta(days=k)) in alerted for k in range(1, max(HORIZONS) + 1))
+        for pid, day in onsets(grades, as_of - timedelta(days=window - 1), as_of)
+        if any((pid, day - k) in reported for k in lookback)
     ]
+    warned = [(p, d) for p, d in found if any(reported.get((p, d - k)) for k in lookback)]
     return len(found), len(warned)

@@ -1,8 +1,9 @@
-"""Stage 6b: once a night is stored, the job measures itself. It reads the earlier nights'
-stored risks and what the team was told (results database) and the CRS grades that have
-arrived since (warehouse), computes performance.py's performance and drift.py's drift, and
-stores them in `model_performance` and `input_drift` (a rerun of the night replaces its
-rows). `latest` reads them back for `prcrs-batch monitor`, with the limits it pages on.
+"""Stage 6b: once a night is stored, the job measures itself. It judges the earlier nights'
+predictions whose target date has come, once each, by the CRS grades that have arrived
+(warehouse), stores them in `prediction_outcomes`, computes performance.py's figures over
+the windows from the stored outcomes and drift.py's drift, and stores them in
+`model_performance` and `input_drift` (a rerun of the night replaces those two). `latest`
+reads them back for `prcrs-batch monitor`, with the limits it pages on.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Select, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Select, and_, delete, func, insert, select
 
 from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.monitoring import drift, performance
@@ -23,9 +25,11 @@ from prcrs_batch.results.tables import (
     crs_risk_scores,
     input_drift,
     model_performance,
+    prediction_outcomes,
 )
 from prcrs_batch.settings import Settings
 from prcrs_batch.task.panel import HORIZONS
+from prcrs_batch.task.target import daily_grades
 from prcrs_batch.warehouse.queries import WarehouseError, Window, crs_assessments
 
 logger = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class Watch:
     performance: pd.DataFrame  # performance.COLUMNS
     drift: pd.DataFrame  # drift.COLUMNS
     onsets: list[tuple[int, int, int]] = field(default_factory=list)  # window, onsets, warned
+    judged: pd.DataFrame = field(default_factory=pd.DataFrame)  # predictions judged tonight
 
 
 def watch_night(
@@ -53,17 +58,31 @@ def watch_night(
     warehouse: Engine,
     results_db: Engine,
 ) -> Watch:
-    """Measure the stored nights up to `window.as_of` and tonight's inputs."""
+    """Measure the stored nights up to `window.as_of` and tonight's inputs.
+
+    Bounded work: the predictions whose target date has come and that no night has judged
+    yet are judged now (performance.judge); the windows' figures come from those and the
+    stored outcomes of the windows (prediction_outcomes), never from all of history.
+    """
     as_of = window.as_of
-    since = as_of - timedelta(days=max(settings.monitor_windows) + max(HORIZONS))
-    s, n = crs_risk_scores.c, crs_patient_nights.c
+    longest = max(settings.monitor_windows)
+    since = as_of - timedelta(days=longest + max(HORIZONS))
     with results_db.connect() as connection:
-        predictions = _frame(
+        pending = _frame(connection, _unjudged(since, as_of))
+        o = prediction_outcomes.c
+        stored = _frame(
             connection,
             select(
-                s.patient_id, s.as_of, s.model, s.horizon_days, s.calibrated_risk, s.status
-            ).where(s.as_of >= since, s.as_of < as_of, s.status == "ok"),
+                o.patient_id,
+                o.as_of,
+                o.model,
+                o.horizon_days,
+                o.calibrated_risk,
+                o.target_date.label("target"),
+                o.outcome.label("y"),
+            ).where(o.target_date > as_of - timedelta(days=longest), o.target_date <= as_of),
         )
+        n = crs_patient_nights.c
         nights = _frame(
             connection,
             select(n.patient_id, n.as_of, n.alert).where(n.as_of >= since, n.as_of <= as_of),
@@ -80,14 +99,11 @@ def watch_night(
     except WarehouseError as exc:  # grades are optional: the night's notes already say so
         logger.warning("no outcomes to judge the stored risks by: %s", exc)
         assessments = pd.DataFrame(columns=["patient_id", "assessed_on", "grade"])
-    grades = performance.daily_grades(assessments)
-    judged = (
-        performance.performance(
-            predictions, grades, as_of, settings.monitor_windows, night_tiers(settings, bundle)
-        )
-        if grades
-        else pd.DataFrame(columns=performance.COLUMNS)
-    )
+    grades = daily_grades(assessments)
+    judged = performance.judge(pending, grades, as_of) if grades else pending.iloc[:0]
+    tiers = night_tiers(settings, bundle)
+    everything = pd.concat([_dated(stored), judged[stored.columns]], ignore_index=True)
+    figures = performance.figures(everything, grades, as_of, settings.monitor_windows, tiers)
     reference = bundle.manifest.get("training_data", {}).get("input_reference")
     drifted = drift.drift(features, reference) if reference else pd.DataFrame(columns=drift.COLUMNS)
     if not reference:
@@ -95,17 +111,59 @@ def watch_night(
     onsets = [
         (w, *performance.flagged_ahead(nights, grades, as_of, w)) for w in settings.monitor_windows
     ]
-    return Watch(judged, drifted, onsets)
+    return Watch(figures, drifted, onsets, judged)
+
+
+def _unjudged(since: date, as_of: date) -> Select:
+    """The stored ok predictions since `since` whose target date has come and that no night
+    has judged."""
+    s, o = crs_risk_scores.c, prediction_outcomes.c
+    judged = and_(
+        o.as_of == s.as_of,
+        o.patient_id == s.patient_id,
+        o.model == s.model,
+        o.horizon_days == s.horizon_days,
+    )
+    return (
+        select(s.patient_id, s.as_of, s.model, s.horizon_days, s.calibrated_risk, s.status)
+        .select_from(crs_risk_scores.outerjoin(prediction_outcomes, judged))
+        .where(
+            s.status == "ok",
+            s.as_of >= since,
+            s.target_date <= as_of,
+            o.id.is_(None),
+        )
+    )
+
+
+def _dated(stored: pd.DataFrame) -> pd.DataFrame:
+    """Stored outcomes typed as performance.judge's frame: dates, float outcomes."""
+    out = stored.copy()
+    for column in ("as_of", "target"):
+        out[column] = [pd.Timestamp(d).date() for d in out[column]]
+    out["y"] = pd.to_numeric(out["y"], errors="coerce").astype(float)
+    return out
 
 
 def store(connection: Connection, watch: Watch, run_id: str, as_of: date) -> None:
-    """Replace the night's model_performance and input_drift rows."""
+    """Store tonight's judged predictions; replace the night's model_performance and
+    input_drift rows."""
     night = {"run_id": run_id, "as_of": as_of}
     for table, frame in ((model_performance, watch.performance), (input_drift, watch.drift)):
         connection.execute(delete(table).where(table.c.as_of == as_of))
         if len(frame):
             rows = [{**night, **row} for row in plain_rows(frame)]
             connection.execute(insert(table), rows)
+    if len(watch.judged):
+        frame = watch.judged.rename(columns={"target": "target_date", "y": "outcome"})
+        columns = ["as_of", "patient_id", "model", "horizon_days", "target_date"]
+        columns += ["calibrated_risk", "outcome"]
+        outcome = [None if np.isnan(v) else int(v) for v in frame["outcome"].to_numpy(float)]
+        rows = [
+            {**row, "run_id": run_id, "judged_on": as_of, "outcome": y}
+            for row, y in zip(plain_rows(frame[columns]), outcome, strict=True)
+        ]
+        connection.execute(insert(prediction_outcomes), rows)
 
 
 def latest(results_db: Engine, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:

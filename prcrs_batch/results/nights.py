@@ -32,6 +32,7 @@ from prcrs_batch.results.tables import (
     crs_risk_scores,
     data_quality_issues,
     night_claims,
+    prediction_outcomes,
     scoring_runs,
 )
 from prcrs_batch.task.data_day import target_day
@@ -106,7 +107,7 @@ def replace_night(
     as_of = run.as_of
     _serialise_night(connection, as_of)
     old_runs = select(scoring_runs.c.run_id).where(scoring_runs.c.as_of == as_of)
-    for table in (crs_risk_scores, crs_patient_nights, crs_risk_explanations):
+    for table in (crs_risk_scores, crs_patient_nights, crs_risk_explanations, prediction_outcomes):
         connection.execute(delete(table).where(table.c.as_of == as_of))
     connection.execute(
         delete(data_quality_issues).where(data_quality_issues.c.run_id.in_(old_runs))

@@ -268,6 +268,33 @@ data_quality_issues = Table(
     comment="One row per lab value or patient the night set aside or bounded, and why",
 )
 
+prediction_outcomes = Table(
+    "prediction_outcomes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True, comment="surrogate key"),
+    _run_id(),
+    Column("as_of", Date, nullable=False, comment="night of the prediction"),
+    Column("patient_id", Text, nullable=False, comment="as in the warehouse"),
+    Column("model", String(16), nullable=False, comment="factor set"),
+    Column("horizon_days", Integer, nullable=False, comment="days ahead: 1, 2 or 3"),
+    Column("target_date", Date, nullable=False, comment="as_of + horizon_days"),
+    Column("calibrated_risk", Float, nullable=False, comment="the stored ok risk judged"),
+    Column(
+        "outcome",
+        Integer,
+        comment="1: severe CRS began by target_date; 0: it did not (a day without a grade "
+        "reads as not severe, as in training); NULL: the patient turned out already severe "
+        "that night by grades charted later (not judged)",
+    ),
+    Column("judged_on", Date, nullable=False, comment="the night that judged it"),
+    UniqueConstraint("as_of", "patient_id", "model", "horizon_days"),
+    Index(None, "target_date", "model"),
+    Index(None, "run_id"),
+    comment="Each stored ok prediction judged once, by the first night after its target "
+    "date (run_id: that night's run); model_performance's windows are computed from these. "
+    "A rerun of a night drops its predictions' outcomes, to be judged again",
+)
+
 model_performance = Table(
     "model_performance",
     metadata,
