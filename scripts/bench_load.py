@@ -29,7 +29,12 @@ from sqlalchemy import make_url as parse_url
 from prcrs_batch.devdata.cohort import create_warehouse_tables
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.results.migrations import migrate
-from prcrs_batch.results.tables import crs_risk_scores, scoring_runs
+from prcrs_batch.results.tables import (
+    crs_patient_nights,
+    crs_risk_scores,
+    prediction_outcomes,
+    scoring_runs,
+)
 
 CHUNK_PATIENTS = 1000
 INDEXES = [
@@ -146,10 +151,15 @@ def load_warehouse(url: str, patients: int, inactive: int, as_of: date, seed: in
 
 
 def seed_history(url: str, as_of: date, nights: int) -> None:
-    """Store `nights` earlier nights: the as-of night's run and scores, shifted back by k days.
+    """Store `nights` earlier nights: the as-of night's run, scores and patient nights,
+    shifted back by k days, and the outcomes the nights before `as_of` would have judged
+    (every ok prediction whose target date came before `as_of`, outcome 0: the values do
+    not change the work), so that the night after them judges one night's predictions, as
+    at a site that has run for a while.
 
-    Every column of scoring_runs and crs_risk_scores (prcrs_batch.results.tables) is copied, except
-    the keys, the dates (shifted), and the report columns (NOT_COPIED_TO_HISTORY).
+    Every column of scoring_runs, crs_risk_scores and crs_patient_nights
+    (prcrs_batch.results.tables) is copied, except the keys, the dates (shifted), and the
+    report columns (NOT_COPIED_TO_HISTORY).
     """
     engine = make_engine(url)
     with engine.begin() as conn:
@@ -168,10 +178,29 @@ def seed_history(url: str, as_of: date, nights: int) -> None:
                     target_date=scores.target_date - k,
                 )
             )
+            nights_c = crs_patient_nights.c
+            conn.execute(
+                _copy_night(crs_patient_nights, as_of, run_id=run_id, as_of=nights_c.as_of - k)
+            )
+        s = crs_risk_scores.c
+        judged = select(
+            s.run_id,
+            s.as_of,
+            s.patient_id,
+            s.model,
+            s.horizon_days,
+            s.target_date,
+            s.calibrated_risk,
+            literal(0),
+            s.target_date,
+        ).where(s.status == "ok", s.as_of < as_of, s.target_date < as_of)
+        columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
+        columns += ["calibrated_risk", "outcome", "judged_on"]
+        conn.execute(insert(prediction_outcomes).from_select(columns, judged))
     engine.dispose()
     with psycopg.connect(psycopg_url(url), autocommit=True) as conn:
-        conn.execute(f"VACUUM ANALYZE {crs_risk_scores.name}")
-        conn.execute(f"VACUUM ANALYZE {scoring_runs.name}")
+        for table in (crs_risk_scores, scoring_runs, crs_patient_nights, prediction_outcomes):
+            conn.execute(f"VACUUM ANALYZE {table.name}")
 
 
 def _copy_night(table: Table, night: date, /, **shifted: ColumnElement) -> Insert:

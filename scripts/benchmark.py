@@ -15,9 +15,11 @@ Usage (PostgreSQL reachable as a superuser or a role with CREATEDB):
     .venv/bin/python scripts/benchmark.py --patients 1000 --history-nights 7 --keep
     .venv/bin/python scripts/benchmark.py --networks-only cpu --patients 10000 --repeats 1
 
-`--history-nights K` also stores K earlier nights of scores (copies of the first run,
-shifted back a day each) and runs the night again: the steady state of a site, where the
-report reads a week of history and the write replaces an existing night.
+`--history-nights K` also stores K earlier nights (copies of the first run's scores and
+patient nights, shifted back a day each, with the outcomes earlier nights would have
+judged: bench_load.seed_history) and runs the night again: the steady state of a site,
+where monitoring judges one night's predictions and reads its windows' outcomes, the report
+reads a week of history and the write replaces an existing night.
 
 The parts, each usable alone:
 - bench_generate.py: the synthetic rows (development-cohort draws, missingness, text
