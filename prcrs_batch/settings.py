@@ -67,11 +67,11 @@ class Settings(BaseSettings):
     # one compact row, and the complete report is attached.
     max_alert_cards: int = Field(12, ge=1, le=100)
     metrics_file: Path | None = None  # Prometheus text file of the last night; None: not written
-    # The expected feed: a night whose active patients' newest lab is older than this is
-    # stored with status stale_data; so is one whose newest infusion is older than
-    # max_infusion_age_days (0: no limit).
+    # The expected feed: a night whose active patients' newest lab, or the warehouse's, is
+    # older than this is stored with status stale_data; so is one whose newest infusion is
+    # older than max_infusion_age_days, or absent (0: no limit). freshness.py.
     max_lab_age_hours: int = Field(48, ge=1, le=24 * 60)
-    max_infusion_age_days: int = Field(0, ge=0, le=3650)
+    max_infusion_age_days: int = Field(60, ge=0, le=3650)
     schedule_cron: str = "0 2 * * *"
     timezone: str = "UTC"
 

@@ -14,6 +14,7 @@ from prcrs_batch.app.cli import main
 from prcrs_batch.devdata.cohort import create_warehouse_tables
 from prcrs_batch.resources import model_dir
 from prcrs_batch.results.engines import make_engine
+from tests.support.nightly import AS_OF
 from tests.support.smtp import SMTP_PASSWORD, SMTP_USER
 
 SECRET = "pw-Secret-9"
@@ -36,8 +37,8 @@ def installed(settings_env: Path, warehouse: Engine, db_url: str, monkeypatch, s
     return settings_env
 
 
-def check() -> Result:
-    return CliRunner().invoke(main, ["check"])
+def check(*options: str) -> Result:
+    return CliRunner().invoke(main, ["check", *options])
 
 
 def lines(result: Result, status: str) -> dict[str, str]:
@@ -51,7 +52,7 @@ def lines(result: Result, status: str) -> dict[str, str]:
 
 
 def test_healthy_installation_passes_every_check(installed, smtp_sink):
-    result = check()
+    result = check("--as-of", AS_OF.isoformat())  # the test warehouse's data day
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     passed = lines(result, "ok")
@@ -171,7 +172,7 @@ def test_check_as_of_judges_a_cdm_refreshed_weeks_ago_by_its_last_day(
     """An OMOP CDM whose last refresh ended on AS_OF: today nothing was measured in the last
     30 days, so the warehouse check fails; `--as-of AS_OF` judges it as that night would."""
     from prcrs_batch.devdata.omop import load_cohort_omop
-    from tests.support.nightly import AS_OF, COHORT
+    from tests.support.nightly import COHORT
 
     load_cohort_omop(warehouse, COHORT)
     monkeypatch.setenv("PRCRS_WAREHOUSE_MODEL", "omop")
@@ -180,3 +181,9 @@ def test_check_as_of_judges_a_cdm_refreshed_weeks_ago_by_its_last_day(
     result = CliRunner().invoke(main, ["check", "--as-of", AS_OF.isoformat()])
     assert "warehouse" in lines(result, "ok") and "freshness" in lines(result, "ok"), result.output
     assert "warehouse" not in lines(result, "FAIL")
+
+
+def test_a_dead_feed_fails_the_check_naming_the_setting(installed, smtp_sink):
+    result = check()  # tonight's data day: the test warehouse's labs are long past
+    assert result.exit_code != 0
+    assert "PRCRS_MAX_LAB_AGE_HOURS" in lines(result, "FAIL")["freshness"]

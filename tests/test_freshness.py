@@ -69,14 +69,30 @@ def test_no_active_patients_after_recent_ones_is_stale(settings, warehouse):
     assert "check the infusion feed" in (summary.error or "")
 
 
-def test_a_quiet_centre_months_after_its_last_patient_is_not_stale(settings, warehouse):
+def test_a_feed_that_stopped_months_ago_is_stale_without_active_patients(settings, warehouse):
     night = LAST_INFUSION + timedelta(days=3 * settings.active_days)
     summary = run_night(settings, warehouse, as_of=night)
-    assert summary.n_patients == 0 and summary.status == "succeeded"
-    limited = settings.model_copy(update={"max_infusion_age_days": 60})
-    summary = run_night(limited, warehouse, as_of=night)
-    assert summary.status == "stale_data"
+    assert summary.n_patients == 0 and summary.status == "stale_data"
     assert "PRCRS_MAX_INFUSION_AGE_DAYS" in (summary.error or "")
+    assert "PRCRS_MAX_LAB_AGE_HOURS" in (summary.error or "")
+    # a centre with months between patients may lift the infusion limit: the labs still tell
+    unlimited = settings.model_copy(update={"max_infusion_age_days": 0})
+    summary = run_night(unlimited, warehouse, as_of=night)
+    assert summary.status == "stale_data"
+    assert "PRCRS_MAX_INFUSION_AGE_DAYS" not in (summary.error or "")
+    assert "newest lab in the warehouse" in (summary.error or "")
+
+
+def test_an_empty_warehouse_is_stale_never_all_clear(settings, engine):
+    from prcrs_batch.devdata.cohort import create_warehouse_tables
+
+    create_warehouse_tables(engine)  # the contract's tables, no row
+    summary = run_night(settings, engine, as_of=AS_OF)
+    assert summary.n_patients == 0 and summary.status == "stale_data"
+    assert "no lab result in the warehouse" in (summary.error or "")
+    assert "no infusion at all" in (summary.error or "")
+    html = summary.report_path.read_text() if summary.report_path else ""
+    assert "STALE DATA" in html and "all clear" not in html.split("STALE DATA")[0]
 
 
 def test_the_run_command_exits_non_zero_on_stale_data(
@@ -106,7 +122,12 @@ def test_ages_are_measured_from_now_or_the_end_of_a_past_night():
     assert feed.lab_age_hours == 20.0 and feed.infusion_age_days == 6
     limits = {"active_days": 30, "max_lab_age_hours": 48, "max_infusion_age_days": 0}
     assert stale_reasons(feed, **limits) == []
-    no_infusion_ever = FeedState(as_of, feed.reference, 0, None, None, None)
-    assert stale_reasons(no_infusion_ever, **limits) == []  # a new site: nothing to compare
+    empty = FeedState(as_of, feed.reference, 0, None, None, None)
+    assert stale_reasons(empty, **limits) == [
+        "no lab result in the warehouse, expected within 48 h (PRCRS_MAX_LAB_AGE_HOURS): "
+        "check the lab feed"
+    ]
     limits["max_infusion_age_days"] = 30
-    assert "no infusion at all" in stale_reasons(no_infusion_ever, **limits)[0]
+    assert "no infusion at all" in stale_reasons(empty, **limits)[1]
+    old_labs = FeedState(as_of, feed.reference, 0, date(2026, 11, 20), datetime(2025, 1, 1), None)
+    assert "h old, expected within 48 h" in stale_reasons(old_labs, **limits)[0]

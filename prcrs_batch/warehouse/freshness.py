@@ -4,10 +4,13 @@ A night is stale (run status `stale_data`: stored, reported with a warning at th
 the email, and a non-zero exit) when
 
 - there are active patients but none has a lab result newer than PRCRS_MAX_LAB_AGE_HOURS;
+- the newest lab result in the warehouse (any patient) is older than that, or there is
+  none, even with no active patient: an empty or dead feed is never a quiet night;
 - there are no active patients although some were active within the last
   PRCRS_ACTIVE_DAYS nights (the newest infusion is less than twice that old): infusions
   stopped arriving, or the last patient just finished (the message says both);
-- PRCRS_MAX_INFUSION_AGE_DAYS is set and the newest infusion is older than that.
+- the newest infusion is older than PRCRS_MAX_INFUSION_AGE_DAYS (default 60; 0: no
+  limit), or there is none.
 
 Ages are measured from the moment the night was scored, or from the data cut-off for a
 past night (backfill), whichever is earlier. Warehouse timestamps are read as local time
@@ -124,10 +127,16 @@ def stale_reasons(
 warehouse: 2026-11-22 06:00, 92 h old): check the lab feed']
     """
     reasons = []
+    lab_age = feed.lab_age_hours
     if feed.active_patients and feed.newest_active_lab is None:
         reasons.append(
             f"none of the {feed.active_patients} active patients has a lab result newer than "
             f"{max_lab_age_hours} h ({_newest_lab(feed)}): check the lab feed"
+        )
+    elif lab_age is None or lab_age > max_lab_age_hours:
+        reasons.append(
+            f"{_newest_lab(feed)}, expected within {max_lab_age_hours} h "
+            "(PRCRS_MAX_LAB_AGE_HOURS): check the lab feed"
         )
     age = feed.infusion_age_days
     if not feed.active_patients and age is not None and age < 2 * active_days:
