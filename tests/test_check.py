@@ -3,6 +3,7 @@ only when every check passes; each failure is one line naming what to fix."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -187,3 +188,34 @@ def test_a_dead_feed_fails_the_check_naming_the_setting(installed, smtp_sink):
     result = check()  # tonight's data day: the test warehouse's labs are long past
     assert result.exit_code != 0
     assert "PRCRS_MAX_LAB_AGE_HOURS" in lines(result, "FAIL")["freshness"]
+
+
+def test_check_names_what_an_omop_mapping_silently_misses(installed, warehouse, monkeypatch):
+    from sqlalchemy import text
+
+    from prcrs_batch.devdata.omop import load_cohort_omop
+    from tests.support.nightly import COHORT
+
+    load_cohort_omop(warehouse, COHORT)
+    monkeypatch.setenv("PRCRS_WAREHOUSE_MODEL", "omop")
+    as_of = ["--as-of", AS_OF.isoformat()]
+    before = lines(check(*as_of), "ok")["warehouse"]
+    found = re.search(r"infusions found: (\d+) through drug_exposure, (\d+) through", before)
+    assert found and int(found[1]) + int(found[2]) > 0, before
+    assert "person_source_value" not in before and "value_as_concept_id" not in before
+    with warehouse.begin() as connection:
+        infused = "SELECT person_id FROM procedure_occurrence ORDER BY procedure_date LIMIT 1"
+        first = connection.execute(text(infused)).scalar_one()
+        connection.execute(
+            text("UPDATE person SET person_source_value = NULL WHERE person_id = :p"), {"p": first}
+        )
+        connection.execute(
+            text(
+                "UPDATE measurement SET value_as_number = NULL, value_as_concept_id = 4181412 "
+                "WHERE measurement_id = (SELECT MAX(measurement_id) FROM measurement)"
+            )
+        )
+    after = check(*as_of).output
+    assert "1 infused persons have no person_source_value" in after
+    assert "PRCRS_OMOP_PATIENT_ID=person_id" in after
+    assert "1 lab results in the last 30 days carry only value_as_concept_id" in after

@@ -218,6 +218,39 @@ def omop_lab_counts(engine: Engine, settings: Settings, since: date) -> tuple[di
     return counts, sum(int(by_source or 0) for _, _, by_source in rows)
 
 
+def omop_silent_zeros(engine: Engine, settings: Settings, today: date) -> list[str]:
+    """What a site's OMOP mapping may be missing without an error (sql/omop/silent_zeros.sql):
+    infusions per source table, infused persons without the configured patient id, lab
+    results carried only as a concept. One phrase each, naming the fix."""
+    source = Source.from_settings(settings)
+    params = {"as_of": today, "first_infusion": today - timedelta(settings.active_days)}
+    with engine.connect() as connection:
+        prepare(connection, source)
+        statement = query(source.folder, "silent_zeros", connection.dialect.name)
+        row = connection.execute(statement, params | source.params()).one()
+    found = [
+        f"infusions found: {row.drug_infusions} through drug_exposure, "
+        f"{row.procedure_infusions} through procedure_occurrence"
+        + (
+            " (infusions recorded as RxNorm drugs need their codes in omop_infusions.csv)"
+            if not row.drug_infusions
+            else ""
+        )
+    ]
+    if row.persons_without_id:
+        found.append(
+            f"{row.persons_without_id} infused persons have no {settings.omop_patient_id}: "
+            "their nights carry no patient id (fill it, or set PRCRS_OMOP_PATIENT_ID=person_id)"
+        )
+    if row.concept_only_results:
+        found.append(
+            f"{row.concept_only_results} lab results in the last {settings.active_days} days "
+            "carry only value_as_concept_id and are read as no number (map a numeric "
+            "value_as_number where there is one)"
+        )
+    return found
+
+
 def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = None) -> Check:
     """The OMOP CDM tables are there and readable; per analyte, how many measurement rows
     its codes matched in the last PRCRS_ACTIVE_DAYS (a lab the site does not map: 0)."""
@@ -243,6 +276,7 @@ def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = Non
             counts, by_source = omop_lab_counts(
                 engine, settings, today - timedelta(settings.active_days)
             )
+            silent = omop_silent_zeros(engine, settings, today)
     except engines.DatabaseSetupError as exc:
         return Check("warehouse", False, str(exc))
     except (SQLAlchemyError, ValueError) as exc:
@@ -258,7 +292,7 @@ def check_omop(engine: Engine, settings: Settings, *, now: datetime | None = Non
             f"; {by_source} rows matched through measurement_source_concept_id only "
             "(measurement_concept_id 0: map them to standard concepts)"
         )
-    return Check("warehouse", matched > 0, detail)
+    return Check("warehouse", matched > 0, "; ".join([detail, *silent]))
 
 
 def check_results(url: str, schema: str | None = None) -> Check:

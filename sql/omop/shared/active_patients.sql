@@ -5,7 +5,7 @@
     procedure_occurrence whose concept (or source concept) is one of the (vocabulary_id,
     concept_code) pairs of omop_infusions.csv, looked up in the site's own concept table; a
     drug also matches through concept_ancestor (an RxNorm ingredient listed: its drugs).
-    `infusions` holds every infusion up to that date from :first_infusion on, or from any date
+    `infusions` (person_id, infusion_date, source_table) holds every infusion up to that date from :first_infusion on, or from any date
     where the including query sets `every_infusion = true` (the feed's newest infusion). -#}
 {%- set until = until | default("as_of") -%}
 drug_concepts AS (
@@ -21,7 +21,8 @@ procedure_concepts AS (
     WHERE (c.vocabulary_id, c.concept_code) IN :procedure_codes
 ),
 infusions AS (
-    SELECT de.person_id, de.drug_exposure_start_date AS infusion_date
+    SELECT de.person_id, de.drug_exposure_start_date AS infusion_date,
+           'drug_exposure' AS source_table
     FROM drug_exposure AS de
     WHERE de.drug_exposure_start_date <= :{{ until }}
       {%- if not every_infusion | default(false) %}
@@ -30,7 +31,7 @@ infusions AS (
       AND (de.drug_concept_id IN (SELECT concept_id FROM drug_concepts)
            OR de.drug_source_concept_id IN (SELECT concept_id FROM drug_concepts))
     UNION ALL
-    SELECT po.person_id, po.procedure_date
+    SELECT po.person_id, po.procedure_date, 'procedure_occurrence'
     FROM procedure_occurrence AS po
     WHERE po.procedure_date <= :{{ until }}
       {%- if not every_infusion | default(false) %}
