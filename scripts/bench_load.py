@@ -35,12 +35,11 @@ from prcrs_batch.results.tables import (
     prediction_outcomes,
     scoring_runs,
 )
+from prcrs_batch.warehouse.indexes import RECOMMENDED
 
 CHUNK_PATIENTS = 1000
-INDEXES = [
-    "CREATE INDEX ix_bench_cart_infusions_infusion_date ON cart_infusions (infusion_date)",
-    "CREATE INDEX ix_bench_lab_results_collected_at ON lab_results (collected_at)",
-]
+# README's contract indexes (prcrs_batch.warehouse.indexes) beyond the unique keys rebuilt
+INDEXES = [r.sql() for r in RECOMMENDED if r.model == "contract" and "patient_id" not in r.columns]
 # A stored earlier night keeps no report: nothing may look for its file or resend it.
 NOT_COPIED_TO_HISTORY = {"report_path", "report_sent_at"}
 

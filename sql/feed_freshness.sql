@@ -4,8 +4,7 @@
 --   newest_lab         the newest lab result before the data cut-off (any patient)
 --   newest_active_lab  the newest lab result of an active patient collected in
 --                      [fresh_since, window_end): NULL when none is that recent
--- Cheap with the indexes README recommends (cart_infusions (infusion_date),
--- lab_results (collected_at)).
+-- Cheap with README's warehouse indexes (prcrs_batch/warehouse/indexes.py).
 WITH {% include "shared/active_patients.sql" %}
 SELECT
     (SELECT MAX(infusion_date) FROM cart_infusions WHERE infusion_date <= :as_of)

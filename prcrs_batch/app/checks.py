@@ -25,11 +25,11 @@ from prcrs_batch.results import engines, migrations
 from prcrs_batch.settings import Settings, unknown_variables
 from prcrs_batch.task.data_day import current_data_day, data_day
 from prcrs_batch.task.panel import ANALYTE_CODES
-from prcrs_batch.warehouse import freshness
+from prcrs_batch.warehouse import freshness, indexes
 from prcrs_batch.warehouse.code_lists import read_code_lists
 from prcrs_batch.warehouse.contract import warehouse_metadata
 from prcrs_batch.warehouse.placement import locate as placement_of
-from prcrs_batch.warehouse.queries import Source, prepare, query
+from prcrs_batch.warehouse.queries import Source, Window, prepare, query
 
 OPTIONAL_COLUMNS = {("cart_infusions", "sex"), ("cart_infusions", "age")}  # not queried
 SMTP_TIMEOUT_SECONDS = 10
@@ -401,6 +401,27 @@ def check_freshness(warehouse: Engine, settings: Settings, *, now: datetime | No
         age = f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.0f} d"
         lab = f"newest lab result {feed.newest_lab:%Y-%m-%d %H:%M} ({age})"
     facts = f"{infusion}, {lab}, {feed.active_patients} active patients tonight"
+    slow = query_plans(warehouse, settings, night)
+    if slow:
+        facts += f"; WARNING, slow query plans: {'; '.join(slow)}"
     if reasons:
         return Check("freshness", False, f"{facts}: STALE: {'; '.join(reasons)}")
     return Check("freshness", True, facts)
+
+
+def query_plans(warehouse: Engine, settings: Settings, night: date) -> list[str]:
+    """The nightly queries that would read a whole large table (indexes.scans): a warning,
+    never a failure (the night still runs, only slower)."""
+    source = Source.from_settings(settings)
+    window = Window(
+        as_of=night,
+        active_days=settings.active_days,
+        lookback_hours=settings.lookback_hours,
+        timezone=settings.timezone,
+        source=source,
+    )
+    try:
+        with warehouse.connect() as connection:
+            return indexes.scans(connection, source, window)
+    except SQLAlchemyError as exc:
+        return [f"query plans not read: {describe(exc)}"]

@@ -2,7 +2,7 @@
 -- row: newest_infusion, active_patients, newest_lab, newest_active_lab). Infusions:
 -- shared/active_patients.sql's, every one up to the as-of date; lab results are
 -- shared/lab_measurements.sql's, timed by measurement_datetime, else measurement_date.
--- Cheap with the indexes README recommends.
+-- Cheap with README's warehouse indexes (prcrs_batch/warehouse/indexes.py).
 {% set every_infusion = true -%}
 WITH {% include "shared/active_patients.sql" %},
 {% include "shared/lab_measurements.sql" %},
