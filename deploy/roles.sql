@@ -154,7 +154,7 @@ JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = :'results_schema'
   AND c.relname IN ('scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
                     'crs_risk_explanations', 'model_performance', 'input_drift',
-                    'data_quality_issues', 'night_claims', 'crs_risk_latest',
+                    'prediction_outcomes', 'data_quality_issues', 'night_claims', 'crs_risk_latest',
                     'crs_risk_newest_per_patient', 'model_performance_latest',
                     'input_drift_latest', 'alembic_version')
   AND pg_get_userbyid(c.relowner) <> :'migrator'
@@ -189,7 +189,7 @@ WHERE EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s.name)
 SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO %I', :'results_schema', t, :'writer')
 FROM unnest(ARRAY['scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
                    'crs_risk_explanations', 'model_performance', 'input_drift',
-                   'data_quality_issues', 'night_claims']) AS t
+                   'prediction_outcomes', 'data_quality_issues', 'night_claims']) AS t
 WHERE to_regclass(format('%I.%I', :'results_schema', t)) IS NOT NULL
 \gexec
 -- The views are read by the job's checks and by tests; SELECT only.
@@ -203,7 +203,8 @@ SELECT format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', s, :'writer')
 FROM (
     SELECT pg_get_serial_sequence(format('%I.%I', :'results_schema', t), 'id') AS s
     FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
-                      'model_performance', 'input_drift', 'data_quality_issues']) AS t
+                      'model_performance', 'input_drift', 'prediction_outcomes',
+                      'data_quality_issues']) AS t
     WHERE to_regclass(format('%I.%I', :'results_schema', t)) IS NOT NULL
 ) AS seqs
 WHERE s IS NOT NULL
@@ -230,8 +231,8 @@ WHERE to_regclass(format('%I.alembic_version', :'results_schema')) IS NOT NULL
 SELECT format('GRANT SELECT ON %I.%I TO %I', :'results_schema', t, :'bi')
 FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
                   'crs_risk_latest', 'crs_risk_newest_per_patient', 'scoring_runs',
-                  'model_performance', 'input_drift', 'model_performance_latest',
-                  'input_drift_latest']) AS t
+                  'model_performance', 'input_drift', 'prediction_outcomes',
+                  'model_performance_latest', 'input_drift_latest']) AS t
 WHERE to_regclass(format('%I.%I', :'results_schema', t)) IS NOT NULL
 \gexec
 \endif

@@ -135,7 +135,14 @@ class Settings(BaseSettings):
             raise ValueError(f"not a folder: {value}")
         return value
 
-    @field_validator("smtp_ca_file", "metrics_file", "omop_codes_dir", mode="before")
+    @field_validator(
+        "smtp_ca_file",
+        "metrics_file",
+        "omop_codes_dir",
+        "alert_threshold",
+        "watch_threshold",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

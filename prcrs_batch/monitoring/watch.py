@@ -100,9 +100,12 @@ def watch_night(
         logger.warning("no outcomes to judge the stored risks by: %s", exc)
         assessments = pd.DataFrame(columns=["patient_id", "assessed_on", "grade"])
     grades = daily_grades(assessments)
-    judged = performance.judge(pending, grades, as_of) if grades else pending.iloc[:0]
     tiers = night_tiers(settings, bundle)
-    everything = pd.concat([_dated(stored), judged[stored.columns]], ignore_index=True)
+    if grades:
+        judged = performance.judge(pending, grades, as_of)
+        everything = pd.concat([_dated(stored), judged[stored.columns]], ignore_index=True)
+    else:  # no grades read: nothing is judged tonight (a later night will)
+        judged, everything = pd.DataFrame(), _dated(stored)
     figures = performance.figures(everything, grades, as_of, settings.monitor_windows, tiers)
     reference = bundle.manifest.get("training_data", {}).get("input_reference")
     drifted = drift.drift(features, reference) if reference else pd.DataFrame(columns=drift.COLUMNS)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Date, DateTime, Engine, Integer, TextualSelect
 
@@ -86,6 +87,7 @@ def read_feed(
     max_lab_age_hours: int,
     now: datetime,
     source: Source = CONTRACT,
+    zone: ZoneInfo | None = None,
 ) -> FeedState:
     """The feed's state for the night `as_of` (one cheap query, sql/feed_freshness.sql, or
     sql/omop/'s)."""
@@ -106,9 +108,25 @@ def read_feed(
         reference=reference,
         active_patients=int(row.active_patients or 0),
         newest_infusion=_as_date(row.newest_infusion),
-        newest_lab=row.newest_lab,
-        newest_active_lab=row.newest_active_lab,
+        newest_lab=_wall_clock(row.newest_lab, zone),
+        newest_active_lab=_wall_clock(row.newest_active_lab, zone),
     )
+
+
+def _wall_clock(value: datetime | date | None, zone: ZoneInfo | None) -> datetime | None:
+    """A warehouse time as the naive local time ages are measured in: a timestamptz in
+    `zone` (PRCRS_TIMEZONE), a DATE at its midnight.
+
+    >>> _wall_clock(date(2026, 11, 25), None)
+    datetime.datetime(2026, 11, 25, 0, 0)
+    """
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        return datetime.combine(value, time())
+    if value.tzinfo is not None:
+        return value.astimezone(zone or ZoneInfo("UTC")).replace(tzinfo=None)
+    return value
 
 
 def _as_date(value: date | datetime | None) -> date | None:
@@ -177,6 +195,7 @@ def assess_feed(
             max_lab_age_hours=settings.max_lab_age_hours,
             now=moment,
             source=Source.from_settings(settings),
+            zone=settings.zone,
         )
     reasons = stale_reasons(
         feed,
