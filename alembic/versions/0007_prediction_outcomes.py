@@ -1,6 +1,8 @@
 """Monitoring in bounded work per night: `prediction_outcomes`, each stored ok prediction
 judged once, by the first night after its target date; model_performance's windows are
-computed from it rather than by judging every stored prediction again each night.
+computed from it rather than by judging every stored prediction again each night. And an
+index for the crs_risk_newest_per_patient view: crs_risk_scores (patient_id, model,
+horizon_days, as_of).
 
 Existing predictions are judged by the next night (those whose target date is inside its
 windows), as new ones are.
@@ -58,10 +60,18 @@ def upgrade() -> None:
         ["target_date", "model"],
     )
     op.create_index(op.f("ix_prediction_outcomes_run_id"), "prediction_outcomes", ["run_id"])
+    op.create_index(
+        op.f("ix_crs_risk_scores_patient_id_model_horizon_days_as_of"),
+        "crs_risk_scores",
+        ["patient_id", "model", "horizon_days", "as_of"],
+    )
     if op.get_bind().dialect.name == "postgresql":
         for statement in comment_sql(("prediction_outcomes",), (), bind=op.get_bind()):
             op.execute(statement)
 
 
 def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_crs_risk_scores_patient_id_model_horizon_days_as_of"), table_name="crs_risk_scores"
+    )
     op.drop_table("prediction_outcomes")

@@ -163,6 +163,7 @@ crs_risk_scores = Table(
     Index(None, "run_id"),
     Index(None, "patient_id", "as_of"),
     Index(None, "target_date"),
+    Index(None, "patient_id", "model", "horizon_days", "as_of"),  # crs_risk_newest_per_patient
     comment="One row per patient, model and horizon of each night",
 )
 
