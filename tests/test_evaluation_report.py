@@ -154,6 +154,7 @@ def test_the_tier_section_reports_out_of_sample_thresholds(tmp_path):
         min_sensitivity=0.8,
         lead_times={0.3: evaluation.lead_times(shipped, 0.3)},
         tiers=tiers,
+        stored={"all": {"alert": 0.21, "watch": None}},
         patterns=pd.DataFrame(columns=comparisons.PATTERN_COLUMNS),
         targets=_targets(censored_gain=0.02),
         paper_summary=_summary(oof),
@@ -177,6 +178,7 @@ def test_the_tier_section_reports_out_of_sample_thresholds(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| `all` |")]
     assert [row.split(" | ")[1] for row in rows] == ["alert", "alert or watch"]
     assert f"| {low:.2f}-{high:.2f} |" in rows[0]
+    assert "| 0.21 |" in rows[0] and "| none |" in rows[1]  # what manifest.json holds
 
 
 def test_paired_difference_is_bootstrapped_on_the_same_patients(tmp_path):

@@ -405,6 +405,7 @@ def evaluate(
             chosen_threshold=chosen_threshold,
             min_sensitivity=thresholds.ALERT_CATCH,
             tiers=tiers,
+            stored={m["factor_set"]: m.get("thresholds") or {} for m in manifest["models"]},
             patterns=patterns,
             targets=targets,
             lead_times=leads,

@@ -5,6 +5,8 @@ written out with the figures it was applied to.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -151,11 +153,17 @@ def patterns_section(patterns: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+def _optional(value: object) -> float:
+    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+
+
 def _threshold_text(value: float) -> str:
     return "none" if np.isnan(value) else f"{value:.2f}"
 
 
-def tiers_section(tiers: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+def tiers_section(
+    tiers: dict[str, dict[str, dict[str, float]]], stored: dict[str, dict[str, Any]]
+) -> list[str]:
     """The alert and watch tiers per model, judged on folds their thresholds were not
     chosen on (evaluation.nested_tiers)."""
     lines = [
@@ -167,16 +175,18 @@ def tiers_section(tiers: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         f"below it warning {thresholds.WATCH_CATCH:.0%} on one of the 3 nights before) chose on "
         "the other folds' out-of-fold risks; outer folds pooled, mean over repeats. The inner "
         "risks come from models that saw the outer fold's patients in training, but no outer "
-        'label enters a threshold\'s choice. "Thresholds" is the range the folds chose; '
-        '"stored" what the rules choose on all rows, as `train` stores them in '
-        "manifest.json for the night. PrCRS (transfer).",
+        'label enters a threshold\'s choice. "Thresholds" is the range the folds chose; "all '
+        'rows" what the rules choose on all these repeats\' rows; "manifest" what `train` '
+        "chose on its own out-of-fold risks (one CV repeat) and stored for the night. PrCRS "
+        "(transfer).",
         "",
         *table(
             [
                 "model",
                 "tier",
                 "thresholds",
-                "stored",
+                "all rows",
+                "manifest",
                 "onsets",
                 "warned ≥ 1 day ahead",
                 "flagged night before",
@@ -187,7 +197,7 @@ def tiers_section(tiers: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         ),
     ]
     for fs, figures in tiers.items():
-        for tier, label, stored in (
+        for tier, label, key in (
             ("alert", "alert", "alert"),
             ("alert_or_watch", "alert or watch", "watch"),
         ):
@@ -197,7 +207,8 @@ def tiers_section(tiers: dict[str, dict[str, dict[str, float]]]) -> list[str]:
                     f"`{fs}`",
                     label,
                     f"{f['threshold_low']:.2f}-{f['threshold_high']:.2f}",
-                    _threshold_text(figures["all_rows"][stored]),
+                    _threshold_text(figures["all_rows"][key]),
+                    _threshold_text(_optional(stored.get(fs, {}).get(key))),
                     f"{f['onsets']:.0f}",
                     f"{f['warned']:.2f}",
                     f"{f['flagged_night_before']:.2f}",

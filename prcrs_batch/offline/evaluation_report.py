@@ -309,6 +309,7 @@ class Extras:
     tiers: dict[str, dict[str, dict[str, float]]]  # factor set -> evaluation.tier_figures
     patterns: pd.DataFrame  # comparisons.by_pattern
     targets: pd.DataFrame  # evaluation.target_comparison
+    stored: dict[str, dict[str, Any]]  # factor set -> the thresholds manifest.json holds
     paper_summary: pd.DataFrame  # evaluation.summarise on the paper's target
     monotone_raw: float  # share of patient-days whose raw risks fall with the horizon
 
@@ -340,9 +341,6 @@ def _extras_section(extras: Extras) -> list[str]:
         f"**{extras.chosen_threshold:.2f}** on these rows; chosen and judged on the same rows, "
         "it flatters the figures at it: the next section judges it out of sample.",
         "",
-        *evaluation_decisions.target_section(extras.targets),
-        *evaluation_decisions.tiers_section(extras.tiers),
-        *evaluation_decisions.patterns_section(extras.patterns),
         "### Lead time",
         "",
         "For each onset of severe CRS after a scored day (the 1-day label of the day before), "
@@ -371,6 +369,9 @@ def _extras_section(extras: Extras) -> list[str]:
         "of patient-days; the shipped risks are the running maximum over the horizons of the "
         "calibrated ones (calibration.cumulative), and every figure above is of those.",
         "",
+        *evaluation_decisions.target_section(extras.targets),
+        *evaluation_decisions.tiers_section(extras.tiers, extras.stored),
+        *evaluation_decisions.patterns_section(extras.patterns),
         "## The paper's target, for comparison",
         "",
         "Grade >= 3 on day t+h, over all patient-days (patients already severe included), "
