@@ -179,10 +179,10 @@ def _median_lead(
     crossed the threshold (within `horizon` days before it); None without a flagged onset."""
     leads = []
     flagged = part[part["calibrated_risk"] >= threshold]
-    nights = flagged.groupby(flagged["patient_id"].astype(str))["as_of"].apply(set).to_dict()
+    nights = set(zip(flagged["patient_id"].astype(str), flagged["as_of"]))
     for pid, day in onsets(grades, part["target"].min(), part["target"].max()):
         before = [day - timedelta(days=k) for k in range(horizon, 0, -1)]
-        first = next((n for n in before if n in nights.get(pid, ())), None)
+        first = next((n for n in before if (pid, n) in nights), None)
         if first is not None:
             leads.append((day - first).days)
     return float(np.median(leads)) if leads else None

@@ -30,7 +30,7 @@ from prcrs_batch.results.tables import (
 from prcrs_batch.settings import Settings
 from prcrs_batch.task.panel import HORIZONS
 from prcrs_batch.task.target import daily_grades
-from prcrs_batch.warehouse.queries import WarehouseError, Window, crs_assessments
+from prcrs_batch.warehouse.queries import WarehouseError, Window, crs_assessments, gc_paused
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _dated(stored: pd.DataFrame) -> pd.DataFrame:
     """Stored outcomes typed as performance.judge's frame: dates, float outcomes."""
     out = stored.copy()
     for column in ("as_of", "target"):
-        out[column] = [pd.Timestamp(d).date() for d in out[column]]
+        out[column] = [d if type(d) is date else pd.Timestamp(d).date() for d in out[column]]
     out["y"] = pd.to_numeric(out["y"], errors="coerce").astype(float)
     return out
 
@@ -207,5 +207,9 @@ def breaches(performance: pd.DataFrame) -> list[str]:
 
 
 def _frame(connection: Connection, query: Select) -> pd.DataFrame:
-    result = connection.execute(query)
-    return pd.DataFrame([tuple(r) for r in result], columns=list(result.keys()))
+    """A query's rows as a frame, read with the cyclic GC paused (queries.gc_paused)."""
+    with gc_paused():
+        result = connection.execute(query)
+        columns = list(result.keys())
+        values = list(zip(*result.all())) or [()] * len(columns)
+    return pd.DataFrame({c: list(v) for c, v in zip(columns, values, strict=True)}, columns=columns)

@@ -192,7 +192,7 @@ def _read(
         result = connection.execute(statement, used, execution_options=streamed)
         if len(keys := list(result.keys())) != len(columns):  # rows are read by position
             raise WarehouseError(f"warehouse query {name}.sql returned {keys}, not {list(columns)}")
-        with _gc_paused():
+        with gc_paused():
             frames = [_frame(batch, columns, shared) for batch in result.partitions(BATCH_ROWS)]
     except DBAPIError as exc:
         if is_transient(exc):
@@ -204,7 +204,7 @@ def _read(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """No cyclic GC during a read (which makes no cycles): each batch's row objects live long
     enough to reach the oldest generation, and collecting it every batch or two nearly
     doubled the read's CPU time (scripts/bench_read.py)."""
