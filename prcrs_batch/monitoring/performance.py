@@ -4,7 +4,7 @@ windows, with metrics.py's figures (the ones `evaluate` reports).
 A prediction (a stored `ok` row of night n, horizon h) is judged once, by the first night
 whose as-of date is on or after its `target_date` = n + h (watch.py stores it in
 prediction_outcomes; a grade charted after that is not seen). Its outcome is the early-warning
-target of task.target.onset_label on the CRS grades known tonight: onset of grade >= 3 on
+target of task.target.horizon_label on the CRS grades known tonight: onset of grade >= 3 on
 days n+1..n+h, among patients not yet severe on day n (a day without a grade reads as not
 severe, as in training). A window of W days holds the predictions whose
 target date lies in the last W days (as_of - W, as_of].
@@ -25,7 +25,7 @@ import pandas as pd
 
 from prcrs_batch.task import metrics
 from prcrs_batch.task.panel import HORIZONS
-from prcrs_batch.task.target import SEVERE_GRADE, onset_label
+from prcrs_batch.task.target import horizon_label, onset_days
 from prcrs_batch.task.thresholds import Tiers
 
 MIN_EVENTS = 5  # events and non-events a window needs for discrimination and calibration
@@ -55,23 +55,19 @@ COLUMNS = [
 
 def outcomes(predictions: pd.DataFrame, grades: dict[str, dict[date, int]]) -> np.ndarray:
     """Each prediction's outcome (1, 0, or NaN when the patient turned out already severe
-    that night), by task.target.onset_label on the grades known tonight."""
+    that night): task.target.horizon_label on the grades known tonight, training's label."""
     labels = {}
-    for pid, night, horizon in predictions[["patient_id", "as_of", "horizon_days"]].itertuples(
-        index=False
-    ):
-        key = (str(pid), night, int(horizon))
-        if key in labels:
-            continue
-        days = grades.get(key[0], {})
-        before = [d for d in days if d <= night]
-        latest = days[max(before)] if before else None
-        later = [days.get(night + timedelta(days=k)) for k in range(1, key[2] + 1)]
-        labels[key] = onset_label(latest, later)
-    keys = zip(
-        predictions["patient_id"].astype(str), predictions["as_of"], predictions["horizon_days"]
+    keys = list(
+        zip(
+            predictions["patient_id"].astype(str),
+            predictions["as_of"],
+            predictions["horizon_days"].astype(int),
+        )
     )
-    return np.array([labels[(p, n, int(h))] for p, n, h in keys], dtype=float)
+    for key in set(keys):
+        pid, night, horizon = key
+        labels[key] = horizon_label(grades.get(pid, {}), night, horizon)
+    return np.array([labels[key] for key in keys], dtype=float)
 
 
 def judge(
@@ -189,17 +185,9 @@ def _median_lead(
 
 
 def onsets(grades: dict[str, dict[date, int]], first: date, last: date) -> list[tuple[str, date]]:
-    """(patient, day) of each onset of grade >= 3 in [first, last]: a severe day whose
-    latest earlier assessment was not severe."""
-    out = []
-    for pid, days in grades.items():
-        previous = None
-        for day in sorted(days):
-            severe = days[day] >= SEVERE_GRADE
-            if severe and previous is not None and previous < SEVERE_GRADE and first <= day <= last:
-                out.append((pid, day))
-            previous = days[day]
-    return out
+    """(patient, day) of each onset of grade >= 3 in [first, last] (task.target.onset_days)."""
+    found = ((pid, day) for pid, days in grades.items() for day in onset_days(days))
+    return [(pid, day) for pid, day in found if first <= day <= last]
 
 
 def flagged_ahead(

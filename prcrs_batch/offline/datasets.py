@@ -7,12 +7,11 @@ The task, as training sees it:
   a temporary SQLite warehouse and cleaned by cleaning.clean_labs, so that training and serving
   share one path (matrix.lab_matrix);
 - label for horizon h: onset of CRS grade >= 3 within h days among patient-days not yet
-  severe (target.onset_label); the paper's "grade on day t+h" kept as `paper_label_h`.
+  severe (target.horizon_label); the paper's "grade on day t+h" kept as `paper_label_h`.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import logging
 import tempfile
@@ -37,7 +36,8 @@ from prcrs_batch.task.target import (
     TARGET_RULES,
     already_severe,
     daily_grades,
-    onset_label,
+    horizon_label,
+    latest_grade,
 )
 from prcrs_batch.warehouse.queries import Window, crs_assessments, latest_labs
 
@@ -51,7 +51,7 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
     """The targets of each (patient_id, as_of) row, from the CRS assessments.
 
     - `severe_today`: the latest grade on or before as_of is >= 3 (target.already_severe);
-    - `label_h`: onset within h days (target.onset_label), NaN when severe today;
+    - `label_h`: onset within h days (target.horizon_label), NaN when severe today;
     - `paper_label_h`: the paper's target, grade on day as_of + h >= 3 (NaN if unassessed),
       kept for the comparison with the published figures only;
     - `target_<rule>_h`: each candidate rule of target.TARGET_RULES, for their comparison.
@@ -63,29 +63,17 @@ def horizon_labels(days: pd.DataFrame, assessments: pd.DataFrame) -> pd.DataFram
     [[1.0, 1.0, 1.0]]
     """
     by_day = daily_grades(assessments)  # a day's grade: the day's highest (task.target)
-    grade_of = {(p, d): g for p, days in by_day.items() for d, g in days.items()}
-    history = {p: sorted(days) for p, days in by_day.items()}
-
-    def latest_grade(patient: str, day: date) -> int | None:
-        dates = history.get(patient, [])
-        i = bisect.bisect_right(dates, day)
-        return grade_of[(patient, dates[i - 1])] if i else None
-
     out = days.copy()
     keys = list(zip(days["patient_id"].astype(str), days["as_of"]))
-    today = [latest_grade(p, d) for p, d in keys]
-    nexts = [[grade_of.get((p, d + timedelta(days=k))) for k in HORIZONS] for p, d in keys]
-    ends = [history[p][-1] if history.get(p) else d for p, d in keys]
-    out["severe_today"] = [already_severe(g) for g in today]
+    grades = [by_day.get(p, {}) for p, _ in keys]
+    out["severe_today"] = [already_severe(latest_grade(g, d)) for g, (_, d) in zip(grades, keys)]
     for h in HORIZONS:
-        past = [d + timedelta(days=h) > end for (_, d), end in zip(keys, ends)]
-        out[f"label_{h}"] = [onset_label(g, n[:h], e) for g, n, e in zip(today, nexts, past)]
-        for rule, label in TARGET_RULES.items():
+        out[f"label_{h}"] = [horizon_label(g, d, h) for g, (_, d) in zip(grades, keys)]
+        for rule in TARGET_RULES:
             out[f"target_{rule}_{h}"] = [
-                np.nan if already_severe(g) else label(n[:h], e)
-                for g, n, e in zip(today, nexts, past)
+                horizon_label(g, d, h, rule) for g, (_, d) in zip(grades, keys)
             ]
-        on_day_h = [n[h - 1] for n in nexts]
+        on_day_h = [g.get(d + timedelta(days=h)) for g, (_, d) in zip(grades, keys)]
         out[f"paper_label_{h}"] = [
             np.nan if g is None else float(g >= SEVERE_GRADE) for g in on_day_h
         ]

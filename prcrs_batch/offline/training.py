@@ -19,7 +19,7 @@ shipped model, so that the CV figures describe what ships:
    across the horizons, as the nightly job reports them.
 
 The target is onset of severe CRS within h days among patient-days not yet severe
-(task.target.onset_label). Only patient-days the nightly job would score (not already severe,
+(task.target.horizon_label). Only patient-days the nightly job would score (not already severe,
 panel.scorable) with a label for the horizon are used for fine-tuning. Every random draw
 comes from a scope seeded explicitly (`seeded`), so a result never depends on what ran
 before it.

@@ -8,7 +8,8 @@ the risk for 1 day.
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Mapping
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -32,21 +33,6 @@ def already_severe(latest_grade: object) -> bool:
     except (TypeError, ValueError):
         return False
     return not np.isnan(grade) and grade >= SEVERE_GRADE
-
-
-def onset_label(
-    latest_grade: object, next_grades: list[int | None], past_record_end: bool = False
-) -> float:
-    """The early-warning target for one patient-day and horizon h = len(next_grades), by
-    the chosen rule (`TARGET`; the candidates are `TARGET_RULES`).
-
-    NaN (no row) when the patient is already severe on day t; otherwise 1 when any of days
-    t+1..t+h has grade >= SEVERE_GRADE, else by the rule. `past_record_end`: the window runs
-    past the patient's last graded day.
-    """
-    if already_severe(latest_grade):
-        return float("nan")
-    return TARGET_RULES[TARGET](next_grades, past_record_end)
 
 
 def kept_by_outcome(next_grades: list[int | None], past_record_end: bool) -> float:
@@ -96,7 +82,7 @@ TARGET_RULES = {
     "unassessed_not_severe": unassessed_not_severe,
     "censored_at_record_end": censored_at_record_end,
 }
-TARGET = "unassessed_not_severe"  # the rule `onset_label` applies (EVALUATION.md, "The target")
+TARGET = "unassessed_not_severe"  # the rule `horizon_label` applies (EVALUATION.md, "The target")
 
 
 def daily_grades(assessments: pd.DataFrame) -> dict[str, dict[date, int]]:
@@ -117,4 +103,46 @@ def daily_grades(assessments: pd.DataFrame) -> dict[str, dict[date, int]]:
         days = out.setdefault(str(pid), {})
         day = pd.Timestamp(day).date()
         days[day] = max(int(grade), days.get(day, -1))
+    return out
+
+
+def horizon_label(days: Mapping[date, int], day: date, horizon: int, rule: str = TARGET) -> float:
+    """The target of one patient-day and horizon from the patient's daily grades
+    (`daily_grades`): what training labels a row with and monitoring judges a stored
+    prediction by. `rule`: one of TARGET_RULES (default: the chosen one).
+
+    >>> grades = {date(2026, 1, 1): 1, date(2026, 1, 3): 3}
+    >>> [horizon_label(grades, date(2026, 1, 1), h) for h in (1, 2)]
+    [0.0, 1.0]
+    >>> horizon_label(grades, date(2026, 1, 3), 1)
+    nan
+    """
+    latest = latest_grade(days, day)
+    if already_severe(latest):
+        return float("nan")
+    window = [days.get(day + timedelta(days=k)) for k in range(1, horizon + 1)]
+    record_end = max(days, default=day)
+    return TARGET_RULES[rule](window, day + timedelta(days=horizon) > record_end)
+
+
+def latest_grade(days: Mapping[date, int], day: date) -> int | None:
+    """The grade of the patient's latest graded day on or before `day` (None: none yet)."""
+    before = [d for d in days if d <= day]
+    return days[max(before)] if before else None
+
+
+def onset_days(days: Mapping[date, int]) -> list[date]:
+    """The days of a patient's onsets of severe CRS: a severe day while not yet severe the
+    day before (`already_severe` of the latest earlier grade, none counting as not severe),
+    i.e. the days whose 1-day label of the day before is 1.
+
+    >>> onset_days({date(2026, 1, 1): 1, date(2026, 1, 2): 3, date(2026, 1, 3): 4})
+    [datetime.date(2026, 1, 2)]
+    """
+    out = []
+    previous: int | None = None
+    for day in sorted(days):
+        if days[day] >= SEVERE_GRADE and not already_severe(previous):
+            out.append(day)
+        previous = days[day]
     return out
