@@ -57,7 +57,7 @@ def _calibrators(oof: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary(oof: pd.DataFrame, n_boot: int = 20) -> pd.DataFrame:
-    return evaluation.summarise(oof, _calibrators(oof), n_boot=n_boot)
+    return evaluation.summarise(oof, _calibrators(oof), threshold=0.3, n_boot=n_boot)
 
 
 def _render(oof: pd.DataFrame, tmp_path) -> str:  # type: ignore[no-untyped-def]

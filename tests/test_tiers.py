@@ -3,7 +3,11 @@ alert decision to the report and the stored patient-night."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 from prcrs_batch.task.thresholds import Tiers
+from tests.support.nightly import run_night
 from tests.support.report_data import (
     EMPTY_HISTORY,
     make_data_issues,
@@ -72,3 +76,23 @@ def test_the_report_lists_watch_patients_under_the_alerts_and_names_a_models_own
         assert "alert at ≥ 20% on this model" in part
     assert "Alert at ≥ 30%." in report.html  # the heading states `all`'s
     assert report.html.count("alert at ≥") == 1  # SYN-ALERT is on `all`: nothing to name
+
+
+def test_models_without_thresholds_fail_the_night_until_retrained_or_overridden(
+    settings, warehouse, tmp_path
+):
+    """No threshold is typed in the code: a manifest from before per-model thresholds is
+    refused with what to do, and PRCRS_ALERT_THRESHOLD makes it usable."""
+    old = tmp_path / "old_models"
+    shutil.copytree(settings.model_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for model in manifest["models"]:
+        model.pop("thresholds", None)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    settings = settings.model_copy(update={"model_dir": old})
+
+    failed = run_night(settings, warehouse)
+    assert failed.status == "failed"
+    assert "retrain" in failed.error and "PRCRS_ALERT_THRESHOLD" in failed.error
+    overridden = run_night(settings.model_copy(update={"alert_threshold": 0.3}), warehouse)
+    assert overridden.status == "succeeded"

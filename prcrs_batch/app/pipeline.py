@@ -25,7 +25,7 @@ from prcrs_batch.modeling import device, store
 from prcrs_batch.monitoring import watch
 from prcrs_batch.monitoring.run_metrics import export_metrics
 from prcrs_batch.nightly import alert_states, alerts
-from prcrs_batch.nightly.compute import ScoredNight, score_night
+from prcrs_batch.nightly.compute import ScoredNight, night_tiers, score_night
 from prcrs_batch.report import outbox, render
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results import nights
@@ -365,8 +365,11 @@ def _watch(
 
 
 def _load_models(settings: Settings) -> store.ModelBundle:
+    """The models, with thresholds for each (night_tiers refuses a manifest without)."""
     try:
-        return store.load_models(settings.model_dir, device=settings.device)
+        bundle = store.load_models(settings.model_dir, device=settings.device)
+        night_tiers(settings, bundle)
+        return bundle
     except Exception as exc:
         raise ModelsUnavailableError(
             f"cannot load the models from {settings.model_dir}: {describe(exc, values=True)}"

@@ -178,10 +178,12 @@ def answer(settings: Settings, request: Request, as_json: bool) -> str:
     from prcrs_batch.errors import describe
     from prcrs_batch.modeling.device import set_torch_threads
     from prcrs_batch.modeling.store import load_models
+    from prcrs_batch.nightly.compute import night_tiers
 
     set_torch_threads(settings.torch_threads)
     try:
         bundle = load_models(settings.model_dir, device=settings.device)
+        night_tiers(settings, bundle)  # a manifest without thresholds is refused here
     except Exception as exc:
         raise InputError(f"cannot load the models: {describe(exc)}") from None
     scored = score_request(settings, bundle, request)

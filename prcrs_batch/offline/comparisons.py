@@ -42,15 +42,19 @@ def paired_auroc_difference(
     with replacement (as row weights) and scores both methods on that same draw."""
     patient_ids, inverse = np.unique(patients, return_inverse=True)
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        counts = rng.multinomial(len(patient_ids), np.full(len(patient_ids), 1 / len(patient_ids)))
-        w = counts[inverse]
-        if not 0 < w[y == 1].sum() < w.sum():
-            continue
-        draws.append(np.mean([_auroc(y, a, w) - _auroc(y, b, w) for a, b in pairs]))
+    n = len(patient_ids)
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=n_boot)[:, inverse]
+    positives = weights[:, y == 1].sum(axis=1)
+    weights = weights[(positives > 0) & (positives < weights.sum(axis=1))]
+    draws = np.mean(
+        [
+            metrics.weighted_auroc(y, a, weights) - metrics.weighted_auroc(y, b, weights)
+            for a, b in pairs
+        ],
+        axis=0,
+    )
     gap = float(np.mean([metrics.auroc(y, a) - metrics.auroc(y, b) for a, b in pairs]))
-    if not draws:
+    if not len(draws):
         return gap, float("nan"), float("nan")
     return gap, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
@@ -157,9 +161,3 @@ def pattern_name(pattern: str) -> str:
     present = {int(g) for g in pattern.split("+") if g}
     missing = [GROUP_NAMES[g] for g in GROUP_NAMES if g not in present]
     return "no " + " or ".join(missing) if missing else "every group"
-
-
-def _auroc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p, sample_weight=w))

@@ -115,7 +115,7 @@ def cross_validate(
 def summarise(
     risks: pd.DataFrame,
     calibrators: pd.DataFrame,
-    threshold: float = metrics.THRESHOLD,
+    threshold: float,
     n_boot: int = metrics.N_BOOT,
 ) -> pd.DataFrame:
     """Metrics per (factor_set, horizon, method), averaged over CV repeats, with patient

@@ -375,8 +375,9 @@ def train(
                     },
                     "thresholds": tiers,
                     "cv_metrics": {
-                        "raw": binary_metrics(y, p[labelled]),
-                        "calibrated": binary_metrics(y, shipped[labelled, i]),
+                        # at the model's own alert threshold, chosen on these same rows
+                        "raw": binary_metrics(y, p[labelled], tiers["alert"]),
+                        "calibrated": binary_metrics(y, shipped[labelled, i], tiers["alert"]),
                         "n_folds": cfg.n_folds,
                         "fold_seed": seed,
                     },

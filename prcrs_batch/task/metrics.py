@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-THRESHOLD = 0.27  # Settings.alert_threshold's default (evaluation.default_threshold's rule)
 N_BOOT = 300  # bootstrap resamples of patients
 
 
@@ -65,11 +64,11 @@ def auprc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(average_precision_score(y, probabilities)) if y.sum() > 0 else float("nan")
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """AUROC, AUPRC, Brier, ECE, calibration intercept and slope, and at `threshold`
     sensitivity, specificity, PPV and the share of rows flagged.
 
-    >>> m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    >>> m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), 0.3)
     >>> m["auroc"], m["sensitivity"], m["specificity"], m["ppv"]
     (0.75, 1.0, 0.5, 0.6666666666666666)
     """

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prcrs_batch.task import metrics
 from prcrs_batch.task.panel import HORIZONS
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # thresholds the rules try
@@ -125,7 +124,8 @@ def _mean(shares: object) -> float:
 @dataclass(frozen=True)
 class Tiers:
     """The thresholds a night applies, per model (factor set): the alert's and the watch
-    tier's (None: no watch tier). The defaults serve a model the manifest gives none."""
+    tier's (None: no watch tier). The defaults serve a model the manifest does not name: the
+    override when one is set, else the `all` model's alert threshold."""
 
     alert: Mapping[str, float]
     watch: Mapping[str, float | None]
@@ -141,8 +141,9 @@ class Tiers:
         watch_override: float | None = None,
     ) -> Tiers:
         """Each model's thresholds as `train` stored them in the manifest; a setting, when
-        set, overrides every model's (PRCRS_ALERT_THRESHOLD, PRCRS_WATCH_THRESHOLD). Models
-        trained before per-model thresholds fall back to `FALLBACK` and no watch tier.
+        set, overrides every model's (PRCRS_ALERT_THRESHOLD, PRCRS_WATCH_THRESHOLD). A model
+        the manifest gives no threshold (trained before per-model thresholds) is refused
+        unless PRCRS_ALERT_THRESHOLD is set: no threshold is typed in the code.
 
         >>> models = [{"factor_set": "all", "thresholds": {"alert": 0.25, "watch": 0.1}},
         ...           {"factor_set": "biochem", "thresholds": {"alert": 0.15, "watch": None}}]
@@ -151,28 +152,31 @@ class Tiers:
         (0.15, 0.1, None)
         >>> Tiers.of({"models": models}, alert_override=0.3).alert_for("biochem")
         0.3
-        >>> Tiers.of({}).alert_for("all"), Tiers.of({}).source
-        (0.27, 'the default 0.27')
+        >>> Tiers.of({"models": [{"factor_set": "all"}]})
+        Traceback (most recent call last):
+        ...
+        ValueError: no alert threshold in the manifest: retrain (prcrs-batch train) or set ...
         """
+        models = list(dict.fromkeys(str(m["factor_set"]) for m in manifest.get("models", [])))
         stored = {
             str(m["factor_set"]): m["thresholds"]
             for m in manifest.get("models", [])
             if isinstance(m.get("thresholds"), Mapping)
         }
-        alert = {fs: float(t["alert"]) for fs, t in stored.items()}
-        watch = {fs: _optional(t.get("watch")) for fs, t in stored.items()}
-        source = "the models' manifest" if stored else f"the default {FALLBACK:g}"
         if alert_override is not None:
-            alert, source = {}, "PRCRS_ALERT_THRESHOLD"
-        if watch_override is not None:
-            watch = {}
-        return cls(
-            alert,
-            watch,
-            FALLBACK if alert_override is None else alert_override,
-            watch_override,
-            source,
-        )
+            watch = {} if watch_override is not None else _watch(stored)
+            return cls({}, watch, alert_override, watch_override, "PRCRS_ALERT_THRESHOLD")
+        missing = [fs for fs in models if fs not in stored]
+        if missing or not stored:
+            which = f" for {', '.join(missing)}" if stored else ""
+            raise ValueError(
+                f"no alert threshold in the manifest{which}: retrain (prcrs-batch train) "
+                "or set PRCRS_ALERT_THRESHOLD"
+            )
+        alert = {fs: float(t["alert"]) for fs, t in stored.items()}
+        watch = {} if watch_override is not None else _watch(stored)
+        headline = alert.get("all", max(alert.values()))
+        return cls(alert, watch, headline, watch_override, "the models' manifest")
 
     @classmethod
     def fixed(cls, alert: float, watch: float | None = None) -> Tiers:
@@ -199,7 +203,8 @@ class Tiers:
         return self.alert_for("all")
 
 
-FALLBACK = metrics.THRESHOLD  # manifests without thresholds: the pre-issue-23 rule for `all`
+def _watch(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    return {fs: _optional(t.get("watch")) for fs, t in stored.items()}
 
 
 def _optional(value: object) -> float | None:
