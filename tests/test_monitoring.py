@@ -223,16 +223,17 @@ def test_a_first_night_counts_no_onset_and_later_ones_only_those_a_night_could_w
                 AS_OF - timedelta(days=1),
             ],
             "alert": [True, False, False],
+            "tier": ["alert", None, "watch"],
         }
     )
     grades = {
         "A": {AS_OF - timedelta(days=3): 1, AS_OF: 3},  # on the report the 2 nights before
-        "B": {AS_OF - timedelta(days=1): 1, AS_OF: 3},  # on it the night before, never alerted
+        "B": {AS_OF - timedelta(days=1): 1, AS_OF: 3},  # on watch the night before, no alert
         "C": {AS_OF - timedelta(days=1): 0, AS_OF: 4},  # never on a stored night
     }
-    assert performance.flagged_ahead(nights, grades, AS_OF, 7) == (2, 1)
+    assert performance.flagged_ahead(nights, grades, AS_OF, 7) == (2, 1, 2)
     first = nights.iloc[:0]
-    assert performance.flagged_ahead(first, grades, AS_OF, 7) == (0, 0)
+    assert performance.flagged_ahead(first, grades, AS_OF, 7) == (0, 0, 0)
 
 
 def test_monitor_pages_on_the_all_models_limits_only():

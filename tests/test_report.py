@@ -368,11 +368,14 @@ def test_the_footer_speaks_plainly_and_model_names_sit_in_the_detail_line():
             ]
         ),
         drift=pd.DataFrame([{"analyte": "il6", "psi": 0.41, "drifting": True}]),
-        onsets=[(30, 4, 3), (90, 0, 0)],
+        onsets=[(30, 4, 3, 4), (90, 0, 0, 0)],
     )
     report = _card_with_labs((), watch=watch)
     for part in (report.html, report.text):
-        assert "Last 30 days: 3 of 4 severe CRS onsets were warned at least a day ahead." in part
+        assert (
+            "Last 30 days: 3 of 4 severe CRS onsets were alerts at least a day ahead, "
+            "4 on alert or watch." in part
+        )
         assert "Last 90 days: no severe CRS onset." in part
         assert "The 1-day risks of the last 30 days expected about 7 onsets; 4 came." in part
         assert "check for a unit or assay change): Interleukin-6." in part

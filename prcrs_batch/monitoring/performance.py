@@ -192,18 +192,24 @@ def onsets(grades: dict[str, dict[date, int]], first: date, last: date) -> list[
 
 def flagged_ahead(
     nights: pd.DataFrame, grades: dict[str, dict[date, int]], as_of: date, window: int
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """(onsets in the last `window` days that a stored night could have warned of - the
-    patient was on the report on one of the `max(HORIZONS)` nights before - and those whose
-    patient was an alert on one of them): what the team was warned of, from
-    crs_patient_nights. A first night, with no night before it, counts no onset."""
-    listed = nights[["patient_id", "as_of", "alert"]].itertuples(index=False)
-    reported = {(str(p), pd.Timestamp(n).date()): bool(a) for p, n, a in listed}
+    patient was on the report on one of the `max(HORIZONS)` nights before -, those whose
+    patient was an alert on one of them, and those on alert or watch on one of them): what
+    the team was warned of, from crs_patient_nights (patient_id, as_of, alert, tier). A
+    first night, with no night before it, counts no onset."""
+    listed = nights[["patient_id", "as_of", "alert", "tier"]].itertuples(index=False)
+    reported = {
+        (str(p), pd.Timestamp(n).date()): (bool(a), bool(a) or t == "watch")
+        for p, n, a, t in listed
+    }
     lookback = [timedelta(days=k) for k in range(1, max(HORIZONS) + 1)]
     found = [
         (pid, day)
         for pid, day in onsets(grades, as_of - timedelta(days=window - 1), as_of)
         if any((pid, day - k) in reported for k in lookback)
     ]
-    warned = [(p, d) for p, d in found if any(reported.get((p, d - k)) for k in lookback)]
-    return len(found), len(warned)
+    nights_before = [[reported.get((p, d - k), (False, False)) for k in lookback] for p, d in found]
+    alerted = sum(any(a for a, _ in before) for before in nights_before)
+    watched = sum(any(w for _, w in before) for before in nights_before)
+    return len(found), alerted, watched

@@ -46,7 +46,8 @@ class Watch:
 
     performance: pd.DataFrame  # performance.COLUMNS
     drift: pd.DataFrame  # drift.COLUMNS
-    onsets: list[tuple[int, int, int]] = field(default_factory=list)  # window, onsets, warned
+    # window, onsets, alerted, on alert or watch (performance.flagged_ahead)
+    onsets: list[tuple[int, int, int, int]] = field(default_factory=list)
     judged: pd.DataFrame = field(default_factory=pd.DataFrame)  # predictions judged tonight
 
 
@@ -85,7 +86,7 @@ def watch_night(
         n = crs_patient_nights.c
         nights = _frame(
             connection,
-            select(n.patient_id, n.as_of, n.alert).where(n.as_of >= since, n.as_of <= as_of),
+            select(n.patient_id, n.as_of, n.alert, n.tier).where(n.as_of >= since, n.as_of <= as_of),
         )
     try:
         with warehouse.connect() as connection:
