@@ -86,7 +86,9 @@ def watch_night(
         n = crs_patient_nights.c
         nights = _frame(
             connection,
-            select(n.patient_id, n.as_of, n.alert, n.tier).where(n.as_of >= since, n.as_of <= as_of),
+            select(n.patient_id, n.as_of, n.alert, n.tier).where(
+                n.as_of >= since, n.as_of <= as_of
+            ),
         )
     try:
         with warehouse.connect() as connection:
