@@ -125,6 +125,9 @@ def test_official_cdm_scores_as_the_contract_path(site, quick_models, monkeypatc
     checked = cli("check")
     assert "ok    results    " in checked.output and "(schema results)" in checked.output
     assert "measurement rows per analyte" in checked.output  # the CDM was found in cdm
+    historical = cli("check", "--as-of", AS_OF.isoformat())  # a CDM refreshed long ago
+    for name in ("warehouse", "freshness"):
+        assert f"ok    {name}" in historical.output, historical.output
 
 
 @postgres_only
