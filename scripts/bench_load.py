@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from bench_generate import WAREHOUSE_TABLES, Templates, generate_chunk
-from sqlalchemy import ColumnElement, Insert, Table, insert, literal, select
+from sqlalchemy import ColumnElement, Insert, Table, case, func, insert, literal, select
 from sqlalchemy import make_url as parse_url
 
 from prcrs_batch.devdata.cohort import create_warehouse_tables
@@ -152,9 +152,11 @@ def load_warehouse(url: str, patients: int, inactive: int, as_of: date, seed: in
 def seed_history(url: str, as_of: date, nights: int) -> None:
     """Store `nights` earlier nights: the as-of night's run, scores and patient nights,
     shifted back by k days, and the outcomes the nights before `as_of` would have judged
-    (every ok prediction whose target date came before `as_of`, outcome 0: the values do
-    not change the work), so that the night after them judges one night's predictions, as
-    at a site that has run for a while.
+    (every ok prediction whose target date came before `as_of`, the outcome drawn as a coin
+    with the prediction's risk, by a hash of patient, night and horizon so that every model
+    of a patient-night shares it: AUROCs, intervals and leads are computed as at a real
+    site; all-zero outcomes would skip them), so that the night after them judges one
+    night's predictions, as at a site that has run for a while.
 
     Every column of scoring_runs, crs_risk_scores and crs_patient_nights
     (prcrs_batch.results.tables) is copied, except the keys, the dates (shifted), and the
@@ -190,7 +192,7 @@ def seed_history(url: str, as_of: date, nights: int) -> None:
             s.horizon_days,
             s.target_date,
             s.calibrated_risk,
-            literal(0),
+            _coin(s.patient_id, s.as_of, s.horizon_days, s.calibrated_risk),
             s.target_date,
         ).where(s.status == "ok", s.as_of < as_of, s.target_date < as_of)
         columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
@@ -200,6 +202,16 @@ def seed_history(url: str, as_of: date, nights: int) -> None:
     with psycopg.connect(psycopg_url(url), autocommit=True) as conn:
         for table in (crs_risk_scores, scoring_runs, crs_patient_nights, prediction_outcomes):
             conn.execute(f"VACUUM ANALYZE {table.name}")
+
+
+def _coin(
+    patient: ColumnElement, night: ColumnElement, horizon: ColumnElement, risk: ColumnElement
+) -> ColumnElement:
+    """1 with probability `risk`, the same for every model of a patient, night and horizon
+    (PostgreSQL's hashtext)."""
+    key = func.concat(patient, "|", night, "|", horizon)
+    draw = func.mod(func.abs(func.hashtext(key)), 10_000) / 10_000.0
+    return case((draw < risk, 1), else_=0)
 
 
 def _copy_night(table: Table, night: date, /, **shifted: ColumnElement) -> Insert:

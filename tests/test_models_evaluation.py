@@ -48,3 +48,27 @@ def test_the_vectorised_bootstrap_equals_sklearn_on_each_resample():
     groups = np.repeat(np.arange(100), 3)
     low, high = metrics.bootstrap_auroc_ci(y, p, groups, n_boot=200)
     assert low < metrics.auroc(y, p) < high
+
+
+def test_auroc_and_auprc_equal_sklearns_with_ties():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for decimals in (1, 2, 6):  # many ties, some, none
+        y = (rng.random(500) < 0.1).astype(int)
+        p = np.round(rng.random(500) * 0.7 + 0.3 * y, decimals)
+        assert metrics.auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert metrics.auprc(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert np.isnan(metrics.auroc(np.zeros(4), np.arange(4))) and np.isnan(metrics.auprc(y * 0, p))
+
+
+def test_the_nightly_job_does_not_import_sklearn():
+    """A second of start-up per night: monitoring's metrics are numpy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, prcrs_batch.app.cli, prcrs_batch.app.pipeline; print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

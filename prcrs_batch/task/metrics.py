@@ -1,8 +1,8 @@
 """Binary metrics of a risk model: AUROC, AUPRC, Brier, ECE, sensitivity/specificity, and
 patient-bootstrap intervals. One implementation for training, evaluation and monitoring.
 
-sklearn is imported inside the functions that need it, so that calibration (on the nightly
-path) can use `brier` and `ece` with numpy alone.
+AUROC and AUPRC are numpy (equal to sklearn's to 1e-12, tests/test_models_evaluation.py), so
+that the nightly job's monitoring never imports sklearn (a second of start-up).
 """
 
 from __future__ import annotations
@@ -45,23 +45,38 @@ def ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> floa
 
 
 def auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Area under the ROC curve; NaN when only one class is present.
+    """Area under the ROC curve from the ranks (ties count a half, as sklearn's
+    roc_auc_score); NaN when only one class is present.
 
     >>> auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
     0.75
     """
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(labels, int)
-    return float(roc_auc_score(y, probabilities)) if 0 < y.sum() < len(y) else float("nan")
+    if not 0 < y.sum() < len(y):
+        return float("nan")
+    return float(weighted_auroc(y, probabilities, np.ones((1, len(y))))[0])
 
 
 def auprc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Area under the precision-recall curve (average precision); NaN without positives."""
-    from sklearn.metrics import average_precision_score
+    """Area under the precision-recall curve as average precision (sklearn's
+    average_precision_score: precision at each distinct threshold, weighted by the recall it
+    adds); NaN without positives.
 
+    >>> auprc(np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    1.0
+    >>> round(auprc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])), 4)
+    0.8333
+    """
     y = np.asarray(labels, int)
-    return float(average_precision_score(y, probabilities)) if y.sum() > 0 else float("nan")
+    if not y.sum():
+        return float("nan")
+    order = np.argsort(-np.asarray(probabilities, float), kind="mergesort")
+    p, y = np.asarray(probabilities, float)[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]
+    true_positives = np.cumsum(y)[last_of_tie]
+    precision = true_positives / (last_of_tie + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
@@ -133,8 +148,6 @@ def bootstrap_ci(
     Whole patients are resampled (`groups` holds each row's patient), since a patient's
     days are not independent. Resamples with a single class are skipped.
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     rng = np.random.default_rng(seed)
     patients, inverse = np.unique(groups, return_inverse=True)
     rows_of = [np.flatnonzero(inverse == i) for i in range(len(patients))]
@@ -144,8 +157,8 @@ def bootstrap_ci(
         yb = y[pick]
         if yb.sum() == 0 or yb.sum() == len(yb):
             continue
-        stats["auroc"].append(np.mean([roc_auc_score(yb, p[pick]) for p in preds]))
-        stats["auprc"].append(np.mean([average_precision_score(yb, p[pick]) for p in preds]))
+        stats["auroc"].append(np.mean([auroc(yb, p[pick]) for p in preds]))
+        stats["auprc"].append(np.mean([auprc(yb, p[pick]) for p in preds]))
     return {
         k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()
     }
