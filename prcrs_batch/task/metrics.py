@@ -157,8 +157,8 @@ def bootstrap_ci(
         yb = y[pick]
         if yb.sum() == 0 or yb.sum() == len(yb):
             continue
-        stats["auroc"].append(np.mean([auroc(yb, p[pick]) for p in preds]))
-        stats["auprc"].append(np.mean([auprc(yb, p[pick]) for p in preds]))
+        stats["auroc"].append(float(np.mean([auroc(yb, p[pick]) for p in preds])))
+        stats["auprc"].append(float(np.mean([auprc(yb, p[pick]) for p in preds])))
     return {
         k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()
     }
