@@ -35,9 +35,10 @@ from prcrs_batch.report.render import build_report, self_contained
 from prcrs_batch.resources import SOURCE_ROOT as REPO
 from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.task.panel import BY_CODE, FACTOR_SETS, HORIZONS, inputs_for, min_observed
+from prcrs_batch.task.thresholds import Tiers
 
 AS_OF = date(2026, 11, 26)
-THRESHOLD = 0.30
+TIERS = Tiers.fixed(0.30, 0.15)  # alert at 30 %, watch at 15 % (a model's manifest gives its own)
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -160,9 +161,9 @@ def synthetic_night(kind: str = "second", seed: int = 7) -> dict[str, Any]:
     )
     recent = recent_history(pd.DataFrame(history, columns=HISTORY_COLUMNS), AS_OF)
     summaries = alerts.summarise_patients(
-        patients=patients_df, scores=pd.DataFrame(scores), threshold=THRESHOLD
+        patients=patients_df, scores=pd.DataFrame(scores), threshold=TIERS
     )
-    summaries = with_previous(summaries, recent, THRESHOLD)
+    summaries = with_previous(summaries, recent, TIERS)
     return {
         "run": run,
         "summaries": summaries,
@@ -239,7 +240,7 @@ def main() -> int:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     for kind, (which, language, png, cards) in KINDS.items():
         night = synthetic_night(which)
-        report = build_report(**night, threshold=THRESHOLD, language=language, max_cards=cards)
+        report = build_report(**night, threshold=TIERS, language=language, max_cards=cards)
         complete = write_html(report, args.out / kind, AS_OF, night["run"].run_id)
         mail = args.out / kind / "mail.html"
         mail.write_text(self_contained(report.html, report.images), "utf-8")
