@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from prcrs_batch.results import engines
 from prcrs_batch.results.engines import DatabaseSetupError, make_engine, with_db_retries
 from prcrs_batch.results.tables import scoring_runs
 from prcrs_batch.settings import Settings, load_settings
-from tests.support.nightly import AS_OF
+from tests.support.nightly import AS_OF, run_night
 from tests.support.smtp import SMTPSink
 
 NOTHING_LISTENS = "postgresql://prcrs_job:pw-Secret-9@127.0.0.1:1/prcrs"  # port 1: refused
@@ -242,3 +243,14 @@ def test_the_scheduler_night_on_a_dropped_database_fails_without_raising(
     assert "does not exist: create it (createdb)" in summary.error
     assert envelope_recipients(smtp_sink) == [[OPS]]
     assert "Traceback" not in caplog.text
+
+
+def test_sqlite_nights_leave_no_lock_file_behind(settings, warehouse):
+    """The run lock beside an SQLite results database is removed with the night: a year of
+    nights leaves no year of files."""
+    if warehouse.dialect.name != "sqlite":
+        pytest.skip("SQLite's lock files")
+    for night in (AS_OF, AS_OF + timedelta(days=1)):
+        assert run_night(settings, warehouse, as_of=night).status == "succeeded"
+    folder = Path(str(make_url(settings.warehouse_url).database)).parent
+    assert list(folder.glob("*.lock")) == []

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain, islice
+from typing import TextIO
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, text, update
@@ -251,20 +253,42 @@ def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
         yield True
         return
     path = f"{database}.night-{as_of.isoformat()}.lock"
-    try:
-        handle = open(path, "a")
-    except OSError as exc:
-        raise RunLockError(f"cannot take the night's run lock {path}: {describe(exc)}") from None
+    handle = _locked_file(path)
+    if handle is None:
+        yield False
+        return
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
         try:
             yield True
         finally:
+            os.unlink(path)  # while still held: a year of nights leaves no year of files
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked_file(path: str) -> TextIO | None:
+    """The lock file at `path`, opened (created if need be) and flock-ed; None when another
+    run holds it. A file the holder unlinked between our open and our lock is not the
+    lock any more: open the path again."""
+    import fcntl
+
+    while True:
+        try:
+            handle = open(path, "a")
+        except OSError as exc:
+            raise RunLockError(
+                f"cannot take the night's run lock {path}: {describe(exc)}"
+            ) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
 
 
 @contextmanager
