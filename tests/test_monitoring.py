@@ -4,6 +4,7 @@ only the validation team."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import numpy as np
@@ -23,6 +24,7 @@ from prcrs_batch.results.tables import (
     prediction_outcomes,
 )
 from prcrs_batch.task.target import daily_grades
+from prcrs_batch.task.thresholds import Tiers
 from prcrs_batch.warehouse.contract import crs_assessments
 from tests.support import TEST_DATA
 from tests.support.nightly import AS_OF, run_night
@@ -80,6 +82,7 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
         ),
     )
     expected = _independent(stored, grades, last, 30)
+    tiers = Tiers.of(json.loads((settings.model_dir / "manifest.json").read_text()))
     got = _table(warehouse, select(model_performance).where(model_performance.c.as_of == last))
     assert len(got) == 18 and set(got["window_days"]) == {30}
     for row in got.itertuples():
@@ -89,13 +92,19 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
         assert row.n_predictions == len(mine), (row.model, row.horizon_days)
         assert row.n_events == int(mine["y"].sum())
         assert row.n_patients == mine["patient_id"].nunique()
+        flagged = mine["risk"] >= tiers.alert_for(row.model)  # each model at its own
+        if row.n_events:
+            assert np.isclose(row.alert_sensitivity, flagged[mine["y"] == 1].mean())
+        if flagged.any():
+            assert np.isclose(row.alert_ppv, mine["y"][flagged].mean())
         if len(mine):
             assert np.isclose(row.observed_rate, mine["y"].mean())
             assert np.isclose(row.mean_predicted, mine["risk"].mean())
             assert np.isclose(row.brier, np.mean((mine["risk"] - mine["y"]) ** 2))
+        # the stated too-few rule; per-row figures for the paged `all` model only
         enough = row.n_events >= 5 and row.n_predictions - row.n_events >= 5
-        assert pd.isna(row.auroc) == (not enough)  # the stated too-few rule
-        if enough:
+        assert pd.isna(row.auroc) == (not enough or row.model != "all")
+        if enough and row.model == "all":
             assert np.isclose(row.auroc, roc_auc_score(mine["y"], mine["risk"]))
         if enough and row.model == "all":  # the interval only where monitor pages
             assert row.auroc_low <= row.auroc <= row.auroc_high

@@ -353,7 +353,7 @@ def _watch(
     try:
         with _stage(summary, "monitor"):
             night_watch = watch.watch_night(
-                settings, bundle, scored.features, window, warehouse, results_db
+                settings, bundle, scored.features, window, warehouse, results_db, summary.run_id
             )
             with results_db.begin() as connection:
                 watch.store(connection, night_watch, summary.run_id, window.as_of)

@@ -30,7 +30,7 @@ from prcrs_batch.task.thresholds import Tiers
 
 MIN_EVENTS = 5  # events and non-events a window needs for discrimination and calibration
 N_BOOT = 200  # patient-bootstrap resamples of the AUROC interval (nightly: kept small)
-INTERVAL_MODEL = "all"  # the model whose AUROC interval is computed (the one paged on)
+PAGED_MODEL = "all"  # the model `monitor` pages on: the only one with per-row figures nightly
 COLUMNS = [
     "model",
     "horizon_days",
@@ -160,12 +160,43 @@ def _row(
             calibration_intercept=found["calibration_intercept"],
             calibration_slope=found["calibration_slope"],
         )
-        if model == INTERVAL_MODEL:
+        if model == PAGED_MODEL:
             low, high = metrics.bootstrap_auroc_ci(
                 y, p, part["patient_id"].to_numpy(), n_boot=N_BOOT
             )
             row.update(auroc_low=low, auroc_high=high)
     return row
+
+
+def from_totals(totals: Sequence[pd.DataFrame], windows: Sequence[int]) -> pd.DataFrame:
+    """Rows (COLUMNS) from SQL totals (watch._totals, one frame per window: counts, sums of
+    risks and squared errors, flagged counts): counts, Brier, mean predicted and observed
+    rate, the alert's sensitivity and PPV. The figures that need every row (AUROC, AUPRC,
+    calibration intercept and slope, lead time) stay NULL: the nightly job computes those
+    for PAGED_MODEL only, so that a night's work does not grow with every model's history."""
+    found = {(str(m), int(h)) for t in totals for m, h in zip(t["model"], t["horizon_days"])}
+    rows = []
+    for model, horizon in sorted(found):
+        for window, frame in zip(windows, totals, strict=True):
+            row: dict[str, object] = dict.fromkeys(COLUMNS)
+            row.update(model=model, horizon_days=horizon, window_days=window)
+            row.update(n_predictions=0, n_patients=0, n_events=0)
+            match = frame[(frame["model"] == model) & (frame["horizon_days"] == horizon)]
+            if len(match):
+                t = match.iloc[0]
+                n, events, flagged = int(t.n_predictions), int(t.n_events), int(t.n_flagged)
+                row.update(
+                    n_predictions=n,
+                    n_patients=int(t.n_patients),
+                    n_events=events,
+                    brier=float(t.sum_squared_error) / n,
+                    mean_predicted=float(t.sum_predicted) / n,
+                    observed_rate=events / n,
+                    alert_sensitivity=int(t.n_flagged_events) / events if events else None,
+                    alert_ppv=int(t.n_flagged_events) / flagged if flagged else None,
+                )
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _median_lead(

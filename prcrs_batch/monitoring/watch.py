@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Select, and_, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Select, and_, case, delete, func, insert, select
 
 from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.monitoring import drift, performance
@@ -28,8 +28,9 @@ from prcrs_batch.results.tables import (
     prediction_outcomes,
 )
 from prcrs_batch.settings import Settings
-from prcrs_batch.task.panel import HORIZONS
+from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS
 from prcrs_batch.task.target import daily_grades
+from prcrs_batch.task.thresholds import Tiers
 from prcrs_batch.warehouse.queries import WarehouseError, Window, crs_assessments, gc_paused
 
 logger = logging.getLogger(__name__)
@@ -58,66 +59,126 @@ def watch_night(
     window: Window,
     warehouse: Engine,
     results_db: Engine,
+    run_id: str,
 ) -> Watch:
     """Measure the stored nights up to `window.as_of` and tonight's inputs.
 
     Bounded work: the predictions whose target date has come and that no night has judged
-    yet are judged now (performance.judge); the windows' figures come from those and the
-    stored outcomes of the windows (prediction_outcomes), never from all of history.
+    yet are judged now (performance.judge) and stored in prediction_outcomes at once, as
+    judged by `run_id`; the windows' figures then come from the stored outcomes, never from
+    all of history: SQL totals for every model (`_totals`) and, for the `all` model that
+    `monitor` pages on, its rows (AUROC, calibration, lead time, interval).
     """
     as_of = window.as_of
-    longest = max(settings.monitor_windows)
+    windows = settings.monitor_windows
+    longest = max(windows)
     since = as_of - timedelta(days=longest + max(HORIZONS))
     with results_db.connect() as connection:
         pending = _frame(connection, _unjudged(since, as_of))
-        o = prediction_outcomes.c
-        stored = _frame(
-            connection,
-            select(
-                o.patient_id,
-                o.as_of,
-                o.model,
-                o.horizon_days,
-                o.calibrated_risk,
-                o.target_date.label("target"),
-                o.outcome.label("y"),
-            ).where(o.target_date > as_of - timedelta(days=longest), o.target_date <= as_of),
-        )
+    grades = daily_grades(_assessments(settings, warehouse, window, since))
+    tiers = night_tiers(settings, bundle)
+    # no grades read: nothing is judged tonight (a later night will)
+    judged = performance.judge(pending, grades, as_of) if grades else pd.DataFrame()
+    if len(judged):
+        with results_db.begin() as connection:
+            _store_outcomes(connection, judged, run_id, as_of)
+    onset_patients = sorted(
+        {p for p, _ in performance.onsets(grades, as_of - timedelta(days=longest - 1), as_of)}
+    )
+    with results_db.connect() as connection:
+        paged = _dated(_frame(connection, _outcome_rows(performance.PAGED_MODEL, as_of, longest)))
+        totals = [_frame(connection, _totals(as_of, w, tiers)) for w in windows]
         n = crs_patient_nights.c
         nights = _frame(
             connection,
             select(n.patient_id, n.as_of, n.alert, n.tier).where(
-                n.as_of >= since, n.as_of <= as_of
+                n.as_of >= since, n.as_of <= as_of, n.patient_id.in_(onset_patients)
             ),
         )
-    try:
-        with warehouse.connect() as connection:
-            assessments = crs_assessments(
-                connection=connection,
-                first_infusion=since - timedelta(days=settings.active_days),
-                last_infusion=as_of,
-                source=window.source,
-                zone=window.zone,
-            )
-    except WarehouseError as exc:  # grades are optional: the night's notes already say so
-        logger.warning("no outcomes to judge the stored risks by: %s", exc)
-        assessments = pd.DataFrame(columns=["patient_id", "assessed_on", "grade"])
-    grades = daily_grades(assessments)
-    tiers = night_tiers(settings, bundle)
-    if grades:
-        judged = performance.judge(pending, grades, as_of)
-        everything = pd.concat([_dated(stored), judged[stored.columns]], ignore_index=True)
-    else:  # no grades read: nothing is judged tonight (a later night will)
-        judged, everything = pd.DataFrame(), _dated(stored)
-    figures = performance.figures(everything, grades, as_of, settings.monitor_windows, tiers)
+    figures = pd.concat(
+        [
+            performance.figures(paged, grades, as_of, windows, tiers),
+            performance.from_totals(totals, windows),
+        ],
+        ignore_index=True,
+    )
     reference = bundle.manifest.get("training_data", {}).get("input_reference")
     drifted = drift.drift(features, reference) if reference else pd.DataFrame(columns=drift.COLUMNS)
     if not reference:
         logger.warning("the models' manifest has no input reference: no drift measured")
-    onsets = [
-        (w, *performance.flagged_ahead(nights, grades, as_of, w)) for w in settings.monitor_windows
-    ]
+    onsets = [(w, *performance.flagged_ahead(nights, grades, as_of, w)) for w in windows]
     return Watch(figures, drifted, onsets, judged)
+
+
+def _assessments(
+    settings: Settings, warehouse: Engine, window: Window, since: date
+) -> pd.DataFrame:
+    """The CRS grades of the patients infused in time to be judged; none (a warning) when
+    the warehouse cannot give them: the night's notes already say why."""
+    try:
+        with warehouse.connect() as connection:
+            return crs_assessments(
+                connection=connection,
+                first_infusion=since - timedelta(days=settings.active_days),
+                last_infusion=window.as_of,
+                source=window.source,
+                zone=window.zone,
+            )
+    except WarehouseError as exc:
+        logger.warning("no outcomes to judge the stored risks by: %s", exc)
+        return pd.DataFrame(columns=["patient_id", "assessed_on", "grade"])
+
+
+def _outcome_rows(model: str, as_of: date, days: int) -> Select:
+    """One model's judged predictions whose target date lies in the last `days` days."""
+    o = prediction_outcomes.c
+    return select(
+        o.patient_id,
+        o.as_of,
+        o.model,
+        o.horizon_days,
+        o.calibrated_risk,
+        o.target_date.label("target"),
+        o.outcome.label("y"),
+    ).where(
+        o.model == model,
+        o.target_date > as_of - timedelta(days=days),
+        o.target_date <= as_of,
+    )
+
+
+def _totals(as_of: date, days: int, tiers: Tiers) -> Select:
+    """Per model (but the paged one) and horizon, the sums performance.from_totals turns
+    into figures, over the judged predictions whose target date lies in the last `days`
+    days; each model flagged at its own alert threshold."""
+    o = prediction_outcomes.c
+    threshold = case(
+        {model: tiers.alert_for(model) for model in FACTOR_SETS},
+        value=o.model,
+        else_=tiers.default_alert,
+    )
+    flagged = o.calibrated_risk >= threshold
+    error = o.calibrated_risk - o.outcome
+    return (
+        select(
+            o.model,
+            o.horizon_days,
+            func.count().label("n_predictions"),
+            func.count(func.distinct(o.patient_id)).label("n_patients"),
+            func.sum(o.outcome).label("n_events"),
+            func.sum(o.calibrated_risk).label("sum_predicted"),
+            func.sum(error * error).label("sum_squared_error"),
+            func.sum(case((flagged, 1), else_=0)).label("n_flagged"),
+            func.sum(case((and_(flagged, o.outcome == 1), 1), else_=0)).label("n_flagged_events"),
+        )
+        .where(
+            o.model != performance.PAGED_MODEL,
+            o.outcome.is_not(None),
+            o.target_date > as_of - timedelta(days=days),
+            o.target_date <= as_of,
+        )
+        .group_by(o.model, o.horizon_days)
+    )
 
 
 def _unjudged(since: date, as_of: date) -> Select:
@@ -152,24 +213,27 @@ def _dated(stored: pd.DataFrame) -> pd.DataFrame:
 
 
 def store(connection: Connection, watch: Watch, run_id: str, as_of: date) -> None:
-    """Store tonight's judged predictions; replace the night's model_performance and
-    input_drift rows."""
+    """Replace the night's model_performance and input_drift rows (the outcomes judged
+    tonight are stored already: watch_night)."""
     night = {"run_id": run_id, "as_of": as_of}
     for table, frame in ((model_performance, watch.performance), (input_drift, watch.drift)):
         connection.execute(delete(table).where(table.c.as_of == as_of))
         if len(frame):
             rows = [{**night, **row} for row in plain_rows(frame)]
             connection.execute(insert(table), rows)
-    if len(watch.judged):
-        frame = watch.judged.rename(columns={"target": "target_date", "y": "outcome"})
-        columns = ["as_of", "patient_id", "model", "horizon_days", "target_date"]
-        columns += ["calibrated_risk", "outcome"]
-        outcome = [None if np.isnan(v) else int(v) for v in frame["outcome"].to_numpy(float)]
-        rows = [
-            {**row, "run_id": run_id, "judged_on": as_of, "outcome": y}
-            for row, y in zip(plain_rows(frame[columns]), outcome, strict=True)
-        ]
-        connection.execute(insert(prediction_outcomes), rows)
+
+
+def _store_outcomes(connection: Connection, judged: pd.DataFrame, run_id: str, as_of: date) -> None:
+    """Tonight's judged predictions into prediction_outcomes, once each."""
+    frame = judged.rename(columns={"target": "target_date", "y": "outcome"})
+    columns = ["as_of", "patient_id", "model", "horizon_days", "target_date"]
+    columns += ["calibrated_risk", "outcome"]
+    outcome = [None if np.isnan(v) else int(v) for v in frame["outcome"].to_numpy(float)]
+    rows = [
+        {**row, "run_id": run_id, "judged_on": as_of, "outcome": y}
+        for row, y in zip(plain_rows(frame[columns]), outcome, strict=True)
+    ]
+    connection.execute(insert(prediction_outcomes), rows)
 
 
 def latest(results_db: Engine, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
