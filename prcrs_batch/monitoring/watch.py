@@ -23,6 +23,7 @@ from prcrs_batch.results.nights import plain_rows
 from prcrs_batch.results.tables import (
     crs_patient_nights,
     crs_risk_scores,
+    in_current_run,
     input_drift,
     model_performance,
     prediction_outcomes,
@@ -85,7 +86,9 @@ def watch_night(
         n = crs_patient_nights.c
         nights = _frame(
             connection,
-            select(n.patient_id, n.as_of, n.alert).where(n.as_of >= since, n.as_of <= as_of),
+            select(n.patient_id, n.as_of, n.alert).where(
+                n.as_of >= since, n.as_of <= as_of, in_current_run(crs_patient_nights)
+            ),
         )
     try:
         with warehouse.connect() as connection:
@@ -118,8 +121,8 @@ def watch_night(
 
 
 def _unjudged(since: date, as_of: date) -> Select:
-    """The stored ok predictions since `since` whose target date has come and that no night
-    has judged."""
+    """The stored ok predictions (the current runs': a kept emailed run's rows are not
+    judged again) since `since` whose target date has come and that no night has judged."""
     s, o = crs_risk_scores.c, prediction_outcomes.c
     judged = and_(
         o.as_of == s.as_of,
@@ -132,6 +135,7 @@ def _unjudged(since: date, as_of: date) -> Select:
         .select_from(crs_risk_scores.outerjoin(prediction_outcomes, judged))
         .where(
             s.status == "ok",
+            in_current_run(crs_risk_scores),
             s.as_of >= since,
             s.target_date <= as_of,
             o.id.is_(None),
