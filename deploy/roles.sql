@@ -155,8 +155,8 @@ WHERE n.nspname = :'results_schema'
   AND c.relname IN ('scoring_runs', 'crs_risk_scores', 'crs_patient_nights',
                     'crs_risk_explanations', 'model_performance', 'input_drift',
                     'prediction_outcomes', 'data_quality_issues', 'night_claims', 'crs_risk_latest',
-                    'crs_risk_newest_per_patient', 'model_performance_latest',
-                    'input_drift_latest', 'alembic_version')
+                    'crs_risk_newest_per_patient', 'crs_patient_nights_sent',
+                    'model_performance_latest', 'input_drift_latest', 'alembic_version')
   AND pg_get_userbyid(c.relowner) <> :'migrator'
 \gexec
 
@@ -194,7 +194,7 @@ WHERE to_regclass(format('%I.%I', :'results_schema', t)) IS NOT NULL
 \gexec
 -- The views are read by the job's checks and by tests; SELECT only.
 SELECT format('GRANT SELECT ON %I.%I TO %I', :'results_schema', v, :'writer')
-FROM unnest(ARRAY['crs_risk_latest', 'crs_risk_newest_per_patient',
+FROM unnest(ARRAY['crs_risk_latest', 'crs_risk_newest_per_patient', 'crs_patient_nights_sent',
                    'model_performance_latest', 'input_drift_latest']) AS v
 WHERE to_regclass(format('%I.%I', :'results_schema', v)) IS NOT NULL
 \gexec
@@ -230,7 +230,8 @@ WHERE to_regclass(format('%I.alembic_version', :'results_schema')) IS NOT NULL
 -- the run rows. Not the warehouse, not data_quality_issues (it holds raw lab text).
 SELECT format('GRANT SELECT ON %I.%I TO %I', :'results_schema', t, :'bi')
 FROM unnest(ARRAY['crs_risk_scores', 'crs_patient_nights', 'crs_risk_explanations',
-                  'crs_risk_latest', 'crs_risk_newest_per_patient', 'scoring_runs',
+                  'crs_risk_latest', 'crs_risk_newest_per_patient', 'crs_patient_nights_sent',
+                  'scoring_runs',
                   'model_performance', 'input_drift', 'prediction_outcomes',
                   'model_performance_latest', 'input_drift_latest']) AS t
 WHERE to_regclass(format('%I.%I', :'results_schema', t)) IS NOT NULL

@@ -42,7 +42,7 @@ from prcrs_batch.modeling import store
 from prcrs_batch.resources import bundled_data
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.results.migrations import migrate
-from prcrs_batch.results.tables import crs_patient_nights
+from prcrs_batch.results.tables import crs_patient_nights, in_current_run
 from prcrs_batch.settings import Settings, load_settings
 
 DEMO_SEED = 20261126  # `prcrs-batch demo`'s default seed
@@ -111,7 +111,9 @@ def threshold_for(settings: Settings, as_of: date, n_alerts: int) -> float:
     with engine.connect() as connection:
         risks = connection.execute(
             select(crs_patient_nights.c.max_risk).where(
-                crs_patient_nights.c.as_of == as_of, crs_patient_nights.c.max_risk.is_not(None)
+                crs_patient_nights.c.as_of == as_of,
+                crs_patient_nights.c.max_risk.is_not(None),
+                in_current_run(crs_patient_nights),
             )
         ).scalars()
         ordered = sorted(risks, reverse=True)

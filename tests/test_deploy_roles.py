@@ -56,6 +56,7 @@ RESULTS_TABLES = (
 VIEWS = (
     "crs_risk_latest",
     "crs_risk_newest_per_patient",
+    "crs_patient_nights_sent",
     "model_performance_latest",
     "input_drift_latest",
 )
@@ -272,7 +273,7 @@ def test_migrator_owns_the_results_schema(db_url, roles):
                 ([*RESULTS_TABLES, *VIEWS, "alembic_version"],),
             ).fetchall()
         )
-    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 13
+    assert set(owners.values()) == {roles["migrator"]} and len(owners) == 14
     with _as(db_url, roles["migrator"]) as conn:
         conn.execute("ALTER TABLE crs_risk_scores ADD COLUMN migrated int")
         conn.execute("CREATE TABLE later_results (id serial PRIMARY KEY)")

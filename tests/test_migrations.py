@@ -18,8 +18,9 @@ def test_upgrade_creates_schema_and_view(engine):
     assert "crs_risk_latest" in inspect(engine).get_view_names()
     unique = inspect(engine).get_unique_constraints("crs_risk_scores")
     assert any(
-        u["column_names"] == ["as_of", "patient_id", "model", "horizon_days"] for u in unique
-    )
+        u["column_names"] == ["as_of", "patient_id", "model", "horizon_days", "run_id"]
+        for u in unique
+    )  # run_id: an emailed run's rows stay beside a rerun's (0008)
 
 
 def test_downgrade_and_upgrade_round_trip(db_url):
@@ -121,4 +122,60 @@ def test_results_schema_setting_puts_every_table_view_and_the_version_there(
     with pytest.raises(DatabaseSetupError, match="no results schema: run `prcrs-batch init-db`"):
         require_usable(load_settings())
     in_schema.dispose()
+    engine.dispose()
+
+
+def _kept_night(connection, run_id: str, status: str, sent_at: str | None) -> None:  # type: ignore[no-untyped-def]
+    """A run of 2026-11-26 with one score and one patient-night row."""
+    connection.execute(
+        text(
+            "INSERT INTO scoring_runs (run_id, as_of, started_at, status, n_patients, n_scores, "
+            "n_alerts, n_data_issues, report_sent_at) VALUES (:run, '2026-11-26', "
+            "'2026-11-27 02:00:00', :status, 1, 1, 0, 0, :sent)"
+        ),
+        {"run": run_id, "status": status, "sent": sent_at},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO crs_risk_scores (run_id, as_of, patient_id, model, horizon_days, "
+            "target_date, status, inputs_observed, inputs_expected, created_at) VALUES "
+            "(:run, '2026-11-26', 'p', 'all', 1, '2026-11-27', 'ok', 9, 42, "
+            "'2026-11-27 02:00:00')"
+        ),
+        {"run": run_id},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO crs_patient_nights (run_id, as_of, patient_id, alert, alert_state, "
+            "n_inputs_set_aside) VALUES (:run, '2026-11-26', 'p', false, 'none', 0)"
+        ),
+        {"run": run_id},
+    )
+
+
+def test_0008_keeps_an_emailed_runs_rows_and_its_downgrade_drops_them(db_url):
+    """From 0007 with a night stored: 0008 lets an emailed run's rows stay beside a rerun's,
+    the views read the current run; back to 0007, the kept rows go (the old unique keys)."""
+    config = alembic_config(db_url)
+    command.upgrade(config, "0007")
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        _kept_night(connection, "emailed", "succeeded", "2026-11-27 06:00:00")
+    command.upgrade(config, "0008")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE scoring_runs SET status = 'superseded'"))
+        _kept_night(connection, "rerun", "succeeded", None)
+    with engine.connect() as connection:
+        latest = connection.execute(text("SELECT run_id FROM crs_risk_latest")).scalars().all()
+        newest = connection.execute(text("SELECT run_id FROM crs_risk_newest_per_patient"))
+        sent = connection.execute(text("SELECT run_id, still_current FROM crs_patient_nights_sent"))
+        assert latest == ["rerun"] and newest.scalars().all() == ["rerun"]
+        assert [(run, bool(current)) for run, current in sent] == [("emailed", False)]
+    command.downgrade(config, "0007")
+    with engine.connect() as connection:
+        for table in ("crs_risk_scores", "crs_patient_nights", "crs_risk_latest"):
+            runs = connection.execute(text(f"SELECT run_id FROM {table}")).scalars().all()
+            assert runs == ["rerun"], table
+    assert "crs_patient_nights_sent" not in inspect(engine).get_view_names()
+    command.upgrade(config, "head")
     engine.dispose()

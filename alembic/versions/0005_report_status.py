@@ -23,7 +23,9 @@ depends_on = None
 REPORT_STATUSES = (
     "report_status IN ('written_only', 'pending', 'sent', 'sent_delayed', 'expired', 'failed')"
 )
-DEPENDENT_VIEWS = ("crs_risk_latest",)  # reads scoring_runs: SQLite's batch mode recreates it
+# They read scoring_runs (the views are created with tables.py's SQL, which since 0008 reads
+# it in both): SQLite's batch mode recreates it.
+DEPENDENT_VIEWS = ("crs_risk_latest", "crs_risk_newest_per_patient")
 
 
 def upgrade() -> None:

@@ -23,6 +23,7 @@ from prcrs_batch.results.nights import plain_rows
 from prcrs_batch.results.tables import (
     crs_patient_nights,
     crs_risk_scores,
+    in_current_run,
     input_drift,
     model_performance,
     prediction_outcomes,
@@ -92,7 +93,10 @@ def watch_night(
         nights = _frame(
             connection,
             select(n.patient_id, n.as_of, n.alert, n.tier).where(
-                n.as_of >= since, n.as_of <= as_of, n.patient_id.in_(onset_patients)
+                n.as_of >= since,
+                n.as_of <= as_of,
+                n.patient_id.in_(onset_patients),
+                in_current_run(crs_patient_nights),
             ),
         )
     figures = pd.concat(
@@ -182,8 +186,8 @@ def _totals(as_of: date, days: int, tiers: Tiers) -> Select:
 
 
 def _unjudged(since: date, as_of: date) -> Select:
-    """The stored ok predictions since `since` whose target date has come and that no night
-    has judged."""
+    """The stored ok predictions (the current runs': a kept emailed run's rows are not
+    judged again) since `since` whose target date has come and that no night has judged."""
     s, o = crs_risk_scores.c, prediction_outcomes.c
     judged = and_(
         o.as_of == s.as_of,
@@ -196,6 +200,7 @@ def _unjudged(since: date, as_of: date) -> Select:
         .select_from(crs_risk_scores.outerjoin(prediction_outcomes, judged))
         .where(
             s.status == "ok",
+            in_current_run(crs_risk_scores),
             s.as_of >= since,
             s.target_date <= as_of,
             o.id.is_(None),

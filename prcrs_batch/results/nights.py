@@ -1,7 +1,9 @@
 """Writes a night's run, scores and data-quality decisions; reads back what the report needs.
 
 A run row and all its rows commit in one transaction (the caller's), and re-running an
-as-of date replaces that date's rows, so a night is never duplicated nor half-written.
+as-of date replaces that date's rows, so a night is never duplicated nor half-written;
+only an earlier run whose report was emailed keeps its rows, beside the current run's
+(tables.in_current_run tells them apart), so that what on-call received stays queryable.
 Two runs of one night never overlap: `night_lock` is held for a whole run (the second
 stops; no run goes on without it), and the write itself is serialised per night on
 PostgreSQL.
@@ -29,10 +31,12 @@ from prcrs_batch.results.engines import with_db_retries
 from prcrs_batch.results.tables import (
     REPORT_PENDING,
     REPORTED,
+    SUPERSEDED,
     crs_patient_nights,
     crs_risk_explanations,
     crs_risk_scores,
     data_quality_issues,
+    in_current_run,
     night_claims,
     prediction_outcomes,
     scoring_runs,
@@ -103,21 +107,27 @@ def replace_night(
     """Replace the rows stored for run.as_of by this run's: its scores, its patient nights
     (PATIENT_NIGHT_COLUMNS), its explanations (explanations.COLUMNS) and its issues.
 
-    Earlier runs of the night are kept as `superseded` (with whether their report was
-    emailed); their rows go.
+    Earlier runs of the night are kept as `superseded`. Their rows go, except those of a
+    run whose report was emailed (report_sent_at set): what on-call received stays, beside
+    this run's. The night's predictions' outcomes go either way, to be judged again on
+    this run's rows.
     """
     as_of = run.as_of
     _serialise_night(connection, as_of)
-    old_runs = select(scoring_runs.c.run_id).where(scoring_runs.c.as_of == as_of)
-    for table in (crs_risk_scores, crs_patient_nights, crs_risk_explanations, prediction_outcomes):
-        connection.execute(delete(table).where(table.c.as_of == as_of))
+    r = scoring_runs.c
+    never_emailed = select(r.run_id).where(r.as_of == as_of, r.report_sent_at.is_(None))
+    for table in (crs_risk_scores, crs_patient_nights, crs_risk_explanations):
+        connection.execute(
+            delete(table).where(table.c.as_of == as_of, table.c.run_id.in_(never_emailed))
+        )
+    connection.execute(delete(prediction_outcomes).where(prediction_outcomes.c.as_of == as_of))
     connection.execute(
-        delete(data_quality_issues).where(data_quality_issues.c.run_id.in_(old_runs))
+        delete(data_quality_issues).where(data_quality_issues.c.run_id.in_(never_emailed))
     )
     connection.execute(
         update(scoring_runs)
-        .where(scoring_runs.c.as_of == as_of, scoring_runs.c.status.in_(REPORTED))
-        .values(status="superseded")
+        .where(r.as_of == as_of, r.status.in_(REPORTED))
+        .values(status=SUPERSEDED)
     )
     connection.execute(insert(scoring_runs), [run.row()])
     night = {"run_id": run.run_id, "as_of": as_of}
@@ -331,7 +341,8 @@ def score_history(
     cohort is over a million rows.
     """
     s = crs_risk_scores.c
-    in_window = (s.as_of >= since, s.as_of < before, s.status == "ok")
+    current = in_current_run(crs_risk_scores)
+    in_window = (s.as_of >= since, s.as_of < before, s.status == "ok", current)
     last = (
         select(s.patient_id, s.model, func.max(s.as_of).label("as_of"))
         .where(*in_window)
@@ -347,7 +358,7 @@ def score_history(
                 s.patient_id == last.c.patient_id, s.model == last.c.model, s.as_of == last.c.as_of
             ),
         )
-        .where(s.status == "ok")
+        .where(s.status == "ok", current)
     )
     rows = [tuple(row) for row in connection.execute(latest)]  # tuples: fast into pandas
     for start in range(0, len(trend_patients), 500):  # bounded IN lists
@@ -361,11 +372,12 @@ def score_history(
 
 
 def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:
-    """The rows stored for one night, ordered; used by tests and backfill checks."""
+    """The current run's rows stored for one night, ordered; used by tests and backfill
+    checks."""
     columns = [crs_risk_scores.c[name] for name in ["as_of", *SCORE_COLUMNS]]
     query = (
         select(*columns)
-        .where(crs_risk_scores.c.as_of == as_of)
+        .where(crs_risk_scores.c.as_of == as_of, in_current_run(crs_risk_scores))
         .order_by(
             crs_risk_scores.c.patient_id, crs_risk_scores.c.model, crs_risk_scores.c.horizon_days
         )

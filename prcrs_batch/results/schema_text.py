@@ -24,7 +24,9 @@ from prcrs_batch.results.tables import (
 
 def create_views_sql(names: Iterable[str] | None = None) -> list[str]:
     """CREATE VIEW statements for VIEWS (`names`: those a migration creates; default all)."""
-    return [f"CREATE VIEW {name} AS\n{VIEWS[name][1]}" for name in names or VIEWS]
+    return [
+        f"CREATE VIEW {name} AS\n{VIEWS[name].sql}" for name in (VIEWS if names is None else names)
+    ]
 
 
 def comment_sql(
@@ -32,7 +34,7 @@ def comment_sql(
     views: Iterable[str] | None = None,
     bind: Connection | None = None,
 ) -> list[str]:
-    """PostgreSQL COMMENT ON statements for the tables and views named (default all), and
+    """PostgreSQL COMMENT ON statements for the tables and views named (None: all), and
     every column of theirs; with `bind`, only the columns its database has (a migration
     comments the schema as it stands at its revision, with today's texts)."""
 
@@ -41,28 +43,30 @@ def comment_sql(
 
     inspector = inspect(bind) if bind is not None else None
 
-    def on(kind: str, name: str, comment: str, columns: Table) -> list[str]:
+    def on(kind: str, name: str, comment: str, columns: Iterable[tuple[str, str]]) -> list[str]:
         statements = [f"COMMENT ON {kind} {name} IS {quoted(comment)}"]
         present = (
             None
             if inspector is None
             else {c["name"] for c in inspector.get_columns(name)}  # a view's too
         )
-        for column in columns.columns:
-            if present is not None and column.name not in present:
+        for column, text in columns:
+            if present is not None and column not in present:
                 continue
-            statements.append(
-                f"COMMENT ON COLUMN {name}.{column.name} IS {quoted(column.comment or '')}"
-            )
+            statements.append(f"COMMENT ON COLUMN {name}.{column} IS {quoted(text)}")
         return statements
 
+    def commented(table: Table) -> list[tuple[str, str]]:
+        return [(c.name, c.comment or "") for c in table.columns]
+
     out = []
-    for name in tables or metadata.tables:
+    for name in metadata.tables if tables is None else tables:
         table = metadata.tables[name]
-        out += on("TABLE", name, table.comment or "", table)
-    for name in views or VIEWS:
-        comment, _, source = VIEWS[name]
-        out += on("VIEW", name, comment, metadata.tables[source])
+        out += on("TABLE", name, table.comment or "", commented(table))
+    for name in VIEWS if views is None else views:
+        view = VIEWS[name]
+        columns = commented(metadata.tables[view.source]) + list(view.added)
+        out += on("VIEW", name, view.comment, columns)
     return out
 
 
@@ -89,8 +93,12 @@ def schema_markdown() -> str:
             kind = _kind(column)
             lines.append(f"| `{column.name}` | {kind} | {column.comment} |")
         lines.append("")
-    for name, (comment, _, source) in VIEWS.items():
-        lines += [f"**`{name}`** (view, the columns of `{source}`): {comment}.", ""]
+    for name, view in VIEWS.items():
+        also = " and these" if view.added else ""
+        lines += [f"**`{name}`** (view, the columns of `{view.source}`{also}): {view.comment}.", ""]
+        if view.added:
+            lines += ["| column | meaning |", "|---|---|"]
+            lines += [f"| `{column}` | {text} |" for column, text in view.added] + [""]
     return "\n".join(lines)
 
 

@@ -5,10 +5,13 @@ generated from the same text, schema_text.py). Alembic migrations create and upg
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    ColumnElement,
     Date,
     DateTime,
     Float,
@@ -16,10 +19,12 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     UniqueConstraint,
+    select,
 )
 
 from prcrs_batch.nightly.alert_states import ALERT_STATES
@@ -29,7 +34,8 @@ from prcrs_batch.task.panel import FACTOR_SETS, HORIZONS
 MODELS = tuple(FACTOR_SETS)
 
 SCORE_STATUSES = ("ok", "insufficient_inputs", "error", "already_severe")
-RUN_STATUSES = ("running", "succeeded", "failed", "stale_data", "superseded")
+SUPERSEDED = "superseded"  # a later run of the night is its current one
+RUN_STATUSES = ("running", "succeeded", "failed", "stale_data", SUPERSEDED)
 REPORTED = ("succeeded", "stale_data")  # run statuses whose night was reported
 # What became of a night's report (scoring_runs.report_status; outbox.py decides).
 REPORT_WRITTEN_ONLY = "written_only"
@@ -93,8 +99,9 @@ scoring_runs = Table(
         String(16),
         nullable=False,
         comment="running, succeeded, failed, stale_data (scored and reported, but the warehouse "
-        "feed looked dead) or superseded (a later run of the same night replaced its rows; "
-        "its report_sent_at still says whether its report was emailed)",
+        "feed looked dead) or superseded (a later run of the same night is its current one; "
+        "its rows are kept beside that run's when its report was emailed, report_sent_at "
+        "set, else replaced)",
     ),
     Column("n_patients", Integer, nullable=False, default=0, comment="active patients read"),
     Column("n_scores", Integer, nullable=False, default=0, comment="crs_risk_scores rows"),
@@ -152,7 +159,7 @@ crs_risk_scores = Table(
     Column("model_version", String(64), comment="as on the run"),
     Column("detail", Text, comment="why a row is not ok, or the calibration used"),
     Column("created_at", DateTime(timezone=True), nullable=False, comment="when written"),
-    UniqueConstraint("as_of", "patient_id", "model", "horizon_days"),
+    UniqueConstraint("as_of", "patient_id", "model", "horizon_days", "run_id"),
     CheckConstraint(_in("model", MODELS), name="model"),
     CheckConstraint(_in("horizon_days", HORIZONS), name="horizon_days"),
     CheckConstraint(_in("status", SCORE_STATUSES), name="status"),
@@ -163,8 +170,10 @@ crs_risk_scores = Table(
     Index(None, "run_id"),
     Index(None, "patient_id", "as_of"),
     Index(None, "target_date"),
-    Index(None, "patient_id", "model", "horizon_days", "as_of"),  # crs_risk_newest_per_patient
-    comment="One row per patient, model and horizon of each night",
+    # crs_risk_newest_per_patient; run_id: the current-run test without reading the rows
+    Index(None, "patient_id", "model", "horizon_days", "as_of", "run_id"),
+    comment="One row per patient, model and horizon of each night's current run (and of an "
+    "earlier run of the night whose report was emailed)",
 )
 
 crs_patient_nights = Table(
@@ -221,12 +230,13 @@ crs_patient_nights = Table(
         nullable=False,
         comment="this patient's lab values set aside tonight (see data_quality_issues)",
     ),
-    UniqueConstraint("as_of", "patient_id"),
+    UniqueConstraint("as_of", "patient_id", "run_id"),
     CheckConstraint(_in("alert_state", ALERT_STATES), name="alert_state"),
     CheckConstraint(_in("tier", TIERS), name="tier"),
     Index(None, "run_id"),
     Index(None, "patient_id", "as_of"),
-    comment="One row per active patient and night: what the report said about the patient",
+    comment="One row per active patient and night's current run (and emailed earlier run): "
+    "what the report said about the patient",
 )
 
 crs_risk_explanations = Table(
@@ -248,7 +258,7 @@ crs_risk_explanations = Table(
         nullable=False,
         comment="calibrated_risk minus the risk with this lab not measured (0.12 = 12 points)",
     ),
-    UniqueConstraint("as_of", "patient_id", "model", "horizon_days", "rank"),
+    UniqueConstraint("as_of", "patient_id", "model", "horizon_days", "rank", "run_id"),
     Index(None, "run_id"),
     comment="Top 5 labs that raised each flagged patient's risk (every scored patient with "
     "PRCRS_EXPLAIN_ALL), by occlusion on the recommended model",
@@ -370,39 +380,88 @@ night_claims = Table(
     comment="Which scheduler host claimed which night (the lock between schedulers)",
 )
 
+
+def current_runs() -> Select:
+    """The run ids whose rows are their night's current ones: every run but a superseded
+    one (whose rows are kept only when its report was emailed). Readers that mean "the
+    night's rows" filter with `in_current_run`; the views with CURRENT_RUNS_SQL."""
+    return select(scoring_runs.c.run_id).where(scoring_runs.c.status != SUPERSEDED)
+
+
+def in_current_run(table: Table) -> ColumnElement[bool]:
+    """A WHERE clause keeping `table`'s rows of their night's current run only."""
+    return table.c.run_id.in_(current_runs())
+
+
+CURRENT_RUNS_SQL = " ".join(
+    str(current_runs().compile(compile_kwargs={"literal_binds": True})).split()
+)
 _LATEST_REPORTED = (
     "SELECT MAX(as_of) FROM scoring_runs WHERE status IN "
     + "("
     + ", ".join(repr(s) for s in REPORTED)
     + ")"
 )
-# name -> (comment, SQL, the table whose columns (and comments) the view shows)
+
+
+class View(NamedTuple):
+    """A view of the results schema, with what its comments and the README say of it."""
+
+    comment: str
+    sql: str
+    source: str  # the table whose columns (and comments) the view shows
+    added: tuple[tuple[str, str], ...] = ()  # (column, comment) it adds after them
+
+
 VIEWS = {
-    "crs_risk_latest": (
-        "The rows of the latest night that was reported (status succeeded or stale_data) only",
-        f"SELECT s.* FROM crs_risk_scores AS s WHERE s.as_of = ({_LATEST_REPORTED})",
+    "crs_risk_latest": View(
+        "The current rows of the latest night that was reported (status succeeded or "
+        "stale_data) only",
+        f"""SELECT s.* FROM crs_risk_scores AS s
+WHERE s.as_of = ({_LATEST_REPORTED})
+  AND s.run_id IN ({CURRENT_RUNS_SQL})""",
         "crs_risk_scores",
     ),
-    "crs_risk_newest_per_patient": (
-        "Each patient's newest row per model and horizon, however old (stale patients too)",
-        """SELECT s.*
+    "crs_risk_newest_per_patient": View(
+        "Each patient's newest current row per model and horizon, however old (stale patients too)",
+        f"""SELECT s.*
 FROM crs_risk_scores AS s
 JOIN (
     SELECT patient_id, model, horizon_days, MAX(as_of) AS as_of
     FROM crs_risk_scores
+    WHERE run_id IN ({CURRENT_RUNS_SQL})
     GROUP BY patient_id, model, horizon_days
 ) AS newest
   ON s.patient_id = newest.patient_id
  AND s.model = newest.model
  AND s.horizon_days = newest.horizon_days
- AND s.as_of = newest.as_of""",
+ AND s.as_of = newest.as_of
+WHERE s.run_id IN ({CURRENT_RUNS_SQL})""",
         "crs_risk_scores",
+    ),
+    "crs_patient_nights_sent": View(
+        "What on-call received: the crs_patient_nights rows of every run whose report was "
+        "emailed, kept when a rerun or backfill of the night replaced them",
+        f"""SELECT n.*, r.report_sent_at, r.report_status,
+       r.status <> '{SUPERSEDED}' AS still_current
+FROM crs_patient_nights AS n
+JOIN scoring_runs AS r ON r.run_id = n.run_id
+WHERE r.report_sent_at IS NOT NULL""",
+        "crs_patient_nights",
+        (
+            ("report_sent_at", "when the run's report was emailed"),
+            ("report_status", "sent, or sent_delayed (resent by a later night)"),
+            (
+                "still_current",
+                "true: the night's current run; false: a later run of the night replaced "
+                "it (superseded), its rows kept here because on-call received them",
+            ),
+        ),
     ),
 }
 
-
 for _table in ("model_performance", "input_drift"):
-    VIEWS[f"{_table}_latest"] = (
+    VIEWS[f"{_table}_latest"] = View(
         f"The {_table} rows of the latest night that computed them",
         f"SELECT * FROM {_table} WHERE as_of = (SELECT MAX(as_of) FROM {_table})",
         _table,
