@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, Select, and_, case, delete, func, ins
 from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.monitoring import drift, performance
 from prcrs_batch.nightly.compute import night_tiers
-from prcrs_batch.results.nights import plain_rows
+from prcrs_batch.results.nights import insert_rows, plain_rows
 from prcrs_batch.results.tables import (
     crs_patient_nights,
     crs_risk_scores,
@@ -154,7 +154,8 @@ def _outcome_rows(model: str, as_of: date, days: int) -> Select:
 def _totals(as_of: date, days: int, tiers: Tiers) -> Select:
     """Per model (but the paged one) and horizon, the sums performance.from_totals turns
     into figures, over the judged predictions whose target date lies in the last `days`
-    days; each model flagged at its own alert threshold."""
+    days; each model flagged at its own alert threshold. Summed per patient first, then
+    per model: the patients are counted as groups (a COUNT(DISTINCT) was 7 times slower)."""
     o = prediction_outcomes.c
     threshold = case(
         {model: tiers.alert_for(model) for model in FACTOR_SETS},
@@ -163,12 +164,11 @@ def _totals(as_of: date, days: int, tiers: Tiers) -> Select:
     )
     flagged = o.calibrated_risk >= threshold
     error = o.calibrated_risk - o.outcome
-    return (
+    per_patient = (
         select(
             o.model,
             o.horizon_days,
             func.count().label("n_predictions"),
-            func.count(func.distinct(o.patient_id)).label("n_patients"),
             func.sum(o.outcome).label("n_events"),
             func.sum(o.calibrated_risk).label("sum_predicted"),
             func.sum(error * error).label("sum_squared_error"),
@@ -181,8 +181,17 @@ def _totals(as_of: date, days: int, tiers: Tiers) -> Select:
             o.target_date > as_of - timedelta(days=days),
             o.target_date <= as_of,
         )
-        .group_by(o.model, o.horizon_days)
+        .group_by(o.model, o.horizon_days, o.patient_id)
+        .subquery()
     )
+    p = per_patient.c
+    sums = [c.name for c in per_patient.columns if c.name not in ("model", "horizon_days")]
+    return select(
+        p.model,
+        p.horizon_days,
+        func.count().label("n_patients"),
+        *(func.sum(p[name]).label(name) for name in sums),
+    ).group_by(p.model, p.horizon_days)
 
 
 def _unjudged(since: date, as_of: date) -> Select:
@@ -234,11 +243,11 @@ def _store_outcomes(connection: Connection, judged: pd.DataFrame, run_id: str, a
     columns = ["as_of", "patient_id", "model", "horizon_days", "target_date"]
     columns += ["calibrated_risk", "outcome"]
     outcome = [None if np.isnan(v) else int(v) for v in frame["outcome"].to_numpy(float)]
-    rows = [
+    rows = (
         {**row, "run_id": run_id, "judged_on": as_of, "outcome": y}
         for row, y in zip(plain_rows(frame[columns]), outcome, strict=True)
-    ]
-    connection.execute(insert(prediction_outcomes), rows)
+    )
+    insert_rows(connection, prediction_outcomes, rows)
 
 
 def latest(results_db: Engine, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -141,13 +141,13 @@ def replace_night(
         }
         for row in _python_rows(scores[SCORE_COLUMNS].astype(INTEGER_SCORE_COLUMNS))
     )
-    _insert_many(connection, crs_risk_scores, score_rows)
+    insert_rows(connection, crs_risk_scores, score_rows)
     for table, frame in (
         (crs_patient_nights, patient_nights),
         (crs_risk_explanations, explanations),
     ):
         if frame is not None and len(frame):
-            _insert_many(connection, table, [{**night, **row} for row in plain_rows(frame)])
+            insert_rows(connection, table, [{**night, **row} for row in plain_rows(frame)])
     issue_rows = (
         {
             "run_id": run.run_id,
@@ -165,7 +165,7 @@ def replace_night(
             ISSUE_COLUMNS
         ].itertuples(index=False, name=None)
     )
-    _insert_many(connection, data_quality_issues, issue_rows)
+    insert_rows(connection, data_quality_issues, issue_rows)
 
 
 def plain_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
@@ -194,7 +194,7 @@ def _python_rows(frame: pd.DataFrame) -> Iterator[tuple]:
         yield from zip(*(part[c].tolist() for c in part.columns))
 
 
-def _insert_many(connection: Connection, table: Table, rows: Iterable[dict]) -> None:
+def insert_rows(connection: Connection, table: Table, rows: Iterable[dict]) -> None:
     """Insert rows in the caller's transaction as they come: PostgreSQL gets one COPY (a
     night is ~200k rows at 10,000 patients), others INSERT_BATCH rows per statement."""
     rows = iter(rows)
