@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import date
@@ -99,10 +100,19 @@ def run_backfill(
     require_usable(settings)  # a set-up mistake stops here, before any process starts
     workers = min(workers, len(dates))
     again = set(rerun_nights(dates, workers))
+    started = time.perf_counter()
     for summary in _scoring_pass(settings, dates, workers):
         if summary.as_of not in again:  # a rerun night's summary comes from pass 2
             yield summary
+    scored = time.perf_counter()
+    log.info("backfill pass 1: %d nights scored in %.0f s", len(dates), scored - started)
     yield from finish(settings, dates, workers, send_email=send_email)
+    log.info(
+        "backfill pass 2: %d nights run again, %d monitored in %.0f s",
+        len(again),
+        len(dates) - len(again),
+        time.perf_counter() - scored,
+    )
 
 
 def _scoring_pass(settings: Settings, dates: list[date], workers: int) -> Iterator[RunSummary]:
