@@ -1,4 +1,4 @@
-"""deploy/: the Kubernetes manifest validated offline against the Kubernetes schemas
+"""deploy/: the Kubernetes manifests validated offline against the Kubernetes schemas
 (kubernetes-validate ships them), and the systemd units checked by systemd itself
 (`systemd-analyze verify`, where installed), plus the settings they name."""
 
@@ -14,10 +14,12 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes
 
+from prcrs_batch.app.cli import backfill
 from prcrs_batch.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 MANIFEST = DEPLOY / "kubernetes" / "prcrs-batch.yaml"
+BACKFILL = DEPLOY / "kubernetes" / "prcrs-batch-backfill.yaml"
 UNITS = ["prcrs-batch-nightly.service", "prcrs-batch-nightly.timer", "prcrs-batch.service"]
 SETTINGS = {f"PRCRS_{name.upper()}" for name in Settings.model_fields}
 # CronJob.spec.timeZone is GA from 1.27; the newest schemas kubernetes-validate ships.
@@ -73,6 +75,47 @@ def test_manifest_names_only_real_settings_and_keeps_secrets_in_the_secret():
     assert not config & secret
     assert "PRCRS_SMTP_PASSWORD" in secret and "PRCRS_SMTP_PASSWORD" not in config
     assert {k for k in SETTINGS if k.endswith("_URL")} <= secret  # URLs carry passwords here
+
+
+def _backfill_jobs() -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(BACKFILL.read_text()) if d}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_backfill_manifest_is_valid_against_the_kubernetes_schemas(version):
+    jobs = _backfill_jobs()
+    assert set(jobs) == {"prcrs-batch-backfill", "prcrs-batch-backfill-finish"}
+    for job in jobs.values():
+        assert job["kind"] == "Job"
+        kubernetes.validate(job, version, strict=True)
+
+
+def test_backfill_shares_by_completion_index_then_finishes_once_as_the_cli_parses_it():
+    jobs = _backfill_jobs()
+    shares, finish = jobs["prcrs-batch-backfill"], jobs["prcrs-batch-backfill-finish"]
+    assert shares["spec"]["completionMode"] == "Indexed"
+    assert finish["spec"]["suspend"] is True  # started once the shares are complete
+    (share,) = shares["spec"]["template"]["spec"]["containers"]
+    (last,) = finish["spec"]["template"]["spec"]["containers"]
+    assert "--shard-index=$(JOB_COMPLETION_INDEX)" in share["command"]
+    assert f"--shards={shares['spec']['completions']}" in share["command"]
+    assert [a for a in share["command"] if "--shard-index" not in a] == [
+        a for a in last["command"] if a != "--finish"
+    ]  # the same range and shares
+    config = set(_documents()["ConfigMap"]["data"]) | set(_documents()["Secret"]["stringData"])
+    for job, container in ((shares, share), (finish, last)):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["envFrom"] == [
+            {"configMapRef": {"name": "prcrs-batch"}},
+            {"secretRef": {"name": "prcrs-batch"}},
+        ]  # prcrs-batch.yaml's settings
+        named = {e["name"] for e in container["env"] if e["name"].startswith("PRCRS_")}
+        assert named <= SETTINGS and not named & config - {"PRCRS_REPORT_DIR"}
+        assert container["command"][:2] == ["prcrs-batch", "backfill"]
+        args = [a.replace("$(JOB_COMPLETION_INDEX)", "3") for a in container["command"][2:]]
+        backfill.make_context("backfill", args)  # raises on an option the CLI lacks
 
 
 def _units() -> dict[str, configparser.ConfigParser]:

@@ -178,11 +178,25 @@ def _run_dates(
 ) -> bool:
     """Run the nights, printing each one's summary (or JSON line, or a progress bar and a
     total); True when every night went well."""
-    from prcrs_batch.app import console, pipeline
+    from prcrs_batch.app import pipeline
+
+    nights = pipeline.run_nights(settings, dates, send_email=send_email)
+    return _show_nights(settings, nights, dates, as_json=as_json, progress=progress)
+
+
+def _show_nights(
+    settings: Settings,
+    nights: Iterator[RunSummary],
+    dates: list[date],
+    *,
+    as_json: bool = False,
+    progress: bool = False,
+) -> bool:
+    """Print each night's summary as `nights` yields it (`dates`: the nights it runs)."""
+    from prcrs_batch.app import console
     from prcrs_batch.monitoring.run_metrics import record
 
     started = time.perf_counter()
-    nights = pipeline.run_nights(settings, dates, send_email=send_email)
     done: list[RunSummary] = []
     with _setup_errors():
         for summary in console.with_progress(nights, len(dates)) if progress else nights:
@@ -191,7 +205,7 @@ def _run_dates(
                 click.echo(json.dumps(record(summary)))
             elif not progress:
                 console.echo_summary(summary)
-    if progress:
+    if progress and dates:
         statuses = ", ".join(f"{n} {s}" for s, n in Counter(s.status for s in done).items())
         click.echo(
             f"{len(done)} nights from {dates[0]} to {dates[-1]} in "
@@ -226,18 +240,72 @@ def run(as_of: datetime | None, no_email: bool, as_json: bool) -> None:
     "--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last night (inclusive)."
 )
 @click.option("--email", is_flag=True, help="Also email each night's report (off by default).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes scoring the range, each a contiguous share; then one finishes it.",
+)
+@click.option(
+    "--shards", type=click.IntRange(1, 1000), help="With --shard-index or --finish: shares."
+)
+@click.option(
+    "--shard-index",
+    type=click.IntRange(0, 999),
+    help="Score only this share of --shards (a Job's completion index), not monitored.",
+)
+@click.option("--finish", is_flag=True, help="After every --shard-index ran: the monitoring pass.")
 @_NIGHTS_JSON
-def backfill(start: datetime, end: datetime, email: bool, as_json: bool) -> None:
+def backfill(
+    start: datetime,
+    end: datetime,
+    email: bool,
+    workers: int,
+    shards: int | None,
+    shard_index: int | None,
+    finish: bool,
+    as_json: bool,
+) -> None:
     """Score every night in a date range with the models loaded once (validation on history).
 
-    A progress bar (night n of N, time left) on standard error, then the total.
+    A progress bar (night n of N, time left) on standard error, then the total. --workers N:
+    N processes score contiguous shares of the range, then this one finishes it in date
+    order (app/backfill.py). --shards N --shard-index I runs pass 1 for share I alone (one
+    pod of a Kubernetes Indexed Job); --shards N --finish, run once after all of them, is
+    pass 2.
     """
+    from prcrs_batch.app import backfill as passes
+
     settings = _settings()
     if end < start:
         raise click.BadParameter("--end is before --start")
+    if (shard_index is not None or finish) != (shards is not None) or (
+        finish and shard_index is not None
+    ):
+        raise click.UsageError("--shards goes with exactly one of --shard-index and --finish")
+    if email and (workers > 1 or shards):
+        raise click.UsageError("--email mails each night as it runs: one worker, no shards")
     days = (end.date() - start.date()).days + 1
     dates = [start.date() + timedelta(days=i) for i in range(days)]
-    if not _run_dates(settings, dates, send_email=email, as_json=as_json, progress=True):
+    if shards is None:
+        nights, shown = (
+            passes.run_backfill(settings, dates, workers=workers, send_email=email),
+            dates,
+        )
+    elif finish:
+        nights, shown = passes.finish(settings, dates, shards), passes.rerun_nights(dates, shards)
+    else:
+        try:
+            shown = passes.shares(dates, shards)[shard_index or 0]
+        except IndexError:
+            raise click.BadParameter(f"--shard-index is not under --shards {shards}") from None
+        nights = passes.run_share(settings, dates, shard_index or 0, shards)
+    try:
+        ok = _show_nights(settings, nights, shown, as_json=as_json, progress=True)
+    except passes.WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not ok:
         sys.exit(1)
 
 

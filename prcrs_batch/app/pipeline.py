@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -87,10 +87,13 @@ def run_nightly(
     bundle: store.ModelBundle | None = None,
     send_email: bool = True,
     now: datetime | None = None,
+    monitor: bool = True,
 ) -> RunSummary:
     """Score every active patient for one data day (`as_of`: task.data_day), store the night,
     write and send the report. `now` is the site's wall-clock time of the run (default: the
-    clock); results dated after it are set aside as from the future.
+    clock); results dated after it are set aside as from the future. `monitor=False`: the
+    night's input drift only, no outcomes judged nor performance measured (they read the
+    nights before: `monitor_stored_night` does them later, in date order).
 
     Never raises for a failed night: the summary says what failed, the failure is stored
     on a scoring_runs row, and nothing partial is left in crs_risk_scores. A run of a
@@ -120,7 +123,9 @@ def run_nightly(
             _fail(settings, results_db, summary, exc, send_email)
             return summary
         if held:
-            return _run_locked(settings, summary, window, warehouse, results_db, bundle, send_email)
+            return _run_locked(
+                settings, summary, window, warehouse, results_db, bundle, send_email, monitor
+            )
     log.warning("night %s is already running in another run: nothing done", as_of.isoformat())
     summary.status = ALREADY_RUNNING
     summary.email = "not sent (night already running)"
@@ -135,6 +140,7 @@ def _run_locked(
     results_db: Engine,
     bundle: store.ModelBundle | None,
     send_email: bool,
+    monitor: bool = True,
 ) -> RunSummary:
     as_of = window.as_of
     log.info("run %s: scoring as of %s", summary.run_id, as_of.isoformat())
@@ -192,7 +198,7 @@ def _run_locked(
     except Exception as exc:  # a failed night is recorded and reported, never half-written
         _fail(settings, results_db, summary, exc, send_email)
         return summary
-    night_watch = _watch(settings, bundle, scored, window, warehouse, results_db, summary)
+    night_watch = _watch(settings, bundle, scored, window, warehouse, results_db, summary, monitor)
 
     try:
         with _stage(summary, "build report"):
@@ -236,8 +242,19 @@ def _run_locked(
     return summary
 
 
-def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> Iterator[RunSummary]:
+def run_nights(
+    settings: Settings,
+    dates: list[date],
+    *,
+    send_email: bool,
+    monitor: bool = True,
+    stored: Collection[date] = (),
+) -> Iterator[RunSummary]:
     """Run each night in turn with the models loaded once; yields each night's summary.
+
+    `monitor=False`: each night stores its input drift only (run_nightly). `stored`: nights
+    of `dates` already scored whose monitoring is all that is left: in their turn, their
+    outcomes are judged and performance measured (`monitor_stored_night`), nothing yielded.
 
     Models that cannot be loaded at all fail each night like any other failure (a
     recorded failed run and a failure notice), each night trying them again. A database
@@ -262,6 +279,10 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
     results_db = make_engine(settings.results_database_url, settings.results_schema)
     try:
         for as_of in dates:
+            if as_of in stored:
+                if bundle is not None:  # no models: the nights failed, nothing to measure
+                    monitor_stored_night(settings, bundle, as_of, warehouse, results_db)
+                continue
             summary = run_nightly(
                 settings,
                 as_of=as_of,
@@ -269,6 +290,7 @@ def run_nights(settings: Settings, dates: list[date], *, send_email: bool) -> It
                 results_db=results_db,
                 bundle=bundle,
                 send_email=send_email,
+                monitor=monitor,
             )
             export_metrics(settings, summary)
             yield summary
@@ -347,11 +369,24 @@ def _watch(
     warehouse: Engine,
     results_db: Engine,
     summary: RunSummary,
+    monitor: bool = True,
 ) -> watch.Watch | None:
     """The stored night measures the earlier ones (watch.py); a failure here is a note on
-    the report, never a failed night."""
+    the report, never a failed night. `monitor=False`: tonight's input drift only, and no
+    footer on the report."""
     try:
         with _stage(summary, "monitor"):
+            if not monitor:
+                drifted = watch.night_drift(bundle, scored.features)
+                with results_db.begin() as connection:
+                    watch.store(
+                        connection,
+                        watch.Watch(pd.DataFrame(), drifted),
+                        summary.run_id,
+                        window.as_of,
+                        parts=(watch.DRIFT,),
+                    )
+                return None
             night_watch = watch.watch_night(
                 settings, bundle, scored.features, window, warehouse, results_db, summary.run_id
             )
@@ -362,6 +397,42 @@ def _watch(
         summary.notes.append(f"monitoring not updated: {describe(exc)}")
         log.error("run %s: monitoring not updated: %s", summary.run_id, describe(exc))
         return None
+
+
+def monitor_stored_night(
+    settings: Settings,
+    bundle: store.ModelBundle,
+    as_of: date,
+    warehouse: Engine,
+    results_db: Engine,
+) -> bool:
+    """Judge the outcomes and measure the performance of a night already stored with its
+    input drift only (`monitor=False`), under the run id it was stored with; False when
+    there is no stored night (it failed) or the monitoring failed (logged, as in a night)."""
+    with results_db.connect() as connection:
+        run_id = nights.stored_run(connection=connection, as_of=as_of)
+    if run_id is None:
+        log.warning("night %s: no stored night to monitor", as_of.isoformat())
+        return False
+    window = Window(
+        as_of=as_of,
+        active_days=settings.active_days,
+        lookback_hours=settings.lookback_hours,
+        timezone=settings.timezone,
+        source=Source.from_settings(settings),
+    )
+    try:
+        with nights.night_lock(results_db, as_of) as held:
+            if not held:
+                log.warning("night %s is running in another run: not monitored", as_of)
+                return False
+            judged = watch.judge_night(settings, bundle, window, warehouse, results_db, run_id)
+            with results_db.begin() as connection:
+                watch.store(connection, judged, run_id, as_of, parts=(watch.JUDGED,))
+    except Exception as exc:
+        log.error("run %s: monitoring not updated: %s", run_id, describe(exc))
+        return False
+    return True
 
 
 def _load_models(settings: Settings) -> store.ModelBundle:

@@ -4,12 +4,18 @@ predictions whose target date has come, once each, by the CRS grades that have a
 the windows from the stored outcomes and drift.py's drift, and stores them in
 `model_performance` and `input_drift` (a rerun of the night replaces those two). `latest`
 reads them back for `prcrs-batch monitor`, with the limits it pages on.
+
+The two halves are apart for a backfill in several processes (app/backfill.py): drift reads
+tonight's inputs only (`night_drift`), so it is stored with the night in any order; the
+outcomes and performance read the nights before (`judge_night`), so they are stored in date
+order, after the nights are scored.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -40,6 +46,8 @@ logger = logging.getLogger(__name__)
 AUROC_LIMIT = 0.70  # discrimination: AUROC below this
 SLOPE_LIMITS = (0.5, 2.0)  # calibration: slope outside this range
 RATIO_LIMITS = (0.5, 2.0)  # calibration: observed / expected event rate outside this range
+# What `store` writes: the judged predictions and performance, the input drift.
+JUDGED, DRIFT = "judged", "drift"
 
 
 @dataclass
@@ -62,7 +70,33 @@ def watch_night(
     results_db: Engine,
     run_id: str,
 ) -> Watch:
-    """Measure the stored nights up to `window.as_of` and tonight's inputs.
+    """Measure the stored nights up to `window.as_of` (`judge_night`) and tonight's inputs
+    (`night_drift`)."""
+    return replace(
+        judge_night(settings, bundle, window, warehouse, results_db, run_id),
+        drift=night_drift(bundle, features),
+    )
+
+
+def night_drift(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
+    """Tonight's inputs against the training data's (drift.py): depends on no other night."""
+    reference = bundle.manifest.get("training_data", {}).get("input_reference")
+    if not reference:
+        logger.warning("the models' manifest has no input reference: no drift measured")
+        return pd.DataFrame(columns=drift.COLUMNS)
+    return drift.drift(features, reference)
+
+
+def judge_night(
+    settings: Settings,
+    bundle: ModelBundle,
+    window: Window,
+    warehouse: Engine,
+    results_db: Engine,
+    run_id: str,
+) -> Watch:
+    """Judge the stored nights' predictions up to `window.as_of` and measure the windows
+    (no drift: `night_drift`).
 
     Bounded work: the predictions whose target date has come and that no night has judged
     yet are judged now (performance.judge) and stored in prediction_outcomes at once, as
@@ -106,12 +140,8 @@ def watch_night(
         ],
         ignore_index=True,
     )
-    reference = bundle.manifest.get("training_data", {}).get("input_reference")
-    drifted = drift.drift(features, reference) if reference else pd.DataFrame(columns=drift.COLUMNS)
-    if not reference:
-        logger.warning("the models' manifest has no input reference: no drift measured")
     onsets = [(w, *performance.flagged_ahead(nights, grades, as_of, w)) for w in windows]
-    return Watch(figures, drifted, onsets, judged)
+    return Watch(figures, pd.DataFrame(columns=drift.COLUMNS), onsets, judged)
 
 
 def _assessments(
@@ -226,11 +256,23 @@ def _dated(stored: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def store(connection: Connection, watch: Watch, run_id: str, as_of: date) -> None:
-    """Replace the night's model_performance and input_drift rows (the outcomes judged
-    tonight are stored already: watch_night)."""
+def store(
+    connection: Connection,
+    watch: Watch,
+    run_id: str,
+    as_of: date,
+    parts: Collection[str] = (JUDGED, DRIFT),
+) -> None:
+    """Replace the night's model_performance rows (`JUDGED`; the outcomes judged tonight
+    are stored already, by judge_night) and its input_drift rows (`DRIFT`): `parts` says
+    which."""
     night = {"run_id": run_id, "as_of": as_of}
-    for table, frame in ((model_performance, watch.performance), (input_drift, watch.drift)):
+    for table, frame, part in (
+        (model_performance, watch.performance, JUDGED),
+        (input_drift, watch.drift, DRIFT),
+    ):
+        if part not in parts:
+            continue
         connection.execute(delete(table).where(table.c.as_of == as_of))
         if len(frame):
             rows = [{**night, **row} for row in plain_rows(frame)]

@@ -371,6 +371,18 @@ def score_history(
     return frame.drop_duplicates(["patient_id", "as_of", "model", "horizon_days"])
 
 
+def stored_run(*, connection: Connection, as_of: date) -> str | None:
+    """The run id whose rows are stored for the night (its latest reported run), or None."""
+    r = scoring_runs.c
+    query = (
+        select(r.run_id)
+        .where(r.as_of == as_of, r.status.in_(REPORTED))
+        .order_by(r.started_at.desc())
+        .limit(1)
+    )
+    return connection.execute(query).scalar_one_or_none()
+
+
 def stored_scores(*, connection: Connection, as_of: date) -> pd.DataFrame:
     """The current run's rows stored for one night, ordered; used by tests and backfill
     checks."""
