@@ -26,7 +26,7 @@ from sqlalchemy import make_url, text
 from prcrs_batch.app.checks import check_warehouse
 from prcrs_batch.devdata.cohort import LoadError, create_warehouse_tables
 from prcrs_batch.devdata.omop import load_cohort_omop
-from prcrs_batch.results import nights
+from prcrs_batch.results import locks, nights
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.results.migrations import migrate, schema_state
 from prcrs_batch.settings import Settings, load_settings
@@ -224,7 +224,7 @@ def test_writer_replaces_a_night_but_has_no_ddl(db_url, roles):
             connection.execute(text(f'SET LOCAL ROLE "{roles["writer"]}"'))
             nights.replace_night(connection=connection, run=run, scores=scores, issues=issues)
             nights.mark_report(connection=connection, run_id=run_id, path="/tmp/r.html")
-            assert nights.claim_night(
+            assert locks.claim_night(
                 connection=connection, as_of=date(2026, 11, 26), claimed_by="host", now=now
             ) is (run_id == "run-1")
             assert len(nights.stored_scores(connection=connection, as_of=date(2026, 11, 26))) == 3

@@ -47,7 +47,7 @@ from prcrs_batch.modeling import store
 from prcrs_batch.nightly import scoring
 from prcrs_batch.report import mailer
 from prcrs_batch.report.render import Report
-from prcrs_batch.results import nights
+from prcrs_batch.results import locks, nights
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.results.migrations import migrate
 from prcrs_batch.results.tables import (
@@ -650,7 +650,7 @@ def _lock_is_held(engine: Engine, as_of: date) -> bool:
             " AND classid::bigint = :kind AND objid::bigint = :night"
         )
         with engine.connect() as connection:
-            key = {"kind": nights.RUN_LOCK, "night": as_of.toordinal()}
+            key = {"kind": locks.RUN_LOCK, "night": as_of.toordinal()}
             return bool(connection.execute(query, key).scalar_one())
     lock_file = Path(f"{engine.url.database}.night-{as_of.isoformat()}.lock")
     if not lock_file.exists():
@@ -757,7 +757,7 @@ def test_run_command_on_a_running_night_exits_cleanly(fresh, backend, quick_mode
         "PRCRS_DEVICE": "cpu",
         "PRCRS_TIMEZONE": settings.timezone,
     }
-    with nights.night_lock(engine, current_data_day(settings.zone)) as held:  # `run`'s night
+    with locks.night_lock(engine, current_data_day(settings.zone)) as held:  # `run`'s night
         assert held
         outcome = CliRunner().invoke(main, ["run"], env=env)
     assert outcome.exit_code == 0, outcome.output
@@ -771,9 +771,9 @@ def test_a_killed_run_leaves_no_lock_behind(fresh, tmp_path, bundle):
     script = (
         "import sys, time\n"
         "from datetime import date\n"
-        "from prcrs_batch.results import nights\n"
+        "from prcrs_batch.results import locks\n"
         "from prcrs_batch.results.engines import make_engine\n"
-        "with nights.night_lock(make_engine(sys.argv[1]), date.fromisoformat(sys.argv[2])):\n"
+        "with locks.night_lock(make_engine(sys.argv[1]), date.fromisoformat(sys.argv[2])):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(120)\n"
     )
@@ -794,7 +794,7 @@ def test_a_killed_run_leaves_no_lock_behind(fresh, tmp_path, bundle):
 def test_a_long_host_name_still_claims_the_night(fresh):
     settings, engine = fresh
     with engine.begin() as connection:
-        claimed = nights.claim_night(
+        claimed = locks.claim_night(
             connection=connection,
             as_of=settings.today(),
             claimed_by="h" * 300,
@@ -803,7 +803,7 @@ def test_a_long_host_name_still_claims_the_night(fresh):
     assert claimed
     with engine.connect() as connection:
         [host] = connection.execute(select(night_claims.c.claimed_by)).scalars()
-    assert host == "h" * nights.MAX_CLAIMED_BY_CHARS
+    assert host == "h" * locks.MAX_CLAIMED_BY_CHARS
 
 
 # --- mail relays that stall -----------------------------------------------------------

@@ -28,7 +28,7 @@ from prcrs_batch.nightly import alert_states, alerts
 from prcrs_batch.nightly.compute import ScoredNight, night_tiers, score_night
 from prcrs_batch.report import outbox, render
 from prcrs_batch.resources import bundled_data
-from prcrs_batch.results import nights
+from prcrs_batch.results import locks, nights
 from prcrs_batch.results.engines import DatabaseSetupError, make_engine, with_db_retries
 from prcrs_batch.results.migrations import migrate, require_usable
 from prcrs_batch.results.nights import RunInfo
@@ -118,7 +118,7 @@ def run_nightly(
     with ExitStack() as stack:
         summary.stage = "take the run lock"
         try:
-            held = stack.enter_context(nights.night_lock(results_db, as_of))
+            held = stack.enter_context(locks.night_lock(results_db, as_of))
         except Exception as exc:  # no night without its lock: it fails, as a set-up failure
             _fail(settings, results_db, summary, exc, send_email)
             return summary
@@ -318,7 +318,7 @@ def run_claimed_night(
     results_db = make_engine(settings.results_database_url, settings.results_schema)
     try:
         with results_db.begin() as connection:
-            claimed = nights.claim_night(
+            claimed = locks.claim_night(
                 connection=connection, as_of=as_of, claimed_by=host, now=datetime.now(timezone.utc)
             )
         if not claimed:
@@ -422,7 +422,7 @@ def monitor_stored_night(
         source=Source.from_settings(settings),
     )
     try:
-        with nights.night_lock(results_db, as_of) as held:
+        with locks.night_lock(results_db, as_of) as held:
             if not held:
                 log.warning("night %s is running in another run: not monitored", as_of)
                 return False

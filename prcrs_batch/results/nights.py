@@ -4,30 +4,23 @@ A run row and all its rows commit in one transaction (the caller's), and re-runn
 as-of date replaces that date's rows, so a night is never duplicated nor half-written;
 only an earlier run whose report was emailed keeps its rows, beside the current run's
 (tables.in_current_run tells them apart), so that what on-call received stays queryable.
-Two runs of one night never overlap: `night_lock` is held for a whole run (the second
-stops; no run goes on without it), and the write itself is serialised per night on
-PostgreSQL.
+Two runs of one night never overlap (locks.py): the write itself is serialised per night.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain, islice
-from typing import TextIO
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 
-from prcrs_batch.errors import SafeMessage, describe
 from prcrs_batch.nightly import scoring
-from prcrs_batch.results.engines import with_db_retries
+from prcrs_batch.results.locks import serialise_night
 from prcrs_batch.results.tables import (
     REPORT_PENDING,
     REPORTED,
@@ -37,7 +30,6 @@ from prcrs_batch.results.tables import (
     crs_risk_scores,
     data_quality_issues,
     in_current_run,
-    night_claims,
     prediction_outcomes,
     scoring_runs,
 )
@@ -49,9 +41,7 @@ INTEGER_SCORE_COLUMNS = {"horizon_days": int, "inputs_observed": int, "inputs_ex
 INSERT_BATCH = 10_000  # rows made Python objects at a time (memory), and per INSERT (not COPY)
 ISSUE_COLUMNS = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
 MAX_ERROR_CHARS = 2000  # of a failed night's error kept on its run row
-MAX_CLAIMED_BY_CHARS = 128  # night_claims.claimed_by: a host name, cut to fit
 # PostgreSQL advisory-lock classes ("PRCS" and the next): a whole run, and a night's write.
-RUN_LOCK, WRITE_LOCK = 0x50524353, 0x50524354
 
 
 @dataclass
@@ -113,7 +103,7 @@ def replace_night(
     this run's rows.
     """
     as_of = run.as_of
-    _serialise_night(connection, as_of)
+    serialise_night(connection, as_of)
     r = scoring_runs.c
     never_emailed = select(r.run_id).where(r.as_of == as_of, r.report_sent_at.is_(None))
     for table in (crs_risk_scores, crs_patient_nights, crs_risk_explanations):
@@ -221,114 +211,8 @@ def insert_rows(connection: Connection, table: Table, rows: Iterable[dict]) -> N
 
 def record_failed_run(*, connection: Connection, run: RunInfo) -> None:
     """Keep a failed night's run row (with its error); the date's earlier rows stay untouched."""
-    _serialise_night(connection, run.as_of)
+    serialise_night(connection, run.as_of)
     connection.execute(insert(scoring_runs), [run.row()])
-
-
-def _serialise_night(connection: Connection, as_of: date) -> None:
-    """PostgreSQL: wait for any other transaction writing this night (until it commits), so
-    that a rerun replaces what it wrote instead of colliding on the unique key. SQLite
-    serialises writers by itself."""
-    if connection.dialect.name == "postgresql":
-        statement = text("SELECT pg_advisory_xact_lock(:kind, :night)")
-        connection.execute(statement, {"kind": WRITE_LOCK, "night": as_of.toordinal()})
-
-
-class RunLockError(SafeMessage, RuntimeError):
-    """The night's run lock cannot be taken at all: the night does not run."""
-
-
-@contextmanager
-def night_lock(engine: Engine, as_of: date) -> Iterator[bool]:
-    """Hold one night's run lock for a whole run; yields False when another run holds it.
-
-    PostgreSQL: a session advisory lock on a connection of its own, released when that
-    connection ends (a killed run never leaves it behind). SQLite: an flock on a file
-    beside the database file. A night never runs without its lock: when it cannot be
-    taken (the results database unreachable after the retries, the folder read-only)
-    this raises, and the night fails.
-    """
-    if engine.dialect.name == "postgresql":
-        with _advisory_lock(engine, as_of) as held:
-            yield held
-        return
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        yield True
-        return
-    try:
-        import fcntl  # POSIX only: elsewhere SQLite runs unguarded (its writes serialise)
-    except ImportError:
-        log.warning("night %s: no run lock on this system; running unguarded", as_of)
-        yield True
-        return
-    path = f"{database}.night-{as_of.isoformat()}.lock"
-    handle = _locked_file(path)
-    if handle is None:
-        yield False
-        return
-    with handle:
-        try:
-            yield True
-        finally:
-            os.unlink(path)  # while still held: a year of nights leaves no year of files
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _locked_file(path: str) -> TextIO | None:
-    """The lock file at `path`, opened (created if need be) and flock-ed; None when another
-    run holds it. A file the holder unlinked between our open and our lock is not the
-    lock any more: open the path again."""
-    import fcntl
-
-    while True:
-        try:
-            handle = open(path, "a")
-        except OSError as exc:
-            raise RunLockError(
-                f"cannot take the night's run lock {path}: {describe(exc)}"
-            ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        try:
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                return handle
-        except FileNotFoundError:
-            pass
-        handle.close()
-
-
-@contextmanager
-def _advisory_lock(engine: Engine, as_of: date) -> Iterator[bool]:
-    key = {"kind": RUN_LOCK, "night": as_of.toordinal()}
-
-    def take() -> tuple[Connection, bool]:
-        connection = engine.connect()
-        try:
-            held = connection.execute(text("SELECT pg_try_advisory_lock(:kind, :night)"), key)
-            got = bool(held.scalar_one())
-            connection.commit()  # the lock is the session's: no transaction stays open
-        except BaseException:
-            connection.invalidate()
-            connection.close()
-            raise
-        return connection, got
-
-    connection, got = with_db_retries(take, "take the night's run lock")
-    try:
-        yield got
-    finally:
-        try:
-            if got:
-                connection.execute(text("SELECT pg_advisory_unlock(:kind, :night)"), key)
-                connection.commit()
-        except SQLAlchemyError:
-            connection.invalidate()  # closing the session releases its locks
-        finally:
-            connection.close()
 
 
 def score_history(
@@ -441,17 +325,3 @@ def undelivered_reports(*, connection: Connection, before: date) -> list[dict]:
         .order_by(scoring_runs.c.as_of)
     )
     return [dict(row._mapping) for row in connection.execute(query)]
-
-
-def claim_night(*, connection: Connection, as_of: date, claimed_by: str, now: datetime) -> bool:
-    """Claim a night for one scheduler; False when another host already claimed it."""
-    try:
-        with connection.begin_nested():
-            connection.execute(
-                insert(night_claims).values(
-                    as_of=as_of, claimed_by=claimed_by[:MAX_CLAIMED_BY_CHARS], claimed_at=now
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
