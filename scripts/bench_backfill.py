@@ -2,13 +2,14 @@
 
 Builds a PostgreSQL database (dropped and re-created for each run; default
 `prcrs_bench_backfill`) holding N development-cohort patients (prcrs_batch/data/cart_dev.csv,
-drawn without replacement, seeded) whose infusions are spread evenly over the range and the
-days before it, so that every night has a few patients in treatment, as at a site treating N
-patients a year. Migrates the results schema into the same database, then runs
-`prcrs-batch backfill --start --end --workers W` in a child process for each W (shipped
-models, email off, reports into a temporary folder) and prints the machine, the load, the
-wall-clock seconds, the total line the command printed, the nights that had active
-patients, the seconds of each pass (more than one worker) and the speed-up over one worker.
+drawn without replacement, seeded; past its 152 patients, drawn copies under new ids) whose
+infusions are spread evenly over the range and the days before it, so that every night has
+patients in treatment, as at a site treating N patients in the range. Migrates the results
+schema into the same database, then runs `prcrs-batch backfill --start --end --workers W`
+in a child process for each W (shipped models, email off, reports into a temporary folder)
+and prints the machine, the load, the wall-clock seconds, the total line the command
+printed, the nights that had active patients, the seconds of each pass (more than one
+worker) and the speed-up over one worker.
 
 Usage (PostgreSQL reachable as a superuser or a role with CREATEDB):
 
@@ -36,6 +37,7 @@ CLI = "import sys; from prcrs_batch.app.cli import main; sys.argv[0] = 'prcrs-ba
 def build(admin_url: str, name: str, patients: int, start: date, nights: int, seed: int) -> str:
     """Re-create the database with the cohort in its warehouse and the results schema."""
     import numpy as np
+    import pandas as pd
     from bench_load import psycopg_url, recreate_database
 
     from prcrs_batch.devdata.cohort import load_cohort, read_cohort
@@ -47,8 +49,18 @@ def build(admin_url: str, name: str, patients: int, start: date, nights: int, se
     url = psycopg_url(admin_url, name)
     development = read_cohort(bundled_data("cart_dev.csv"))
     rng = np.random.default_rng(seed)
-    ids = rng.choice(sorted(development["patient_id"].unique()), size=patients, replace=False)
-    cohort = development[development["patient_id"].isin(ids)].copy()
+    pool = sorted(development["patient_id"].unique())
+    if patients <= len(pool):
+        ids = rng.choice(pool, size=patients, replace=False)
+        cohort = development[development["patient_id"].isin(ids)].copy()
+    else:  # more than the cohort: copies of drawn patients, each under its own id
+        drawn = rng.choice(pool, size=patients, replace=True)
+        ids = np.array([f"{pid}-{i}" for i, pid in enumerate(drawn)])
+        by_id = dict(iter(development.groupby("patient_id")))
+        cohort = pd.concat(
+            [by_id[pid].assign(patient_id=f"{pid}-{i}") for i, pid in enumerate(drawn)],
+            ignore_index=True,
+        )
     lead = int(cohort["day"].max())  # infused before the range: in treatment on its first night
     span = nights + lead
     infused = {pid: start - timedelta(days=lead) + timedelta(days=i * span // patients)

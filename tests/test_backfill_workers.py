@@ -99,3 +99,20 @@ def test_two_workers_and_the_shares_store_what_one_process_stores(
     for name, frame in one.items():
         pd.testing.assert_frame_equal(two[name], frame, obj=f"--workers 2: {name}")
         pd.testing.assert_frame_equal(sharded[name], frame, obj=f"--shards 2: {name}")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--shards", "2"],  # neither a share nor the finish
+        ["--shard-index", "0"],  # a share of what
+        ["--shards", "2", "--shard-index", "0", "--finish"],
+        ["--shards", "2", "--shard-index", "2"],  # past the last share
+        ["--workers", "2", "--email"],  # a night mailed before its monitoring
+    ],
+)
+def test_backfill_refuses_options_that_do_not_go_together(settings_env, options):
+    outcome = CliRunner().invoke(
+        main, ["backfill", "--start", "2026-01-01", "--end", "2026-01-10", *options]
+    )
+    assert outcome.exit_code == 2, outcome.output
