@@ -17,7 +17,7 @@ in two passes, and stores the same rows as one process would:
    every other night is monitored in its turn (pipeline.monitor_stored_night).
 
 A Kubernetes Indexed Job runs pass 1 as one share per completion index (`run_share`),
-and pass 2 (`finish`) once after it.
+and pass 2 (`finish_shares`) once after it.
 """
 
 from __future__ import annotations
@@ -68,9 +68,31 @@ def rerun_nights(dates: list[date], n: int) -> list[date]:
     return [night for share in shares(dates, n)[1:] for night in share[:HISTORY_DAYS]]
 
 
+def plan(
+    settings: Settings,
+    dates: list[date],
+    *,
+    workers: int = 1,
+    shards: int | None = None,
+    shard_index: int | None = None,
+    finish: bool = False,
+    send_email: bool = False,
+) -> tuple[Iterator[RunSummary], list[date]]:
+    """What `prcrs-batch backfill` runs, and the nights it shows: the whole range
+    (`run_backfill`), share `shard_index` of `shards` (`run_share`), or the finishing pass
+    (`finish_shares`: the nights run again). IndexError: a share past the last."""
+    if shards is None:
+        return run_backfill(settings, dates, workers=workers, send_email=send_email), dates
+    if finish:
+        return finish_shares(settings, dates, shards), rerun_nights(dates, shards)
+    index = shard_index or 0
+    shown = shares(dates, shards)[index]
+    return run_share(settings, dates, index, shards), shown
+
+
 def run_share(settings: Settings, dates: list[date], index: int, n: int) -> Iterator[RunSummary]:
     """Pass 1 for share `index` of `n` (a Job's completion index): its nights scored and
-    stored without their monitoring, never emailed; `finish` follows once all are done."""
+    stored without their monitoring, never emailed; `finish_shares` follows once all are done."""
     if not 0 <= index < n:
         raise ValueError(f"share index {index} is not in 0..{n - 1}")
     yield from pipeline.run_nights(
@@ -78,7 +100,7 @@ def run_share(settings: Settings, dates: list[date], index: int, n: int) -> Iter
     )
 
 
-def finish(
+def finish_shares(
     settings: Settings, dates: list[date], n: int, *, send_email: bool = False
 ) -> Iterator[RunSummary]:
     """Pass 2 after the `n` shares of `dates` are stored: the nights `rerun_nights` names
@@ -106,7 +128,7 @@ def run_backfill(
             yield summary
     scored = time.perf_counter()
     log.info("backfill pass 1: %d nights scored in %.0f s", len(dates), scored - started)
-    yield from finish(settings, dates, workers, send_email=send_email)
+    yield from finish_shares(settings, dates, workers, send_email=send_email)
     log.info(
         "backfill pass 2: %d nights run again, %d monitored in %.0f s",
         len(again),

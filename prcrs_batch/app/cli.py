@@ -288,19 +288,18 @@ def backfill(
         raise click.UsageError("--email mails each night as it runs: one worker, no shards")
     days = (end.date() - start.date()).days + 1
     dates = [start.date() + timedelta(days=i) for i in range(days)]
-    if shards is None:
-        nights, shown = (
-            passes.run_backfill(settings, dates, workers=workers, send_email=email),
+    try:
+        nights, shown = passes.plan(
+            settings,
             dates,
+            workers=workers,
+            shards=shards,
+            shard_index=shard_index,
+            finish=finish,
+            send_email=email,
         )
-    elif finish:
-        nights, shown = passes.finish(settings, dates, shards), passes.rerun_nights(dates, shards)
-    else:
-        try:
-            shown = passes.shares(dates, shards)[shard_index or 0]
-        except IndexError:
-            raise click.BadParameter(f"--shard-index is not under --shards {shards}") from None
-        nights = passes.run_share(settings, dates, shard_index or 0, shards)
+    except IndexError:
+        raise click.BadParameter(f"--shard-index is not under --shards {shards}") from None
     try:
         ok = _show_nights(settings, nights, shown, as_json=as_json, progress=True)
     except passes.WorkerError as exc:
