@@ -128,7 +128,7 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
 
 def test_discrimination_and_calibration_figures_on_many_predictions():
     """The tiny cohort's nights have too few onsets for an AUROC: here 300 synthetic
-    patients over 20 nights, judged by performance.performance and by sklearn."""
+    patients over 20 nights, judged by performance.judge and .figures and by sklearn."""
     rng = np.random.default_rng(3)
     last = AS_OF
     rows, assessed = [], []
@@ -148,7 +148,9 @@ def test_discrimination_and_calibration_figures_on_many_predictions():
         rows, columns=["patient_id", "as_of", "model", "horizon_days", "calibrated_risk", "status"]
     )
     grades = pd.DataFrame(assessed, columns=["patient_id", "assessed_on", "grade"])
-    got = performance.performance(stored, daily_grades(grades), last, [14], 0.27).iloc[0]
+    by_day = daily_grades(grades)
+    judged = performance.judge(stored, by_day, last)
+    got = performance.figures(judged, by_day, last, [14], 0.27).iloc[0]
     expected = _independent(stored, grades, last, 14)
     assert got["n_events"] == expected["y"].sum() >= 5
     assert np.isclose(got["auroc"], roc_auc_score(expected["y"], expected["risk"]))

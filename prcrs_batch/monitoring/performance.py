@@ -85,19 +85,6 @@ def judge(
     return judged
 
 
-def performance(
-    predictions: pd.DataFrame,
-    grades: dict[str, dict[date, int]],
-    as_of: date,
-    windows: Sequence[int],
-    threshold: Tiers | float,
-) -> pd.DataFrame:
-    """One row (COLUMNS) per model, horizon and window, judging `predictions` (stored rows
-    with patient_id, as_of, model, horizon_days, calibrated_risk, status) now: `judge`
-    then `figures`."""
-    return figures(judge(predictions, grades, as_of), grades, as_of, windows, threshold)
-
-
 def figures(
     judged: pd.DataFrame,
     grades: dict[str, dict[date, int]],
