@@ -175,21 +175,34 @@ def weighted_auroc(
     >>> weighted_auroc(y, p, np.array([[1, 1, 1, 1], [1, 0, 1, 0]])).tolist()
     [0.75, 1.0]
     """
-    y = np.asarray(labels, int)
-    order = np.argsort(np.asarray(probabilities, float), kind="mergesort")
-    y, p, w = (
-        y[order],
-        np.asarray(probabilities, float)[order],
-        np.asarray(weights, float)[:, order],
-    )
-    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])  # groups of tied scores
-    negatives = np.add.reduceat(w * (y == 0), starts, axis=1)
-    positives = np.add.reduceat(w * (y == 1), starts, axis=1)
-    below = np.cumsum(negatives, axis=1) - negatives
-    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
-    wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs > 0, wins / pairs, np.nan)
+    ranked = _Ranked.of(labels, probabilities)
+    return ranked.auroc(np.asarray(weights, float)[:, ranked.order])
+
+
+class _Ranked:
+    """Rows sorted by score once, with their groups of tied scores: `auroc` then scores
+    any number of weightings without sorting again (the bootstrap's chunks)."""
+
+    def __init__(self, y: np.ndarray, order: np.ndarray, starts: np.ndarray) -> None:
+        self.y, self.order, self.starts = y, order, starts
+
+    @classmethod
+    def of(cls, labels: np.ndarray, probabilities: np.ndarray) -> _Ranked:
+        p = np.asarray(probabilities, float)
+        order = np.argsort(p, kind="mergesort")
+        p = p[order]
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])  # groups of tied scores
+        return cls(np.asarray(labels, int)[order], order, starts)
+
+    def auroc(self, w: np.ndarray) -> np.ndarray:
+        """AUROC under each row of `w`, its columns in score order (`order`)."""
+        negatives = np.add.reduceat(w * (self.y == 0), self.starts, axis=1)
+        positives = np.add.reduceat(w * (self.y == 1), self.starts, axis=1)
+        below = np.cumsum(negatives, axis=1) - negatives
+        pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+        wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
 
 
 def bootstrap_auroc_ci(
@@ -203,10 +216,12 @@ def bootstrap_auroc_ci(
     patients, inverse = np.unique(groups, return_inverse=True)
     n = len(patients)
     chunk = max(1, min(n_boot, 5_000_000 // max(len(y), 1)))
+    ranked = _Ranked.of(y, p)
+    inverse = inverse[ranked.order]
     draws = []
     for start in range(0, n_boot, chunk):
         counts = rng.multinomial(n, np.full(n, 1 / n), size=min(chunk, n_boot - start))
-        draws.append(weighted_auroc(y, p, counts[:, inverse]))
+        draws.append(ranked.auroc(counts[:, inverse].astype(float)))
     values = np.concatenate(draws)
     values = values[~np.isnan(values)]
     if not len(values):
