@@ -64,7 +64,8 @@ def _independent(stored: pd.DataFrame, grades: pd.DataFrame, last, window: int) 
 
 
 def test_performance_matches_an_independent_computation(settings, warehouse):
-    settings = settings.model_copy(update={"monitor_windows": [30]})
+    # two windows, as at a site: one read of the stored outcomes serves both
+    settings = settings.model_copy(update={"monitor_windows": [2, 30]})
     for night in NIGHTS:
         assert run_night(settings, warehouse, as_of=night).status == "succeeded"
     last = NIGHTS[-1]
@@ -81,13 +82,14 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
             crs_assessments.c.patient_id, crs_assessments.c.assessed_on, crs_assessments.c.grade
         ),
     )
-    expected = _independent(stored, grades, last, 30)
     tiers = Tiers.of(json.loads((settings.model_dir / "manifest.json").read_text()))
     got = _table(warehouse, select(model_performance).where(model_performance.c.as_of == last))
-    assert len(got) == 18 and set(got["window_days"]) == {30}
+    assert len(got) == 36 and set(got["window_days"]) == {2, 30}
+    expected = {w: _independent(stored, grades, last, w) for w in (2, 30)}
     for row in got.itertuples():
-        mine = expected[
-            (expected["model"] == row.model) & (expected["horizon_days"] == row.horizon_days)
+        mine = expected[row.window_days][
+            (expected[row.window_days]["model"] == row.model)
+            & (expected[row.window_days]["horizon_days"] == row.horizon_days)
         ]
         assert row.n_predictions == len(mine), (row.model, row.horizon_days)
         assert row.n_events == int(mine["y"].sum())

@@ -324,8 +324,16 @@ model_performance = Table(
     Column("n_patients", Integer, nullable=False, comment="patients among them"),
     Column("n_events", Integer, nullable=False, comment="predictions followed by an onset"),
     Column("auroc", Float, comment="AUROC (NULL: fewer than 5 events or 5 non-events)"),
-    Column("auroc_low", Float, comment="patient-bootstrap 95% interval, low"),
-    Column("auroc_high", Float, comment="patient-bootstrap 95% interval, high"),
+    Column(
+        "auroc_low",
+        Float,
+        comment="95% interval, a patient's nights clustered (Obuchowski 1997), low",
+    ),
+    Column(
+        "auroc_high",
+        Float,
+        comment="95% interval, a patient's nights clustered (Obuchowski 1997), high",
+    ),
     Column("auprc", Float, comment="average precision (NULL as auroc)"),
     Column("brier", Float, comment="Brier score of calibrated_risk"),
     Column("mean_predicted", Float, comment="mean calibrated_risk: the expected event rate"),

@@ -1,11 +1,15 @@
 """Binary metrics of a risk model: AUROC, AUPRC, Brier, ECE, sensitivity/specificity, and
-patient-bootstrap intervals. One implementation for training, evaluation and monitoring.
+their intervals with a patient's rows clustered (patient bootstrap; Obuchowski's analytic
+AUROC interval for monitoring's large windows). One implementation for training,
+evaluation and monitoring.
 
 AUROC and AUPRC are numpy (equal to sklearn's to 1e-12, tests/test_models_evaluation.py), so
 that the nightly job's monitoring never imports sklearn (a second of start-up).
 """
 
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 
@@ -205,25 +209,38 @@ class _Ranked:
             return np.where(pairs > 0, wins / pairs, np.nan)
 
 
-def bootstrap_auroc_ci(
-    y: np.ndarray, p: np.ndarray, groups: np.ndarray, seed: int = 0, n_boot: int = N_BOOT
+def clustered_auroc_ci(
+    y: np.ndarray, p: np.ndarray, groups: np.ndarray, level: float = 0.95
 ) -> tuple[float, float]:
-    """Patient-bootstrap 95 % interval of the AUROC, vectorised: each resample draws the
-    patients with replacement as multinomial counts, which weight their rows
-    (`weighted_auroc`), in chunks that keep memory bounded. Resamples with a single class
-    are skipped."""
-    rng = np.random.default_rng(seed)
-    patients, inverse = np.unique(groups, return_inverse=True)
-    n = len(patients)
-    chunk = max(1, min(n_boot, 5_000_000 // max(len(y), 1)))
+    """Interval of the AUROC with rows clustered in `groups` (a patient's nights), by
+    Obuchowski's structural components (Biometrics 1997;53:567-578): DeLong's variance
+    when every group holds one row, widened by the correlation within groups. One sort
+    (`_Ranked`), so a monitoring window of millions of rows costs about a second, where a
+    patient bootstrap of 200 resamples cost minutes. Symmetric, clipped to [0, 1]; NaN
+    without two groups of each class."""
     ranked = _Ranked.of(y, p)
-    inverse = inverse[ranked.order]
-    draws = []
-    for start in range(0, n_boot, chunk):
-        counts = rng.multinomial(n, np.full(n, 1 / n), size=min(chunk, n_boot - start))
-        draws.append(ranked.auroc(counts[:, inverse].astype(float)))
-    values = np.concatenate(draws)
-    values = values[~np.isnan(values)]
-    if not len(values):
+    positive = ranked.y == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    _, cluster = np.unique(np.asarray(groups)[ranked.order], return_inverse=True)
+    with_positive = np.unique(cluster[positive])
+    with_negative = np.unique(cluster[~positive])
+    if len(with_positive) < 2 or len(with_negative) < 2:
         return float("nan"), float("nan")
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    ones = np.ones(len(ranked.y))
+    negatives = np.add.reduceat(ones * ~positive, ranked.starts)
+    positives = np.add.reduceat(ones * positive, ranked.starts)
+    tie_group = np.repeat(np.arange(len(ranked.starts)), np.diff(np.r_[ranked.starts, len(ones)]))
+    # placements: the share of the other class each row outranks (ties a half)
+    v10 = ((np.cumsum(negatives) - negatives / 2) / n)[tie_group] * positive
+    v01 = ((m - np.cumsum(positives) + positives / 2) / m)[tie_group] * ~positive
+    theta = v10.sum() / m
+    k = cluster.max() + 1
+    d10 = np.bincount(cluster, v10, k) - np.bincount(cluster, positive * 1.0, k) * theta
+    d01 = np.bincount(cluster, v01, k) - np.bincount(cluster, ~positive * 1.0, k) * theta
+    i10, i01 = len(with_positive), len(with_negative)
+    s10 = i10 / ((i10 - 1) * m) * (d10 * d10).sum()
+    s01 = i01 / ((i01 - 1) * n) * (d01 * d01).sum()
+    s11 = k / (k - 1) * (d10 * d01).sum()
+    se = np.sqrt(max(s10 / m + s01 / n + 2 * s11 / (m * n), 0.0))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return float(max(theta - z * se, 0.0)), float(min(theta + z * se, 1.0))
