@@ -130,7 +130,7 @@ def test_performance_matches_an_independent_computation(settings, warehouse):
 
 def test_discrimination_and_calibration_figures_on_many_predictions():
     """The tiny cohort's nights have too few onsets for an AUROC: here 300 synthetic
-    patients over 20 nights, judged by performance.judge and .figures and by sklearn."""
+    patients over 20 nights, judged by performance.outcomes and .figures and by sklearn."""
     rng = np.random.default_rng(3)
     last = AS_OF
     rows, assessed = [], []
@@ -151,7 +151,9 @@ def test_discrimination_and_calibration_figures_on_many_predictions():
     )
     grades = pd.DataFrame(assessed, columns=["patient_id", "assessed_on", "grade"])
     by_day = daily_grades(grades)
-    judged = performance.judge(stored, by_day, last)
+    judged = stored.assign(target=stored["as_of"] + timedelta(days=1))  # horizon 1
+    judged = judged[judged["target"] <= last]
+    judged = judged.assign(y=performance.outcomes(judged, by_day))
     got = performance.figures(judged, by_day, last, [14], 0.27).iloc[0]
     expected = _independent(stored, grades, last, 14)
     assert got["n_events"] == expected["y"].sum() >= 5

@@ -69,21 +69,6 @@ def outcomes(predictions: pd.DataFrame, grades: dict[str, dict[date, int]]) -> n
     return np.array([labels[key] for key in keys], dtype=float)
 
 
-def judge(
-    predictions: pd.DataFrame, grades: dict[str, dict[date, int]], as_of: date
-) -> pd.DataFrame:
-    """The `ok` predictions whose target window has ended by `as_of`, with `target` (their
-    target date) and `y` (`outcomes`): what prediction_outcomes stores, once each."""
-    judged = predictions[predictions["status"] == "ok"].copy()
-    judged["as_of"] = [pd.Timestamp(d).date() for d in judged["as_of"]]
-    judged["target"] = [
-        n + timedelta(days=int(h)) for n, h in zip(judged["as_of"], judged["horizon_days"])
-    ]
-    judged = judged[judged["target"] <= as_of]
-    judged["y"] = outcomes(judged, grades) if len(judged) else []
-    return judged
-
-
 def figures(
     judged: pd.DataFrame,
     grades: dict[str, dict[date, int]],
@@ -91,8 +76,9 @@ def figures(
     windows: Sequence[int],
     threshold: Tiers | float,
 ) -> pd.DataFrame:
-    """One row (COLUMNS) per model, horizon and window, from judged predictions (`judge`'s
-    columns, or prediction_outcomes' rows); the alert figures at each model's alert
+    """One row (COLUMNS) per model, horizon and window, from judged predictions
+    (prediction_outcomes' rows: patient_id, as_of, model, horizon_days, calibrated_risk,
+    `target` date and outcome `y`, NaN when not judged); the alert figures at each model's alert
     threshold (`threshold`: thresholds.Tiers, or one for every model). The AUROC interval
     only for the `all` model, whose figures `monitor` pages on."""
     tiers = threshold if isinstance(threshold, Tiers) else Tiers.fixed(threshold)

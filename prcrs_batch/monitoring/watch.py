@@ -21,9 +21,13 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Date,
     Engine,
+    Integer,
     Select,
+    String,
     and_,
     case,
     delete,
@@ -31,14 +35,16 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     or_,
     select,
+    update,
 )
 
 from prcrs_batch.modeling.store import ModelBundle
 from prcrs_batch.monitoring import drift, performance
 from prcrs_batch.nightly.compute import night_tiers
-from prcrs_batch.results.nights import insert_rows, plain_rows
+from prcrs_batch.results.nights import plain_rows
 from prcrs_batch.results.tables import (
     crs_patient_nights,
     crs_risk_scores,
@@ -73,7 +79,6 @@ class Watch:
     drift: pd.DataFrame  # drift.COLUMNS
     # window, onsets, alerted, on alert or watch (performance.flagged_ahead)
     onsets: list[tuple[int, int, int, int]] = field(default_factory=list)
-    judged: pd.DataFrame = field(default_factory=pd.DataFrame)  # predictions judged tonight
 
 
 def watch_night(
@@ -114,24 +119,20 @@ def judge_night(
     (no drift: `night_drift`).
 
     Bounded work: the predictions whose target date has come and that no night has judged
-    yet are judged now (performance.judge) and stored in prediction_outcomes at once, as
-    judged by `run_id`; the windows' figures then come from the stored outcomes, never from
-    all of history: SQL totals for every model (`_totals`) and, for the `all` model that
-    `monitor` pages on, its rows (AUROC, calibration, lead time, interval).
+    yet are judged now (`_judge`) and stored in prediction_outcomes at once, as judged by
+    `run_id`; the windows' figures then come from the stored outcomes, never from all of
+    history: SQL totals for every model (`_totals`) and, for the `all` model that `monitor`
+    pages on, its rows (AUROC, calibration, lead time, interval).
     """
     as_of = window.as_of
     windows = settings.monitor_windows
     longest = max(windows)
     since = as_of - timedelta(days=longest + max(HORIZONS))
-    with results_db.connect() as connection:
-        pending = _frame(connection, _unjudged(_unjudged_nights(connection, since, as_of)))
     grades = daily_grades(_assessments(settings, warehouse, window, since))
     tiers = night_tiers(settings, bundle)
-    # no grades read: nothing is judged tonight (a later night will)
-    judged = performance.judge(pending, grades, as_of) if grades else pd.DataFrame()
-    if len(judged):
+    if grades:  # no grades read: nothing is judged tonight (a later night will)
         with results_db.begin() as connection:
-            _store_outcomes(connection, judged, run_id, as_of)
+            _judge(connection, _unjudged_nights(connection, since, as_of), grades, run_id, as_of)
     onset_patients = sorted(
         {p for p, _ in performance.onsets(grades, as_of - timedelta(days=longest - 1), as_of)}
     )
@@ -156,7 +157,7 @@ def judge_night(
         ignore_index=True,
     )
     onsets = [(w, *performance.flagged_ahead(nights, grades, as_of, w)) for w in windows]
-    return Watch(figures, pd.DataFrame(columns=drift.COLUMNS), onsets, judged)
+    return Watch(figures, pd.DataFrame(columns=drift.COLUMNS), onsets)
 
 
 def _assessments(
@@ -197,8 +198,14 @@ def _outcome_rows(model: str, as_of: date, days: int) -> Select:
 
 
 # The sums performance.from_totals turns into figures, per model, horizon and window.
-SUMS = ("n_predictions", "n_events", "sum_predicted", "sum_squared_error", "n_flagged")
-SUMS += ("n_flagged_events",)
+SUMS = (
+    "n_predictions",
+    "n_events",
+    "sum_predicted",
+    "sum_squared_error",
+    "n_flagged",
+    "n_flagged_events",
+)
 
 
 def _totals(as_of: date, windows: Sequence[int], tiers: Tiers) -> Select:
@@ -290,19 +297,67 @@ def _unjudged_nights(connection: Connection, since: date, as_of: date) -> list[t
     return [pair for pair, done in zip(pairs, judged, strict=True) if not done]
 
 
-def _unjudged(pairs: Sequence[tuple[date, int]]) -> Select:
+def _pending(pairs: Sequence[tuple[date, int]]) -> ColumnElement[bool]:
     """The stored ok predictions (the current runs': a kept emailed run's rows are not
     judged again) of these (night, horizon) pairs."""
     s = crs_risk_scores.c
-    query = select(s.patient_id, s.as_of, s.model, s.horizon_days, s.calibrated_risk, s.status)
     if not pairs:
-        return query.where(false())
-    return query.where(
+        return false()
+    return and_(
         s.status == "ok",
         in_current_run(crs_risk_scores),
         s.target_date.in_(sorted({target_day(n, h) for n, h in pairs})),
         or_(*(and_(s.as_of == n, s.horizon_days == h) for n, h in pairs)),
     )
+
+
+def _judge(
+    connection: Connection,
+    pairs: Sequence[tuple[date, int]],
+    grades: dict[str, dict[date, int]],
+    run_id: str,
+    as_of: date,
+) -> None:
+    """Store the pairs' predictions in prediction_outcomes with their outcomes. Each
+    (patient, night, horizon) is labelled once in Python by the target
+    (performance.outcomes: the same label for the six models); the rows are copied in SQL
+    with outcome 0, then the few 1s and NULLs (already severe) set: what travels is a
+    sixth of the predictions' keys and the non-zero labels, not every prediction twice."""
+    s, o = crs_risk_scores.c, prediction_outcomes.c
+    keys = _frame(
+        connection, select(s.patient_id, s.as_of, s.horizon_days).where(_pending(pairs)).distinct()
+    )
+    if not len(keys):
+        return
+    keys["as_of"] = [_as_date(d) for d in keys["as_of"]]
+    labels = performance.outcomes(keys, grades)
+    copied = select(
+        literal(run_id, String),
+        s.as_of,
+        s.patient_id,
+        s.model,
+        s.horizon_days,
+        s.target_date,
+        s.calibrated_risk,
+        literal(0, Integer),
+        literal(as_of, Date),
+    ).where(_pending(pairs))
+    columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
+    columns += ["calibrated_risk", "outcome", "judged_on"]
+    connection.execute(insert(prediction_outcomes).from_select(columns, copied))
+    for outcome, chosen in ((1, labels == 1), (None, np.isnan(labels))):
+        for (night, horizon), group in keys[chosen].groupby(["as_of", "horizon_days"]):
+            patients = [str(p) for p in group["patient_id"]]
+            for start in range(0, len(patients), 500):  # bounded IN lists
+                connection.execute(
+                    update(prediction_outcomes)
+                    .where(
+                        o.as_of == night,
+                        o.horizon_days == int(horizon),
+                        o.patient_id.in_(patients[start : start + 500]),
+                    )
+                    .values(outcome=outcome)
+                )
 
 
 def _as_date(value: date | str) -> date:
@@ -311,7 +366,7 @@ def _as_date(value: date | str) -> date:
 
 
 def _dated(stored: pd.DataFrame) -> pd.DataFrame:
-    """Stored outcomes typed as performance.judge's frame: dates, float outcomes."""
+    """Stored outcomes typed as performance.figures reads them: dates, float outcomes."""
     out = stored.copy()
     for column in ("as_of", "target"):
         out[column] = [_as_date(d) for d in out[column]]
@@ -340,19 +395,6 @@ def store(
         if len(frame):
             rows = [{**night, **row} for row in plain_rows(frame)]
             connection.execute(insert(table), rows)
-
-
-def _store_outcomes(connection: Connection, judged: pd.DataFrame, run_id: str, as_of: date) -> None:
-    """Tonight's judged predictions into prediction_outcomes, once each."""
-    frame = judged.rename(columns={"target": "target_date", "y": "outcome"})
-    columns = ["as_of", "patient_id", "model", "horizon_days", "target_date"]
-    columns += ["calibrated_risk", "outcome"]
-    outcome = [None if np.isnan(v) else int(v) for v in frame["outcome"].to_numpy(float)]
-    rows = (
-        {**row, "run_id": run_id, "judged_on": as_of, "outcome": y}
-        for row, y in zip(plain_rows(frame[columns]), outcome, strict=True)
-    )
-    insert_rows(connection, prediction_outcomes, rows)
 
 
 def latest(results_db: Engine, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
