@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from bench_generate import WAREHOUSE_TABLES, Templates, generate_chunk
-from sqlalchemy import ColumnElement, Insert, Table, case, func, insert, literal, select
+from sqlalchemy import ColumnElement, Insert, Table, case, delete, func, insert, literal, select
 from sqlalchemy import make_url as parse_url
 
 from prcrs_batch.devdata.cohort import create_warehouse_tables
@@ -160,7 +160,9 @@ def seed_history(url: str, as_of: date, nights: int) -> None:
 
     Every column of scoring_runs, crs_risk_scores and crs_patient_nights
     (prcrs_batch.results.tables) is copied, except the keys, the dates (shifted), and the
-    report columns (NOT_COPIED_TO_HISTORY).
+    report columns (NOT_COPIED_TO_HISTORY). The as-of night itself is then removed (its
+    run row, and with it its rows), so that the night run next is a new night, as at a
+    site, not a rerun that also deletes a night's earlier rows.
     """
     engine = make_engine(url)
     with engine.begin() as conn:
@@ -198,6 +200,7 @@ def seed_history(url: str, as_of: date, nights: int) -> None:
         columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
         columns += ["calibrated_risk", "outcome", "judged_on"]
         conn.execute(insert(prediction_outcomes).from_select(columns, judged))
+        conn.execute(delete(scoring_runs).where(scoring_runs.c.as_of == as_of))  # cascades
     engine.dispose()
     with psycopg.connect(psycopg_url(url), autocommit=True) as conn:
         for table in (crs_risk_scores, scoring_runs, crs_patient_nights, prediction_outcomes):

@@ -17,9 +17,10 @@ Usage (PostgreSQL reachable as a superuser or a role with CREATEDB):
 
 `--history-nights K` also stores K earlier nights (copies of the first run's scores and
 patient nights, shifted back a day each, with the outcomes earlier nights would have
-judged: bench_load.seed_history) and runs the night again: the steady state of a site,
-where monitoring judges one night's predictions and reads its windows' outcomes, the report
-reads a week of history and the write replaces an existing night.
+judged: bench_load.seed_history), removes the first run, and runs the night again as a new
+night: the steady state of a site, where monitoring judges one night's predictions and
+reads its windows' outcomes, the report reads a week of history and the write adds a night
+to tables that hold 90.
 
 The parts, each usable alone:
 - bench_generate.py: the synthetic rows (development-cohort draws, missingness, text
@@ -181,7 +182,7 @@ def benchmark_size(args: argparse.Namespace, patients: int, database: str, headi
             again = run_in_fresh_process(url, args.as_of, args.model_dir, args.profile)
             print_run(
                 f"Same night again, {args.history_nights} earlier nights stored "
-                f"(report reads history, write replaces the night){heading}",
+                f"(monitoring judges and reads them, the report reads history){heading}",
                 again,
             )
     finally:
