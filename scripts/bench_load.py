@@ -23,10 +23,22 @@ from typing import Any
 import numpy as np
 import psycopg
 from bench_generate import WAREHOUSE_TABLES, Templates, generate_chunk
-from sqlalchemy import ColumnElement, Insert, Table, case, delete, func, insert, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy import make_url as parse_url
 
 from prcrs_batch.devdata.cohort import create_warehouse_tables
+from prcrs_batch.monitoring.watch import outcomes_from_scores
 from prcrs_batch.results.engines import make_engine
 from prcrs_batch.results.migrations import migrate
 from prcrs_batch.results.tables import (
@@ -186,20 +198,14 @@ def seed_history(url: str, as_of: date, nights: int) -> None:
                 _copy_night(crs_patient_nights, as_of, run_id=run_id, as_of=nights_c.as_of - k)
             )
         s = crs_risk_scores.c
-        judged = select(
-            s.run_id,
-            s.as_of,
-            s.patient_id,
-            s.model,
-            s.horizon_days,
-            s.target_date,
-            s.calibrated_risk,
-            _coin(s.patient_id, s.as_of, s.horizon_days, s.calibrated_risk),
-            s.target_date,
-        ).where(s.status == "ok", s.as_of < as_of, s.target_date < as_of)
-        columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
-        columns += ["calibrated_risk", "outcome", "judged_on"]
-        conn.execute(insert(prediction_outcomes).from_select(columns, judged))
+        conn.execute(
+            outcomes_from_scores(
+                and_(s.status == "ok", s.as_of < as_of, s.target_date < as_of),
+                run_id=s.run_id,
+                outcome=_coin(s.patient_id, s.as_of, s.horizon_days, s.calibrated_risk),
+                judged_on=s.target_date,
+            )
+        )
         conn.execute(delete(scoring_runs).where(scoring_runs.c.as_of == as_of))  # cascades
     engine.dispose()
     with psycopg.connect(psycopg_url(url), autocommit=True) as conn:

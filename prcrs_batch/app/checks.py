@@ -413,13 +413,7 @@ def query_plans(warehouse: Engine, settings: Settings, night: date) -> list[str]
     """The nightly queries that would read a whole large table (indexes.scans): a warning,
     never a failure (the night still runs, only slower)."""
     source = Source.from_settings(settings)
-    window = Window(
-        as_of=night,
-        active_days=settings.active_days,
-        lookback_hours=settings.lookback_hours,
-        timezone=settings.timezone,
-        source=source,
-    )
+    window = Window.for_night(settings, night, source=source)
     try:
         with warehouse.connect() as connection:
             return indexes.scans(connection, source, window)

@@ -35,7 +35,7 @@ from prcrs_batch.results.nights import RunInfo
 from prcrs_batch.settings import Settings
 from prcrs_batch.task.data_day import data_day
 from prcrs_batch.warehouse.freshness import FeedState, assess_feed
-from prcrs_batch.warehouse.queries import Source, Window, read_night
+from prcrs_batch.warehouse.queries import Window, read_night
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,8 @@ def run_nightly(
     night that another run is doing stops at once (status already_running): nothing is
     written or sent.
     """
-    window = Window(
-        as_of=as_of,
-        active_days=settings.active_days,
-        lookback_hours=settings.lookback_hours,
-        timezone=settings.timezone,
-        now=now or datetime.now(settings.zone).replace(tzinfo=None),  # warehouse wall-clock
-        source=Source.from_settings(settings),  # contract or OMOP (PRCRS_WAREHOUSE_MODEL)
-    )
+    wall_clock = now or datetime.now(settings.zone).replace(tzinfo=None)  # the warehouse's
+    window = Window.for_night(settings, as_of, now=wall_clock)
     summary = RunSummary(
         run_id=str(uuid.uuid4()),
         as_of=as_of,
@@ -414,13 +408,7 @@ def monitor_stored_night(
     if run_id is None:
         log.warning("night %s: no stored night to monitor", as_of.isoformat())
         return False
-    window = Window(
-        as_of=as_of,
-        active_days=settings.active_days,
-        lookback_hours=settings.lookback_hours,
-        timezone=settings.timezone,
-        source=Source.from_settings(settings),
-    )
+    window = Window.for_night(settings, as_of)
     try:
         with locks.night_lock(results_db, as_of) as held:
             if not held:

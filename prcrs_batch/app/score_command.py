@@ -28,7 +28,7 @@ from prcrs_batch.nightly.scoring import COLUMNS as SCORE_COLUMNS
 from prcrs_batch.results.nights import plain_rows
 from prcrs_batch.settings import Settings
 from prcrs_batch.warehouse.contract import warehouse_metadata
-from prcrs_batch.warehouse.queries import Window, read_night
+from prcrs_batch.warehouse.queries import CONTRACT, Window, read_night
 
 LAB_COLUMNS = ["patient_id", "collected_at", "analyte", "value", "unit"]
 ISSUE_FIELDS = ["analyte", "collected_at", "raw_value", "unit", "reason"]
@@ -159,12 +159,11 @@ def score_request(settings: Settings, bundle: ModelBundle, request: Request) -> 
                 {"patient_id": p, "assessed_on": request.as_of, "grade": request.grade} for p in ids
             ]
             connection.execute(insert(tables["crs_assessments"]), grades)
-    window = Window(
-        as_of=request.as_of,
-        active_days=settings.active_days,
-        lookback_hours=settings.lookback_hours,
-        timezone=settings.timezone,
+    window = Window.for_night(  # the contract tables made above, whatever the site's model
+        settings,
+        request.as_of,
         now=datetime.now(settings.zone).replace(tzinfo=None),
+        source=CONTRACT,
     )
     night = read_night(engine, window)
     empty = pd.DataFrame(columns=HISTORY_COLUMNS)

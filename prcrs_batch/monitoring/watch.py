@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Date,
     Engine,
+    Insert,
     Integer,
     Select,
     String,
@@ -338,27 +339,22 @@ def _judge(
     with outcome 0, then the few 1s and NULLs (already severe) set: what travels is a
     sixth of the predictions' keys and the non-zero labels, not every prediction twice."""
     s, o = crs_risk_scores.c, prediction_outcomes.c
+    pending = _pending(pairs)
     keys = _frame(
-        connection, select(s.patient_id, s.as_of, s.horizon_days).where(_pending(pairs)).distinct()
+        connection, select(s.patient_id, s.as_of, s.horizon_days).where(pending).distinct()
     )
     if not len(keys):
         return
     keys["as_of"] = [_as_date(d) for d in keys["as_of"]]
     labels = performance.outcomes(keys, grades)
-    copied = select(
-        literal(run_id, String),
-        s.as_of,
-        s.patient_id,
-        s.model,
-        s.horizon_days,
-        s.target_date,
-        s.calibrated_risk,
-        literal(0, Integer),
-        literal(as_of, Date),
-    ).where(_pending(pairs))
-    columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
-    columns += ["calibrated_risk", "outcome", "judged_on"]
-    connection.execute(insert(prediction_outcomes).from_select(columns, copied))
+    connection.execute(
+        outcomes_from_scores(
+            pending,
+            run_id=literal(run_id, String),
+            outcome=literal(0, Integer),
+            judged_on=literal(as_of, Date),
+        )
+    )
     for outcome, chosen in ((1, labels == 1), (None, np.isnan(labels))):
         for (night, horizon), group in keys[chosen].groupby(["as_of", "horizon_days"]):
             patients = [str(p) for p in group["patient_id"]]
@@ -372,6 +368,33 @@ def _judge(
                     )
                     .values(outcome=outcome)
                 )
+
+
+def outcomes_from_scores(
+    where: ColumnElement[bool],
+    *,
+    run_id: ColumnElement[str],
+    outcome: ColumnElement[int],
+    judged_on: ColumnElement[date],
+) -> Insert:
+    """Copy the crs_risk_scores rows `where` selects into prediction_outcomes, with the
+    judging run, outcome and night given as SQL expressions: how a judged prediction is
+    stored (`_judge`; the steady-state benchmark's history, scripts/bench_load.py)."""
+    s = crs_risk_scores.c
+    copied = select(
+        run_id,
+        s.as_of,
+        s.patient_id,
+        s.model,
+        s.horizon_days,
+        s.target_date,
+        s.calibrated_risk,
+        outcome,
+        judged_on,
+    ).where(where)
+    columns = ["run_id", "as_of", "patient_id", "model", "horizon_days", "target_date"]
+    columns += ["calibrated_risk", "outcome", "judged_on"]
+    return insert(prediction_outcomes).from_select(columns, copied)
 
 
 def _as_date(value: date | str) -> date:

@@ -21,6 +21,7 @@ from prcrs_batch.results.tables import night_claims
 
 log = logging.getLogger(__name__)
 
+# PostgreSQL advisory-lock classes ("PRCS" and the next): a whole run, and a night's write.
 RUN_LOCK, WRITE_LOCK = 0x50524353, 0x50524354
 MAX_CLAIMED_BY_CHARS = 128  # night_claims.claimed_by: a host name, cut to fit
 

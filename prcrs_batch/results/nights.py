@@ -41,7 +41,6 @@ INTEGER_SCORE_COLUMNS = {"horizon_days": int, "inputs_observed": int, "inputs_ex
 INSERT_BATCH = 10_000  # rows made Python objects at a time (memory), and per INSERT (not COPY)
 ISSUE_COLUMNS = ["patient_id", "analyte", "collected_at", "raw_value", "unit", "reason"]
 MAX_ERROR_CHARS = 2000  # of a failed night's error kept on its run row
-# PostgreSQL advisory-lock classes ("PRCS" and the next): a whole run, and a night's write.
 
 
 @dataclass

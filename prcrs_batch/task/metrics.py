@@ -184,8 +184,9 @@ def weighted_auroc(
 
 
 class _Ranked:
-    """Rows sorted by score once, with their groups of tied scores: `auroc` then scores
-    any number of weightings without sorting again (the bootstrap's chunks)."""
+    """Rows sorted by score once, with their groups of tied scores: `auroc` scores any
+    number of weightings at once (a bootstrap's resamples), `clustered_auroc_ci` reads the
+    placements from the same order."""
 
     def __init__(self, y: np.ndarray, order: np.ndarray, starts: np.ndarray) -> None:
         self.y, self.order, self.starts = y, order, starts
@@ -226,10 +227,10 @@ def clustered_auroc_ci(
     with_negative = np.unique(cluster[~positive])
     if len(with_positive) < 2 or len(with_negative) < 2:
         return float("nan"), float("nan")
-    ones = np.ones(len(ranked.y))
-    negatives = np.add.reduceat(ones * ~positive, ranked.starts)
-    positives = np.add.reduceat(ones * positive, ranked.starts)
-    tie_group = np.repeat(np.arange(len(ranked.starts)), np.diff(np.r_[ranked.starts, len(ones)]))
+    negatives = np.add.reduceat((~positive).astype(float), ranked.starts)
+    positives = np.add.reduceat(positive.astype(float), ranked.starts)
+    sizes = np.diff(np.r_[ranked.starts, len(positive)])
+    tie_group = np.repeat(np.arange(len(ranked.starts)), sizes)
     # placements: the share of the other class each row outranks (ties a half)
     v10 = ((np.cumsum(negatives) - negatives / 2) / n)[tie_group] * positive
     v01 = ((m - np.cumsum(positives) + positives / 2) / m)[tie_group] * ~positive

@@ -96,6 +96,26 @@ class Window:
     now: datetime | None = None  # results dated later are read, to be set aside as future
     source: Source = field(default=CONTRACT)  # the data model read (PRCRS_WAREHOUSE_MODEL)
 
+    @classmethod
+    def for_night(
+        cls,
+        settings: Settings,
+        as_of: date,
+        *,
+        now: datetime | None = None,
+        source: Source | None = None,
+    ) -> Window:
+        """Night `as_of` read as the settings say (PRCRS_ACTIVE_DAYS, _LOOKBACK_HOURS,
+        _TIMEZONE), from the source PRCRS_WAREHOUSE_MODEL names unless `source` is given."""
+        return cls(
+            as_of=as_of,
+            active_days=settings.active_days,
+            lookback_hours=settings.lookback_hours,
+            timezone=settings.timezone,
+            now=now,
+            source=source or Source.from_settings(settings),
+        )
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
